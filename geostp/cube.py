@@ -1,0 +1,422 @@
+"""The cube: the one data model every adapter produces and every model consumes.
+
+A cube is an :class:`xarray.Dataset` with dims ``time``, ``y``, ``x`` (and an
+optional leading ``sequence`` dim for collections of independent clips), CF
+units and standard names on every data variable, an optional CF grid mapping,
+and a regular time step whose gaps are found and reported, never assumed away.
+This module validates cubes, finds their gaps, and moves windows between cubes
+and ``[T, C, H, W]`` tensors without losing labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from geostp.errors import CubeError
+
+__all__ = [
+    "CubeInfo",
+    "Gap",
+    "SPATIAL_DIMS",
+    "validate_cube",
+    "find_gaps",
+    "time_step",
+    "grid_mapping_name",
+    "cube_crs",
+    "window_to_tensor",
+    "forecast_to_dataarray",
+    "describe",
+]
+
+SPATIAL_DIMS = ("y", "x")
+TIME_STEP_ATTR = "time_step"  # optional ISO/pandas timedelta string declaring the nominal step
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Missing time steps between two present frames.
+
+    ``missing`` frames are absent between ``after`` and ``before``.
+    """
+
+    after: Any
+    before: Any
+    missing: int
+
+    def __str__(self) -> str:
+        return f"{self.missing} missing step(s) between {_fmt_time(self.after)} and {_fmt_time(self.before)}"
+
+
+@dataclass(frozen=True)
+class CubeInfo:
+    """What validation learnt about a cube."""
+
+    variables: tuple[str, ...]
+    dims: tuple[str, ...]
+    sizes: dict[str, int]
+    step: Any  # np.timedelta64 for datetime axes, an int for frame indices, None for one frame
+    gaps: tuple[Gap, ...] = field(default_factory=tuple)
+    crs_wkt: str | None = None
+    grid_mapping: str | None = None
+
+    @property
+    def has_sequence(self) -> bool:
+        return "sequence" in self.dims
+
+    @property
+    def n_missing(self) -> int:
+        return sum(g.missing for g in self.gaps)
+
+
+def _fmt_time(value: Any) -> str:
+    if isinstance(value, np.datetime64):
+        return str(pd.Timestamp(value))
+    return str(value)
+
+
+def _name(source: str | None) -> str:
+    return f"{source}: " if source else ""
+
+
+def grid_mapping_name(ds: xr.Dataset) -> str | None:
+    """The name of the grid-mapping variable the data variables point to, if any."""
+    names = {ds[v].attrs.get("grid_mapping") or ds[v].encoding.get("grid_mapping") for v in ds.data_vars}
+    names.discard(None)
+    if len(names) > 1:
+        raise CubeError(f"data variables point to different grid mappings {sorted(names)}; expected one")
+    return names.pop() if names else None
+
+
+def cube_crs(ds: xr.Dataset):
+    """The cube's :class:`pyproj.CRS` from its CF grid mapping, or ``None`` if it has none."""
+    import pyproj
+
+    gm = grid_mapping_name(ds)
+    if gm is None:
+        return None
+    if gm not in ds.variables:
+        raise CubeError(f"grid_mapping {gm!r} is named by the data variables but no such variable exists")
+    try:
+        return pyproj.CRS.from_cf(dict(ds[gm].attrs))
+    except Exception as exc:  # pyproj raises several kinds
+        raise CubeError(
+            f"grid mapping variable {gm!r} cannot be read as a CRS by pyproj ({exc}); "
+            "expected CF grid-mapping attributes such as pyproj.CRS.to_cf() writes"
+        ) from None
+
+
+def time_step(ds: xr.Dataset, *, source: str | None = None) -> Any:
+    """The nominal time step: the ``time_step`` attr if declared, else the most common difference."""
+    times = ds["time"].values
+    declared = ds.attrs.get(TIME_STEP_ATTR)
+    if np.issubdtype(times.dtype, np.datetime64):
+        if declared is not None:
+            try:
+                return np.timedelta64(pd.Timedelta(declared).to_timedelta64(), "ns")
+            except (ValueError, TypeError):
+                raise CubeError(
+                    f"{_name(source)}attribute {TIME_STEP_ATTR}={declared!r} is not a time interval; "
+                    "expected something like '5min' or 'PT5M'"
+                ) from None
+        if times.size < 2:
+            return None
+        diffs = np.diff(times.astype("datetime64[ns]"))
+        values, counts = np.unique(diffs, return_counts=True)
+        return values[np.argmax(counts)]
+    if declared is not None:
+        return int(declared)
+    if times.size < 2:
+        return None
+    diffs = np.diff(times)
+    values, counts = np.unique(diffs, return_counts=True)
+    return values[np.argmax(counts)].item()
+
+
+def find_gaps(ds: xr.Dataset, step: Any = None, *, source: str | None = None) -> list[Gap]:
+    """Missing time steps of a cube (within each sequence the time axis is shared).
+
+    Raises :class:`CubeError` if the axis is not strictly increasing or a
+    difference is not a whole multiple of the step.
+    """
+    times = ds["time"].values
+    if times.size < 2:
+        return []
+    if step is None:
+        step = time_step(ds, source=source)
+    if np.issubdtype(times.dtype, np.datetime64):
+        times = times.astype("datetime64[ns]")
+    diffs = np.diff(times)
+    zero = diffs.dtype.type(0) if not np.issubdtype(diffs.dtype, np.timedelta64) else np.timedelta64(0, "ns")
+    bad = np.nonzero(diffs <= zero)[0]
+    if bad.size:
+        i = int(bad[0])
+        what = "duplicated" if diffs[i] == zero else "decreasing"
+        raise CubeError(
+            f"{_name(source)}time coordinate is not strictly increasing: {what} times at index {i}-{i + 1} "
+            f"({_fmt_time(times[i])}, {_fmt_time(times[i + 1])}); expected sorted, unique times"
+        )
+    ratio = diffs / step
+    whole = np.rint(ratio)
+    irregular = np.nonzero(np.abs(ratio - whole) > 1e-6)[0]
+    if irregular.size:
+        i = int(irregular[0])
+        raise CubeError(
+            f"{_name(source)}irregular time step: {_fmt_delta(diffs[i])} between {_fmt_time(times[i])} and "
+            f"{_fmt_time(times[i + 1])}, which is not a multiple of the cube's step {_fmt_delta(step)}; "
+            "expected a regular time axis (gaps of whole steps are allowed)"
+        )
+    return [
+        Gap(after=times[i], before=times[i + 1], missing=int(whole[i]) - 1)
+        for i in np.nonzero(whole > 1)[0]
+    ]
+
+
+def _fmt_delta(value: Any) -> str:
+    if isinstance(value, np.timedelta64):
+        return str(pd.Timedelta(value))
+    return str(value)
+
+
+def validate_cube(
+    ds: xr.Dataset | xr.DataArray,
+    *,
+    source: str | None = None,
+    check_values: bool = True,
+    sample_frames: int = 6,
+) -> CubeInfo:
+    """Check that ``ds`` follows the cube conventions and describe it.
+
+    Parameters
+    ----------
+    ds
+        The dataset (or a single DataArray) to check. It is not loaded: only
+        coordinates are read, plus ``sample_frames`` frames per variable when
+        ``check_values`` is true.
+    source
+        A file or source name to put in error messages.
+    check_values
+        Read a few evenly spaced frames of each variable and refuse a variable
+        whose sampled frames hold nothing but NaN.
+    sample_frames
+        How many frames to read per variable for the value check.
+
+    Returns
+    -------
+    CubeInfo
+        Variables, dims, sizes, time step, gaps and CRS.
+
+    Raises
+    ------
+    CubeError
+        With a message naming the variable, what was found and what was expected.
+    """
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset(name=ds.name or "data")
+    if not isinstance(ds, xr.Dataset):
+        raise CubeError(f"{_name(source)}expected an xarray Dataset or DataArray, got {type(ds).__name__}")
+    variables = [v for v in ds.data_vars if v != grid_mapping_name_safe(ds)]
+    variables = [v for v in variables if ds[v].ndim > 0]  # 0-d ones are grid mappings and flags
+    if not variables:
+        raise CubeError(
+            f"{_name(source)}no data variable with dims (time, y, x); found variables "
+            f"{ {v: ds[v].dims for v in ds.data_vars} }"
+        )
+    expected_sets = ({"time", "y", "x"}, {"sequence", "time", "y", "x"})
+    dims0: tuple[str, ...] | None = None
+    for v in variables:
+        dims = ds[v].dims
+        if set(dims) not in expected_sets:
+            missing = sorted({"time", "y", "x"} - set(dims))
+            extra = sorted(set(dims) - {"sequence", "time", "y", "x"})
+            detail = []
+            if missing:
+                detail.append(f"missing dim(s) {missing}")
+            if extra:
+                detail.append(f"unexpected dim(s) {extra}")
+            raise CubeError(
+                f"{_name(source)}variable {v!r} has dims {dims} ({', '.join(detail)}); "
+                "expected (time, y, x) or (sequence, time, y, x)"
+            )
+        if dims0 is None:
+            dims0 = dims
+        elif set(dims) != set(dims0):
+            raise CubeError(f"{_name(source)}variable {v!r} has dims {dims} but {variables[0]!r} has {dims0}")
+        units = ds[v].attrs.get("units")
+        if units is None or (isinstance(units, str) and not units.strip()):
+            raise CubeError(
+                f"{_name(source)}variable {v!r} has no 'units' attribute; expected CF units "
+                "such as 'mm h-1' (rain rate), 'dBZ' or '1' (dimensionless)"
+            )
+        if not (ds[v].attrs.get("standard_name") or ds[v].attrs.get("long_name")):
+            raise CubeError(
+                f"{_name(source)}variable {v!r} has neither 'standard_name' nor 'long_name'; expected "
+                "a CF standard name such as 'lwe_precipitation_rate'"
+            )
+        if not np.issubdtype(ds[v].dtype, np.number):
+            raise CubeError(f"{_name(source)}variable {v!r} has dtype {ds[v].dtype}; expected a numeric type")
+    assert dims0 is not None
+    ordered = ("sequence", "time", "y", "x") if "sequence" in dims0 else ("time", "y", "x")
+
+    for d in ("time", "y", "x"):
+        if d not in ds.coords:
+            raise CubeError(f"{_name(source)}dim {d!r} has no coordinate; expected a 1-D {d!r} coordinate")
+    for d in SPATIAL_DIMS:
+        vals = np.asarray(ds[d].values)
+        if vals.size > 1:
+            dv = np.diff(vals.astype(float))
+            if not (np.all(dv > 0) or np.all(dv < 0)):
+                raise CubeError(
+                    f"{_name(source)}coordinate {d!r} is not strictly monotonic; expected increasing "
+                    "or decreasing pixel-centre coordinates"
+                )
+    times = ds["time"].values
+    if not (np.issubdtype(times.dtype, np.datetime64) or np.issubdtype(times.dtype, np.integer)):
+        raise CubeError(
+            f"{_name(source)}time coordinate has dtype {times.dtype}; expected datetime64 "
+            "(or integer frame indices for video)"
+        )
+    step = time_step(ds, source=source)
+    gaps = tuple(find_gaps(ds, step, source=source))
+
+    crs = cube_crs(ds)
+    if check_values:
+        _check_not_all_nan(ds, variables, sample_frames, source)
+    return CubeInfo(
+        variables=tuple(variables),
+        dims=ordered,
+        sizes={d: int(ds.sizes[d]) for d in ordered},
+        step=step,
+        gaps=gaps,
+        crs_wkt=crs.to_wkt() if crs is not None else None,
+        grid_mapping=grid_mapping_name(ds),
+    )
+
+
+def grid_mapping_name_safe(ds: xr.Dataset) -> str | None:
+    try:
+        return grid_mapping_name(ds)
+    except CubeError:
+        return None
+
+
+def _check_not_all_nan(ds: xr.Dataset, variables: Sequence[str], n: int, source: str | None) -> None:
+    nt = ds.sizes["time"]
+    idx = np.unique(np.linspace(0, nt - 1, num=min(n, nt)).round().astype(int))
+    for v in variables:
+        da = ds[v].isel(time=idx)
+        if "sequence" in da.dims:
+            ns = ds.sizes["sequence"]
+            da = da.isel(sequence=np.unique(np.linspace(0, ns - 1, num=min(n, ns)).round().astype(int)))
+        if not np.issubdtype(da.dtype, np.floating):
+            continue
+        values = np.asarray(da.values)
+        if not np.isfinite(values).any():
+            raise CubeError(
+                f"{_name(source)}variable {v!r} holds only NaN in the {len(idx)} frames checked; "
+                "expected data (missing values as NaN only where there is no data)"
+            )
+
+
+def describe(ds: xr.Dataset, info: CubeInfo | None = None) -> str:
+    """A few human-readable lines about a cube."""
+    info = info or validate_cube(ds, check_values=False)
+    lines = [
+        "dims: " + ", ".join(f"{d}={info.sizes[d]}" for d in info.dims),
+        "variables: "
+        + ", ".join(f"{v} [{ds[v].attrs.get('units')}]" for v in info.variables),
+    ]
+    if info.sizes["time"]:
+        t = ds["time"].values
+        lines.append(f"time: {_fmt_time(t[0])} .. {_fmt_time(t[-1])}, step {_fmt_delta(info.step)}")
+    lines.append(f"gaps: {len(info.gaps)} ({info.n_missing} missing steps)")
+    if info.crs_wkt:
+        import pyproj
+
+        lines.append(f"crs: {pyproj.CRS.from_wkt(info.crs_wkt).name}")
+    return "\n".join(lines)
+
+
+def window_to_tensor(window: xr.Dataset, variables: Sequence[str], *, fill_value: float = 0.0):
+    """Turn a ``(time, y, x)`` window into a float32 ``[T, C, H, W]`` tensor and a validity mask.
+
+    Variables become channels in the order given. NaN becomes ``fill_value``;
+    the mask (bool, same shape) is True where the value was finite.
+    """
+    import torch
+
+    arrays = []
+    for v in variables:
+        if v not in window.data_vars:
+            raise CubeError(f"variable {v!r} is not in the window; it has {list(window.data_vars)}")
+        arrays.append(np.asarray(window[v].transpose("time", "y", "x").values, dtype=np.float32))
+    data = np.stack(arrays, axis=1)
+    mask = np.isfinite(data)
+    data = np.where(mask, data, np.float32(fill_value))
+    return torch.from_numpy(data), torch.from_numpy(mask)
+
+
+def forecast_to_dataarray(
+    values: Any,
+    cube: xr.Dataset,
+    *,
+    reference_time: Any,
+    variables: Sequence[str],
+    step: Any = None,
+    attrs: dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Label a forecast ``[L, C, H, W]`` (or ``[N, L, C, H, W]``) with the cube's coordinates.
+
+    Returns a DataArray with dims ``lead_time, y, x`` (``time`` first when
+    several reference times, ``variable`` when several channels), coordinates
+    ``valid_time`` and ``forecast_reference_time``, the cube's ``x``/``y`` and
+    any 2-D ``lat``/``lon``, the grid mapping, and the units of the variable.
+    """
+    arr = np.asarray(values.detach().cpu().numpy() if hasattr(values, "detach") else values)
+    several = arr.ndim == 5
+    if arr.ndim not in (4, 5):
+        raise CubeError(f"forecast values must be [L, C, H, W] or [N, L, C, H, W]; got shape {arr.shape}")
+    n_lead, n_var = arr.shape[-4], arr.shape[-3]
+    if n_var != len(variables):
+        raise CubeError(f"forecast has {n_var} channels but {len(variables)} variables were named")
+    if arr.shape[-2:] != (cube.sizes["y"], cube.sizes["x"]):
+        raise CubeError(f"forecast grid {arr.shape[-2:]} differs from the cube's {(cube.sizes['y'], cube.sizes['x'])}")
+    if step is None:
+        step = time_step(cube)
+    lead = np.arange(1, n_lead + 1) * step
+    ref = np.atleast_1d(np.asarray(reference_time))
+    dims = ["lead_time", "variable", "y", "x"]
+    if several:
+        dims = ["time", *dims]
+    coords: dict[str, Any] = {"lead_time": lead, "y": cube["y"], "x": cube["x"]}
+    for name in ("lat", "lon"):
+        if name in cube.coords and set(cube[name].dims) == {"y", "x"}:
+            coords[name] = cube[name]
+    if several:
+        coords["time"] = ref
+        coords["valid_time"] = (("time", "lead_time"), ref[:, None] + lead[None, :])
+        coords["forecast_reference_time"] = ("time", ref)
+    else:
+        coords["valid_time"] = ("lead_time", ref[0] + lead)
+        coords["forecast_reference_time"] = ref[0]
+    coords["variable"] = list(variables)
+    da = xr.DataArray(arr, dims=dims, coords=coords)
+    first = cube[variables[0]]
+    da.attrs.update({k: first.attrs[k] for k in ("units", "standard_name", "long_name") if k in first.attrs})
+    gm = grid_mapping_name(cube)
+    if gm is not None:
+        da.attrs["grid_mapping"] = gm
+        da.coords[gm] = cube[gm]
+    if attrs:
+        da.attrs.update(attrs)
+    if n_var == 1:
+        da = da.squeeze("variable", drop=True)
+        da.name = variables[0]
+    else:
+        da.name = "forecast"
+    return da

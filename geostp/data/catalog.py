@@ -1,0 +1,178 @@
+"""Data catalogs: YAML files under ``catalogs/`` that name sources and say how to open them.
+
+A catalog file looks like::
+
+    description: Radar composites of the pysteps example data
+    sources:
+      mch:
+        description: MeteoSwiss rain rate, 5 min, 1 km
+        adapter: radar            # a name in geostp.data.adapters
+        args:                     # keyword arguments of that adapter
+          importer: mch_gif
+          root: ${GEOSTP_DATA}/radar/mch
+
+String values may use ``${VAR}`` or ``${VAR:-default}`` environment variables.
+``geostp.open_catalog(path_or_name)`` reads one; ``catalog.open(source)``
+returns the source as a lazy cube.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from geostp.errors import ConfigError, DataError, UnknownNameError
+from geostp.registry import Registry
+
+__all__ = ["Catalog", "SourceEntry", "open_catalog", "adapters", "catalog_dirs", "expand_env"]
+
+#: Adapters turn arguments into a lazy cube: ``adapter(**args) -> xarray.Dataset``.
+adapters: Registry[Callable[..., xr.Dataset]] = Registry("adapter")
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, *, where: str = "") -> Any:
+    """Expand ``${VAR}`` / ``${VAR:-default}`` in every string inside ``value``."""
+    if isinstance(value, str):
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where}: environment variable {name} is not set (used as ${{{name}}})")
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, where=f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, where=f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+class SourceEntry(BaseModel):
+    """One named source of a catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+    adapter: str
+    description: str = ""
+    args: dict[str, Any] = Field(default_factory=dict)
+    license: str | None = None
+
+
+class _CatalogFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    sources: dict[str, SourceEntry]
+
+
+class Catalog:
+    """A set of named sources read from a YAML catalog file."""
+
+    def __init__(self, sources: dict[str, SourceEntry], *, path: Path | None = None, description: str = ""):
+        self.sources = sources
+        self.path = path
+        self.description = description
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.sources
+
+    def __iter__(self):
+        return iter(self.sources)
+
+    def names(self) -> list[str]:
+        return sorted(self.sources)
+
+    def entry(self, name: str) -> SourceEntry:
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise UnknownNameError(
+                f"source {name!r} is not in catalog {self.path or '(in memory)'}; "
+                f"available sources: {', '.join(self.names()) or '(none)'}"
+            ) from None
+
+    def resolved_args(self, name: str) -> dict[str, Any]:
+        """The adapter arguments of a source with environment variables expanded."""
+        return expand_env(self.entry(name).args, where=f"{self.path}: sources.{name}.args")
+
+    def open(self, name: str, **overrides: Any) -> xr.Dataset:
+        """Open source ``name`` as a lazy cube; ``overrides`` replace catalog arguments."""
+        _load_builtin_adapters()
+        entry = self.entry(name)
+        adapter = adapters.get(entry.adapter)
+        args = {**self.resolved_args(name), **overrides}
+        try:
+            return adapter(**args)
+        except TypeError as exc:
+            raise ConfigError(f"{self.path}: source {name!r}: adapter {entry.adapter!r} rejected its args: {exc}") from None
+
+    def __repr__(self) -> str:
+        return f"Catalog({self.path}, sources={self.names()})"
+
+
+def catalog_dirs() -> list[Path]:
+    """Where catalog names are looked up: ``$GEOSTP_CATALOGS`` (os.pathsep separated), then the repository's ``catalogs/``."""
+    dirs = [Path(p) for p in os.environ.get("GEOSTP_CATALOGS", "").split(os.pathsep) if p]
+    dirs.append(Path(__file__).resolve().parents[2] / "catalogs")
+    return dirs
+
+
+def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
+    """Read a catalog from a YAML path, or by name from :func:`catalog_dirs`.
+
+    Raises
+    ------
+    ConfigError
+        For malformed YAML or entries, naming the file and the key.
+    UnknownNameError
+        For a name that matches no catalog file, listing the available ones.
+    """
+    p = Path(path_or_name)
+    if not p.suffix and not p.exists():
+        candidates = {f.stem: f for d in catalog_dirs() if d.is_dir() for f in sorted(d.glob("*.yaml"))}
+        if str(path_or_name) not in candidates:
+            raise UnknownNameError(
+                f"no catalog named {str(path_or_name)!r}; available catalogs: "
+                f"{', '.join(sorted(candidates)) or '(none)'} (searched {', '.join(map(str, catalog_dirs()))})"
+            )
+        p = candidates[str(path_or_name)]
+    if not p.exists():
+        raise DataError(f"catalog file {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping with a 'sources' key, got {type(raw).__name__}")
+    try:
+        parsed = _CatalogFile.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{p}: malformed catalog: {problems}") from None
+    return Catalog(parsed.sources, path=p, description=parsed.description)
+
+
+_BUILTINS_LOADED = False
+
+
+def _load_builtin_adapters() -> None:
+    """Import the modules whose adapters register themselves (once)."""
+    global _BUILTINS_LOADED
+    if _BUILTINS_LOADED:
+        return
+    import importlib
+
+    for module in ("geostp.data.adapters",):
+        importlib.import_module(module)
+    _BUILTINS_LOADED = True

@@ -1,0 +1,213 @@
+"""Writing cubes into chunked zarr stores, atomically, and opening them lazily.
+
+Chunking policy
+---------------
+Training reads windows of ``T_in + T_out`` consecutive frames (typically 20)
+over spatial patches (typically 64-256 pixels).  A store is therefore chunked
+``time_chunk`` frames deep (default 20, one window) and ``spatial_chunk``
+pixels wide (default 256, clipped to the grid): a random window then touches
+at most two time chunks per tile, each chunk is a few MB (20 x 256 x 256
+float32 = 5.2 MB before compression), large enough for zstd to compress well
+and for a read to amortise its latency, and small enough that a DataLoader
+worker can cut many samples from one read.  A ``sequence`` dim (video clips)
+is chunked one sequence at a time.
+
+Atomicity
+---------
+A store is written into a sibling folder named ``<target>.partial-<token>``;
+only after every chunk is written is a completion marker put into the root
+attributes and the folder renamed onto its final name (a single ``rename``).
+A reader therefore sees either no store or a complete one, and
+:func:`open_cube` refuses a folder that lacks the marker.  Re-running an
+interrupted ingest removes the stale partial folder and starts again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from geostp.cube import CubeInfo, validate_cube
+from geostp.errors import CubeError, StoreError
+
+__all__ = ["ingest", "open_cube", "default_chunks", "COMPLETE_ATTR"]
+
+COMPLETE_ATTR = "geostp_complete"
+PARTIAL_INFIX = ".partial-"
+
+
+def default_chunks(sizes: Mapping[str, int], *, time_chunk: int = 20, spatial_chunk: int = 256) -> dict[str, int]:
+    """The chunk sizes of the policy above for a cube of the given sizes."""
+    chunks = {
+        "time": max(1, min(time_chunk, sizes["time"])),
+        "y": max(1, min(spatial_chunk, sizes["y"])),
+        "x": max(1, min(spatial_chunk, sizes["x"])),
+    }
+    if "sequence" in sizes:
+        chunks["sequence"] = 1
+    return chunks
+
+
+def _encoding(ds: xr.Dataset, variables: list[str], chunks: dict[str, int]) -> dict[str, dict[str, Any]]:
+    from zarr.codecs import BloscCodec
+
+    enc: dict[str, dict[str, Any]] = {}
+    for v in variables:
+        shape = tuple(chunks[d] for d in ds[v].dims)
+        # Blosc+zstd with byte shuffle: fast to decode (the loader's hot path) and
+        # compact on fields that are mostly zero or NaN, as radar rain is.
+        enc[v] = {
+            "chunks": shape,
+            "compressors": (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),),
+        }
+        if np.issubdtype(ds[v].dtype, np.floating):
+            enc[v]["_FillValue"] = np.nan
+    return enc
+
+
+def _stale_partials(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(target.name + PARTIAL_INFIX + "*"))
+
+
+def ingest(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    time_chunk: int = 20,
+    spatial_chunk: int = 256,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: str | None = None,
+) -> Path:
+    """Write a cube into a chunked zarr (v3) store, atomically, with a progress bar.
+
+    The cube is written ``time_chunk`` frames at a time, so memory use stays at
+    one block of frames whatever the size of the cube, and a lazily built cube
+    (from an adapter or the synthetic generator) is never loaded whole.
+
+    Parameters
+    ----------
+    ds
+        A valid cube (see :func:`geostp.cube.validate_cube`), numpy- or dask-backed.
+    path
+        The store to create (a folder, conventionally ending in ``.zarr``).
+    time_chunk, spatial_chunk
+        The chunking policy (module docstring).
+    overwrite
+        Replace an existing store; otherwise an existing one is an error.
+    progress
+        Show a tqdm progress bar over blocks of frames.
+    source
+        A name for error messages.
+
+    Returns
+    -------
+    Path
+        The path of the complete store.
+    """
+    from tqdm.auto import tqdm
+
+    target = Path(path)
+    info = validate_cube(ds, source=source, check_values=False)
+    if target.exists() and not overwrite:
+        raise StoreError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_partials(target):  # left by an interrupted run: restart cleanly
+        shutil.rmtree(stale, ignore_errors=True)
+
+    variables = list(info.variables)
+    chunks = default_chunks(info.sizes, time_chunk=time_chunk, spatial_chunk=spatial_chunk)
+    ds = ds.transpose(*info.dims, ...)
+    ds = ds.chunk({d: chunks[d] for d in info.dims})
+    # Everything without a time dim (lat/lon, grid mapping) is small: write it with the metadata.
+    for name in list(ds.variables):
+        if "time" not in ds[name].dims and name not in ds.dims:
+            ds[name] = ds[name].load()
+    for v in ds.variables:
+        ds[v].encoding.pop("chunks", None)
+        ds[v].encoding.pop("preferred_chunks", None)
+        ds[v].encoding.pop("compressors", None)
+    ds.attrs = {**ds.attrs, "geostp_time_chunk": chunks["time"], "geostp_spatial_chunk": chunks["y"]}
+    ds.attrs.pop(COMPLETE_ATTR, None)
+
+    tmp = target.with_name(target.name + PARTIAL_INFIX + uuid.uuid4().hex[:8])
+    try:
+        # Metadata, coordinates and empty arrays first; then the data block by block.
+        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                   encoding=_encoding(ds, variables, chunks))
+        nt, step = info.sizes["time"], chunks["time"]
+        blocks = range(0, nt, step)
+        bar = tqdm(blocks, desc=f"ingest {target.name}", unit="block", disable=not progress,
+                   postfix={"frames": nt})
+        data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
+        for start in bar:
+            block = data_only.isel(time=slice(start, start + step))
+            block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
+                                       for d in info.dims},
+                          zarr_format=3, consolidated=False)
+        import zarr
+
+        root = zarr.open_group(tmp, mode="r+", zarr_format=3)
+        root.attrs[COMPLETE_ATTR] = True
+        if target.exists():  # overwrite: move the old one aside, then swap in the new one
+            trash = target.with_name(target.name + ".old-" + uuid.uuid4().hex[:8])
+            os.replace(target, trash)
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: Any = None) -> xr.Dataset:
+    """Open a store written by :func:`ingest` lazily (dask-backed, nothing read but metadata).
+
+    Raises
+    ------
+    StoreError
+        If the path does not exist, is not a zarr store, or is an incomplete
+        (interrupted) write.
+    """
+    p = Path(path)
+    if PARTIAL_INFIX in p.name:
+        raise StoreError(f"{p} is an unfinished ingest (a '{PARTIAL_INFIX}' folder); re-run the ingest")
+    if not p.exists():
+        partial = _stale_partials(p)
+        hint = f" (an interrupted ingest left {partial[0].name}; re-run the ingest)" if partial else ""
+        raise StoreError(f"no cube store at {p}{hint}")
+    import zarr
+
+    try:
+        root = zarr.open_group(p, mode="r")
+    except Exception as exc:
+        raise StoreError(f"{p} is not a zarr store ({type(exc).__name__}: {exc})") from None
+    if not root.attrs.get(COMPLETE_ATTR, False):
+        raise StoreError(
+            f"{p} is not a complete geostp cube: it lacks the '{COMPLETE_ATTR}' marker that ingest "
+            "writes last (an interrupted write, or a store not made by geostp.ingest); re-run the ingest"
+        )
+    try:
+        ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
+    except Exception as exc:
+        raise StoreError(f"{p} could not be opened as a dataset ({type(exc).__name__}: {exc})") from None
+    if validate:
+        try:
+            validate_cube(ds, source=str(p), check_values=False)
+        except CubeError as exc:
+            raise StoreError(str(exc)) from None
+    return ds
+
+
+def store_info(path: str | os.PathLike[str]) -> CubeInfo:
+    """Validate and describe a store without reading its data."""
+    return validate_cube(open_cube(path, validate=False), source=str(path), check_values=False)
