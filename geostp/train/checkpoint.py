@@ -1,0 +1,90 @@
+"""Checkpoints: everything needed to forecast or resume, written atomically and loaded safely.
+
+A checkpoint is a dict of tensors and plain containers only (numbers, strings,
+lists, dicts), saved with :func:`torch.save` and loaded with
+``torch.load(weights_only=True)``: a crafted file holding a pickled callable
+is refused instead of run.  Anything richer (the model config, normalisation,
+the cube schema, the settings) is stored as JSON text inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from geostp.errors import CheckpointError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
+
+FORMAT = "geostp-checkpoint-1"
+_JSON_KEYS = ("model_config", "metadata", "train_state")
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    The keys ``model_config``, ``metadata`` and ``train_state`` are serialised
+    as JSON text; everything else must be tensors or plain containers.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": FORMAT}
+    for key, value in payload.items():
+        data[key] = json.dumps(value, default=_json_default) if key in _JSON_KEYS else value
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(data, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; JSON parts come back as Python objects.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, not a geostp checkpoint, or holds anything but
+        tensors and plain containers (it could run code when unpickled).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} was refused: it holds objects other than tensors and plain "
+            f"containers, which could run code when loaded ({first[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "expected a file written by geostp") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path} is not a geostp checkpoint (format {found!r}; expected {FORMAT!r})")
+    for key in _JSON_KEYS:
+        if key in data:
+            data[key] = json.loads(data[key])
+    return data
