@@ -1,0 +1,46 @@
+"""Maps, animations and verification curves of cubes and forecasts (needs the ``plot`` extra).
+
+Importing this package registers the ``.geostp`` accessor on xarray objects::
+
+    import geostp.plot
+    forecast.geostp.map("30min")            # plot_map(forecast, "30min")
+    forecast.geostp.panel()                 # plot_panel(forecast)
+    forecast.geostp.compare(cube)           # plot_comparison(forecast, cube)
+    forecast.geostp.animate("nowcast.gif")  # animate(forecast, "nowcast.gif")
+    scores.sel(metric="csi").geostp.scores()
+"""
+
+from geostp.plot import accessor as _accessor  # noqa: F401  (registers .geostp)
+from geostp.plot.animate import animate, ffmpeg_executable, render_frames
+from geostp.plot.basemap import MapWarning, add_basemap, natural_earth_dir
+from geostp.plot.colours import (
+    CONTINUOUS,
+    RAIN_RATE,
+    REFLECTIVITY,
+    ColourScale,
+    colour_scale,
+    colour_scales,
+)
+from geostp.plot.curves import plot_scores
+from geostp.plot.maps import plot_comparison, plot_map, plot_panel, projection_for, select_field
+
+__all__ = [
+    "plot_map",
+    "plot_panel",
+    "plot_comparison",
+    "plot_scores",
+    "animate",
+    "render_frames",
+    "ffmpeg_executable",
+    "projection_for",
+    "select_field",
+    "add_basemap",
+    "natural_earth_dir",
+    "MapWarning",
+    "ColourScale",
+    "colour_scale",
+    "colour_scales",
+    "RAIN_RATE",
+    "REFLECTIVITY",
+    "CONTINUOUS",
+]
