@@ -29,15 +29,53 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_adapter_args(pairs: list[str]) -> dict:
+    """``key=value`` pairs into keyword arguments; values are read as YAML (numbers, lists, mappings,
+    booleans), and kept as plain strings where they are not YAML (``*.gif``, ``%Y%m%d``)."""
+    import yaml
+
+    from geostp.errors import ConfigError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ConfigError(f"--arg {pair!r} is not KEY=VALUE; expected e.g. --arg importer=mch_gif "
+                              "--arg timestep=5 --arg 'importer_kwargs={accutime: 5}'")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = value
+    return out
+
+
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from geostp.cube import describe
-    from geostp.data.catalog import open_catalog
+    from geostp.data.catalog import _load_builtin_adapters, adapters, open_catalog
     from geostp.data.ingest import ingest, open_cube
+    from geostp.errors import ConfigError
 
-    catalog = open_catalog(args.catalog)
-    cube = catalog.open(args.source)
+    extra = _parse_adapter_args(args.arg or [])
+    if args.adapter is not None:
+        if args.source is not None or args.catalog is not None:
+            raise ConfigError("give either a catalog source (SOURCE --catalog NAME) or --adapter NAME, not both")
+        _load_builtin_adapters()
+        adapter = adapters.get(args.adapter)
+        name = args.adapter
+        try:
+            cube = adapter(**extra)
+        except TypeError as exc:
+            raise ConfigError(f"adapter {args.adapter!r} rejected the arguments {sorted(extra)}: {exc}") from None
+    else:
+        if args.source is None or args.catalog is None:
+            raise ConfigError("nothing to ingest: give SOURCE with --catalog NAME, or --adapter NAME "
+                              "with --arg KEY=VALUE ...")
+        cube = open_catalog(args.catalog).open(args.source, **extra)
+        name = args.source
+    # ingest() writes into a '.partial-' sibling and renames it when complete; a run that was
+    # interrupted leaves only that partial folder, which the next run removes before it starts.
     store = ingest(cube, args.out, time_chunk=args.time_chunk, spatial_chunk=args.spatial_chunk,
-                   overwrite=args.overwrite, progress=not args.quiet, source=args.source)
+                   overwrite=args.overwrite, progress=not args.quiet, source=name)
     print(describe(open_cube(store)))
     print(f"wrote {store}")
     return 0
@@ -75,9 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("ingest", help="write a catalog source into a chunked zarr store")
-    p.add_argument("source", help="source name in the catalog")
-    p.add_argument("--catalog", required=True, help="catalog name (catalogs/NAME.yaml) or path")
+    p = sub.add_parser("ingest", help="write a catalog source, or an adapter's cube, into a chunked zarr store",
+                       description="Write a cube into a chunked zarr store, atomically: either a catalog source "
+                                   "(SOURCE --catalog NAME) or an adapter with its arguments (--adapter NAME "
+                                   "--arg KEY=VALUE ...). Re-running after an interruption starts cleanly.")
+    p.add_argument("source", nargs="?", help="source name in the catalog")
+    p.add_argument("--catalog", help="catalog name (catalogs/NAME.yaml) or path")
+    p.add_argument("--adapter", help="an adapter name (radar, netcdf, taxibj, ...) to call without a catalog")
+    p.add_argument("--arg", action="append", metavar="KEY=VALUE",
+                   help="an adapter argument (repeatable; the value is read as YAML); with a catalog source it "
+                        "overrides the catalog's argument")
     p.add_argument("--out", "-o", required=True, help="zarr store to write")
     p.add_argument("--time-chunk", type=int, default=20)
     p.add_argument("--spatial-chunk", type=int, default=256)

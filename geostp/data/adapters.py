@@ -11,7 +11,7 @@ import os
 
 import xarray as xr
 
-from geostp.data import synthetic
+from geostp.data import crowdflow, netcdf, radar, synthetic, video
 from geostp.data.catalog import adapters
 from geostp.data.ingest import open_cube
 
@@ -28,3 +28,11 @@ def zarr_cube(path: str | os.PathLike[str]) -> xr.Dataset:
 
 register("synthetic_radar", synthetic.synthetic_radar)
 register("moving_mnist", synthetic.moving_mnist)
+
+# Real archives (see docs/adapters.md). Heavy readers (pysteps, netCDF4, imageio) load on first use.
+register("radar", radar.open_radar)
+register("netcdf", netcdf.open_netcdf)
+register("taxibj", crowdflow.open_taxibj)
+register("moving_mnist_npy", video.open_moving_mnist_npy)
+register("frame_folders", video.open_frame_folders)
+register("video_files", video.open_video_files)

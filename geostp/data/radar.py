@@ -1,0 +1,589 @@
+"""The radar adapter: a series of composite files read by a pysteps importer, as a lazy, georeferenced cube.
+
+pysteps maintains readers for the common radar composite formats
+(``pysteps.io.get_method(name, "importer")``: ``mch_gif``, ``knmi_hdf5``,
+``odim_hdf5``, ``bom_rf3``, ``fmi_pgm``, ``mrms_grib``, ...).  This adapter
+does not read any format itself: it finds the files (pysteps' archive
+conventions or a glob pattern), takes the times from the file names, checks
+each file's header cheaply, reads the grid from the importer's metadata of
+the first file (the one frame read at open time), and hands every other
+frame to dask, which calls the importer when (and only when) that time step
+is computed.
+
+Conventions of the cube (every format, see ``docs/adapters.md``):
+
+- rows run north to south: row 0 is the northernmost, ``y`` decreases down
+  the rows and ``x`` increases along them; both are projection coordinates
+  of pixel centres in metres; ``lat``/``lon`` are 2-D; the CRS is the CF grid
+  mapping variable ``crs``;
+- rain rate is ``precipitation`` in ``mm h-1`` (``lwe_precipitation_rate``);
+  accumulations are divided by their period; reflectivity stays
+  ``reflectivity`` in dBZ unless ``reflectivity_to_rain_rate=True`` (then
+  Z = a R^b, Marshall-Palmer a=200, b=1.6 by default);
+- no-data (outside radar range) is NaN, distinct from 0 (no rain);
+- the time axis holds the frames found; missing frames are gaps that
+  :func:`geostp.cube.find_gaps` reports, ``attrs['time_step']`` is the nominal
+  interval.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import io
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from geostp.data.netcdf import (
+    GRID_MAPPING,
+    RAIN_RATE_ATTRS,
+    check_on_error,
+    crs_attrs,
+    finish_cube,
+    glob_problem,
+    parse_step,
+    projected_coords,
+)
+from geostp.errors import ConfigError, DataError, UnknownNameError
+
+__all__ = ["open_radar", "importer_names", "find_radar_files", "times_from_names", "check_file"]
+
+#: What each pysteps importer reads, for the cheap header check at open time.
+IMPORTER_FORMATS = {
+    "mch_gif": "gif",
+    "knmi_hdf5": "hdf5",
+    "odim_hdf5": "hdf5",
+    "opera_hdf5": "hdf5",
+    "dwd_hdf5": "hdf5",
+    "mch_hdf5": "hdf5",
+    "bom_rf3": "netcdf",
+    "saf_crri": "netcdf",
+    "fmi_pgm": "pgm",
+    "fmi_geotiff": "tiff",
+    "mrms_grib": "grib",
+}
+
+_MAGIC = {
+    "hdf5": (b"\x89HDF\r\n\x1a\n",),
+    "netcdf": (b"CDF\x01", b"CDF\x02", b"CDF\x05", b"\x89HDF\r\n\x1a\n"),
+    "gif": (b"GIF87a", b"GIF89a"),
+    "pgm": (b"P5", b"P2"),
+    "tiff": (b"II*\x00", b"MM\x00*"),
+    "grib": (b"GRIB",),
+}
+_FORMAT_NAMES = {"hdf5": "HDF5", "netcdf": "netCDF", "gif": "GIF", "pgm": "PGM", "tiff": "TIFF", "grib": "GRIB"}
+
+
+# ----------------------------------------------------------------------------- pysteps access
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pysteps prints where it found its configuration file on first import; keep stdout clean."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _pysteps_io():
+    with _quiet():
+        import pysteps.io
+        import pysteps.io.interface
+    return pysteps.io
+
+
+def importer_names() -> list[str]:
+    """The names of the importers pysteps offers (plugins included)."""
+    return sorted(_pysteps_io().interface._importer_methods)
+
+
+def _get_importer(name: str) -> Callable[..., Any]:
+    pio = _pysteps_io()
+    if not isinstance(name, str) or name.lower() not in pio.interface._importer_methods:
+        raise UnknownNameError(f"unknown radar importer {name!r}; pysteps' importers are: "
+                               f"{', '.join(importer_names())}")
+    return pio.get_method(name.lower(), "importer")
+
+
+# ----------------------------------------------------------------------------- finding files and times
+
+_CODES = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}",
+          "S": r"\d{2}", "j": r"\d{3}"}
+
+
+def _pattern_regex(fn_pattern: str, fn_ext: str | None) -> tuple[re.Pattern[str], list[str]]:
+    """A regex for pysteps' ``fn_pattern`` (strftime codes, ``?`` and ``*`` wildcards) plus ``.fn_ext``."""
+    out, codes, i = [], [], 0
+    while i < len(fn_pattern):
+        c = fn_pattern[i]
+        if c == "%" and i + 1 < len(fn_pattern):
+            code = fn_pattern[i + 1]
+            if code == "%":
+                out.append("%")
+            elif code in _CODES:
+                out.append(f"({_CODES[code]})")
+                codes.append(code)
+            else:
+                raise ConfigError(f"fn_pattern {fn_pattern!r}: time code %{code} is not supported; "
+                                  f"use %{', %'.join(_CODES)}")
+            i += 2
+            continue
+        out.append("." if c == "?" else ".*" if c == "*" else re.escape(c))
+        i += 1
+    if fn_ext:
+        out.append(re.escape("." + fn_ext.lstrip(".")))
+    return re.compile("^" + "".join(out) + "$"), codes
+
+
+def times_from_names(paths: Sequence[Path], fn_pattern: str, fn_ext: str | None = None) -> list[datetime]:
+    """The time encoded in each file name by ``fn_pattern`` (pysteps' convention: strftime codes, ``?`` wildcards).
+
+    Raises
+    ------
+    DataError
+        Naming the first file whose name does not match the pattern.
+    """
+    regex, codes = _pattern_regex(fn_pattern, fn_ext)
+    if not {"Y", "y"} & set(codes):
+        raise ConfigError(f"fn_pattern {fn_pattern!r} has no year (%Y or %y): file times cannot be read from names")
+    fmt = "".join(f"%{c}" for c in codes)
+    out = []
+    for p in paths:
+        m = regex.match(p.name)
+        if m is None:
+            raise DataError(f"file name {p.name} (in {p.parent}) does not match fn_pattern {fn_pattern!r}"
+                            f"{' with extension ' + repr(fn_ext) if fn_ext else ''}; expected every file of the "
+                            "series to follow it (narrow the glob pattern, or fix fn_pattern)")
+        try:
+            out.append(datetime.strptime("".join(m.groups()), fmt))
+        except ValueError as exc:
+            raise DataError(f"file name {p.name}: the time in it is not a valid date ({exc})") from None
+    return out
+
+
+def find_radar_files(
+    *,
+    root: str | os.PathLike[str] | None = None,
+    path_fmt: str = "",
+    fn_pattern: str | None = None,
+    fn_ext: str | None = None,
+    start: Any = None,
+    end: Any = None,
+    timestep: Any = None,
+    pattern: str | Sequence[str] | None = None,
+) -> tuple[list[Path], list[datetime], pd.Timedelta | None]:
+    """Files and their times: pysteps' archive convention (``root``, ``start``..``end``) or a glob ``pattern``.
+
+    Returns the existing files (missing time steps are simply absent), their
+    times from the file names, and the nominal step when it was given.
+    """
+    step = parse_step(timestep, what="timestep") if timestep is not None else None
+    t0 = pd.Timestamp(start).to_pydatetime() if start is not None else None
+    t1 = pd.Timestamp(end).to_pydatetime() if end is not None else None
+    if t0 is not None and t1 is not None and t0 > t1:
+        raise ConfigError(f"empty time range: start {t0} is after end {t1}; expected start <= end")
+    if fn_pattern is None:
+        raise ConfigError("fn_pattern is required: the file-name pattern with strftime codes (pysteps' "
+                          "convention, e.g. 'RAD_NL25_RAP_5min_%Y%m%d%H%M') that carries each file's time")
+    if (root is None) == (pattern is None):
+        raise ConfigError("give either root (with path_fmt, start, end and timestep: pysteps' archive layout) "
+                          "or pattern (a glob of files), not both or neither")
+    if root is not None:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"radar directory {root} does not exist; expected the root of the archive "
+                            f"(files under {root}/{path_fmt or '.'}/{fn_pattern}.{fn_ext})")
+        if t0 is None or t1 is None or step is None:
+            raise ConfigError("with root=, start, end and timestep are required (pysteps' find_by_date walks "
+                              "from start to end by timestep); or use pattern= to take every file found")
+        if fn_ext is None:
+            raise ConfigError("with root=, fn_ext (the file extension, e.g. 'h5') is required")
+        n = int((pd.Timestamp(t1) - pd.Timestamp(t0)) // step) + 1
+        with _quiet():
+            from pysteps.io.archive import find_by_date
+
+            try:
+                names, stamps = find_by_date(t0, str(root), path_fmt, fn_pattern, fn_ext,
+                                             step.total_seconds() / 60.0, num_next_files=n - 1, silent=True)
+            except OSError:
+                names, stamps = [None], [t0]
+        found = [(Path(f), t) for f, t in zip(names, stamps, strict=True) if f is not None]
+        if not found:
+            raise DataError(f"no radar file in {root} between {t0} and {t1} (looked for "
+                            f"{path_fmt or '.'}/{fn_pattern}.{fn_ext} every {step}); expected at least one")
+        return [f for f, _ in found], [t for _, t in found], step
+
+    patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else list(pattern)
+    files: list[Path] = []
+    for pat in patterns:
+        pat = os.fspath(pat)
+        hits = sorted(Path(p) for p in glob.glob(pat, recursive=True) if Path(p).is_file())
+        if not hits:
+            raise DataError(f"radar file pattern {pat} matched no file ({glob_problem(pat)}); expected at least one")
+        files.extend(hits)
+    times = times_from_names(files, fn_pattern, fn_ext)
+    pairs = sorted(zip(times, files, strict=True))
+    if t0 is not None or t1 is not None:
+        pairs = [(t, f) for t, f in pairs if (t0 is None or t >= t0) and (t1 is None or t <= t1)]
+        if not pairs:
+            raise DataError(f"none of the {len(files)} files matched by {pattern} lies between {t0} and {t1}")
+    return [f for _, f in pairs], [t for t, _ in pairs], step
+
+
+# ----------------------------------------------------------------------------- cheap file checks
+
+
+def check_file(path: Path, fmt: str | None, *, gzipped: bool = False) -> str | None:
+    """What is wrong with a file, cheaply (size, magic bytes, HDF5 end-of-file, GIF trailer); None if it looks sound."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if size == 0:
+        return "is empty (0 bytes)"
+    if fmt is None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(16)
+        f.seek(max(0, size - 4))
+        tail = f.read(4)
+    if gzipped:
+        return None if head[:2] == b"\x1f\x8b" else f"is not gzip-compressed (starts with {head[:8]!r})"
+    if not any(head.startswith(m) for m in _MAGIC[fmt]):
+        return (f"is not a {_FORMAT_NAMES[fmt]} file (starts with {head[:8]!r}; expected "
+                f"{' or '.join(repr(m) for m in _MAGIC[fmt])})")
+    if head.startswith(b"\x89HDF"):
+        import h5py
+
+        try:  # the HDF5 library compares the file's size with the end-of-file address in its superblock
+            h5py.File(path, "r").close()
+        except OSError as exc:
+            return f"is a damaged HDF5 file ({exc})"
+    elif fmt == "gif" and tail[-1:] != b"\x3b":
+        return f"is a truncated GIF ({size} bytes, no GIF trailer byte 0x3B at the end)"
+    elif fmt == "grib" and tail != b"7777":
+        return f"is a truncated GRIB file ({size} bytes, no '7777' end marker)"
+    return None
+
+
+# ----------------------------------------------------------------------------- grid and units
+
+
+@dataclass(frozen=True)
+class _Grid:
+    crs: Any
+    x: np.ndarray  # pixel centres, metres, increasing
+    y: np.ndarray  # pixel centres, metres, decreasing (row 0 = north)
+    flip_rows: bool  # the importer's row 0 is the southernmost (yorigin 'lower')
+    shape: tuple[int, int]
+    extent: tuple[float, float, float, float]  # x1, y1, x2, y2 in the importer's units
+
+
+def _metre_crs(projection: str, unit: str):
+    """The importer's proj string as a CRS whose coordinates are metres (KNMI writes a km-sized ellipsoid)."""
+    import pyproj
+
+    try:
+        crs = pyproj.CRS.from_proj4(projection) if projection.strip().startswith("+") else pyproj.CRS(projection)
+    except pyproj.exceptions.CRSError as exc:
+        raise DataError(f"the importer's projection {projection!r} is not a CRS pyproj accepts ({exc})") from None
+    if unit == "m":
+        return crs, 1.0
+    if unit != "km":
+        raise DataError(f"the importer reports cartesian_unit {unit!r}; expected 'm' or 'km'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "lose projection information": not for these proj strings
+        params = dict(crs.to_dict())
+    if "a" in params and float(params["a"]) < 1e5:  # an ellipsoid in km: coordinates come out in km
+        for k in ("a", "b", "x_0", "y_0"):
+            if k in params:
+                params[k] = float(params[k]) * 1000.0
+    elif params.get("units") == "km":
+        params["units"] = "m"
+    return pyproj.CRS.from_dict(params), 1000.0
+
+
+def _centres(lo: float, hi: float, n: int, size: float, what: str, p: Path) -> np.ndarray:
+    """Pixel centres from the extent the importer reports: its edges, or (BoM's importer) its first/last centres."""
+    span = hi - lo
+    if np.isclose(span, n * size, rtol=0, atol=0.01 * size):
+        return lo + (np.arange(n) + 0.5) * size
+    if np.isclose(span, (n - 1) * size, rtol=0, atol=0.01 * size):
+        return lo + np.arange(n) * size
+    raise DataError(f"{p}: the importer's {what} extent {lo}..{hi} does not fit {n} pixels of {size}; "
+                    "expected the edges (or the first and last centres) of the grid")
+
+
+def _grid(meta: dict[str, Any], shape: tuple[int, int], p: Path) -> _Grid:
+    missing = [k for k in ("projection", "x1", "y1", "x2", "y2", "xpixelsize", "ypixelsize", "yorigin")
+               if meta.get(k) is None]
+    if missing:
+        raise DataError(f"{p}: the importer's metadata lacks {', '.join(missing)}; the grid cannot be placed")
+    crs, scale = _metre_crs(str(meta["projection"]), str(meta.get("cartesian_unit", "m")))
+    ny, nx = shape
+    x1, x2 = sorted((float(meta["x1"]) * scale, float(meta["x2"]) * scale))
+    y1, y2 = sorted((float(meta["y1"]) * scale, float(meta["y2"]) * scale))
+    dx, dy = abs(float(meta["xpixelsize"])) * scale, abs(float(meta["ypixelsize"])) * scale
+    # odim's extent comes from corner lat/lon round trips: keep millimetres, drop the noise
+    x = np.round(_centres(x1, x2, nx, dx, "x", p), 3)
+    y = np.round(_centres(y1, y2, ny, dy, "y", p), 3)[::-1]  # north to south
+    origin = str(meta["yorigin"]).lower()
+    if origin not in ("upper", "lower"):
+        raise DataError(f"{p}: the importer reports yorigin {meta['yorigin']!r}; expected 'upper' or 'lower'")
+    extent = tuple(float(meta[k]) for k in ("x1", "y1", "x2", "y2"))
+    return _Grid(crs, x, y, origin == "lower", shape, extent)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class _Conversion:
+    name: str
+    factor: float | None  # multiply (rates, accumulations); None: Z-R from dBZ or keep dBZ
+    zr: tuple[float, float] | None
+    unit: str
+    attrs: dict[str, Any]
+
+
+def _conversion(meta: dict[str, Any], p: Path, reflectivity_to_rain_rate: bool, zr_a: float,
+                zr_b: float) -> _Conversion:
+    unit = str(meta.get("unit", "")).strip()
+    if unit in ("mm/h", "mm h-1"):
+        return _Conversion("precipitation", 1.0, None, unit,
+                           {**RAIN_RATE_ATTRS, "long_name": "radar rain rate"})
+    if unit == "mm":
+        acc = meta.get("accutime")
+        if acc is None or float(acc) <= 0:
+            raise ConfigError(f"{p}: the importer returns accumulations (mm) but no accumulation time; pass "
+                              "importer_kwargs={'accutime': MINUTES}")
+        acc = float(acc)
+        return _Conversion("precipitation", 60.0 / acc, None, unit, {
+            **RAIN_RATE_ATTRS, "long_name": f"radar rain rate from {acc:g}-min accumulation",
+            "accumulation_minutes": acc,
+            "comment": f"converted from mm per {acc:g} min to mm h-1 (x {60.0 / acc:g}); "
+                       "time labels the end of the accumulation period"})
+    if unit == "dBZ":
+        if reflectivity_to_rain_rate:
+            return _Conversion("precipitation", None, (float(zr_a), float(zr_b)), unit, {
+                **RAIN_RATE_ATTRS, "long_name": "radar rain rate from reflectivity",
+                "zr_a": float(zr_a), "zr_b": float(zr_b),
+                "comment": f"R = (10^(dBZ/10) / {zr_a:g})^(1/{zr_b:g}) (Z = a R^b)"})
+        return _Conversion("reflectivity", None, None, unit, {
+            "standard_name": "equivalent_reflectivity_factor", "units": "dBZ", "long_name": "radar reflectivity"})
+    raise DataError(f"{p}: the importer returns unit {unit!r}; expected 'mm/h', 'mm' or 'dBZ'")
+
+
+def _convert(values: np.ndarray, conv: _Conversion) -> np.ndarray:
+    if conv.factor is not None:
+        return values * conv.factor
+    if conv.zr is not None:
+        a, b = conv.zr
+        return (10.0 ** (values / 10.0) / a) ** (1.0 / b)
+    return values
+
+
+# ----------------------------------------------------------------------------- reading frames
+
+
+def _import(importer: Callable[..., Any], name: str, p: Path, kwargs: dict[str, Any]):
+    from xarray.backends.locks import HDF5_LOCK
+
+    # netCDF4 and the HDF5 library are not thread-safe and dask reads frames in threads: take the
+    # lock xarray takes around its own netCDF/HDF5 reads (the GIF and PGM readers need none).
+    lock = HDF5_LOCK if IMPORTER_FORMATS.get(name, "hdf5") in ("hdf5", "netcdf", "grib") else contextlib.nullcontext()
+    try:
+        with lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # nanmin of an all-NaN frame inside pysteps
+            out = importer(str(p), **kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"importer {name!r} rejected its arguments {kwargs} ({exc}); set importer_kwargs as "
+                          "pysteps documents them for this importer") from None
+    except Exception as exc:  # every reader raises its own kinds
+        raise DataError(f"{p} could not be read by the {name} importer ({type(exc).__name__}: {exc}); expected "
+                        f"a file in the format {name} reads") from None
+    values, _, meta = out
+    values = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan)
+    return np.asarray(values), meta
+
+
+def _read_frames(paths: np.ndarray, importer: Callable[..., Any], name: str, kwargs: dict[str, Any],
+                 grid: _Grid, conv: _Conversion, on_error: str, block_info=None) -> np.ndarray:
+    start, stop = block_info[None]["array-location"][0]
+    out = np.full((stop - start, *grid.shape), np.nan, np.float32)
+    for k, i in enumerate(range(start, stop)):
+        p = Path(paths[i])
+        try:
+            values, meta = _import(importer, name, p, kwargs)
+            problem = None
+            if values.shape != grid.shape:
+                problem = f"has a {values.shape} grid; expected {grid.shape} like the first file of the series"
+            elif tuple(float(meta.get(c, np.nan)) for c in ("x1", "y1", "x2", "y2")) != grid.extent:
+                problem = "covers a different extent than the first file of the series"
+            elif str(meta.get("unit", "")).strip() != conv.unit:
+                problem = f"holds unit {meta.get('unit')!r}; expected {conv.unit!r} like the first file"
+            if problem:
+                raise DataError(f"{p} {problem}")
+        except DataError as exc:
+            if on_error == "gap":
+                warnings.warn(f"{exc}; frame left as NaN (on_error='gap')", stacklevel=2)
+                continue
+            raise
+        if grid.flip_rows:
+            values = values[::-1]
+        out[k] = _convert(values, conv)
+    return out
+
+
+# ----------------------------------------------------------------------------- the adapter
+
+
+def open_radar(
+    importer: str,
+    *,
+    root: str | os.PathLike[str] | None = None,
+    path_fmt: str = "",
+    fn_pattern: str | None = None,
+    fn_ext: str | None = None,
+    start: Any = None,
+    end: Any = None,
+    timestep: Any = None,
+    pattern: str | Sequence[str] | None = None,
+    importer_kwargs: dict[str, Any] | None = None,
+    reflectivity_to_rain_rate: bool = False,
+    zr_a: float = 200.0,
+    zr_b: float = 1.6,
+    on_error: str = "raise",
+    check_files: bool = True,
+    time_chunk: int = 1,
+) -> xr.Dataset:
+    """Open a series of radar composite files as a lazy cube, through a pysteps importer.
+
+    Parameters
+    ----------
+    importer
+        A pysteps importer name (``mch_gif``, ``knmi_hdf5``, ``odim_hdf5``,
+        ``bom_rf3``, ``fmi_pgm``, ``mrms_grib``, ...).
+    root, path_fmt, fn_pattern, fn_ext, start, end, timestep
+        pysteps' archive convention (as in its ``pystepsrc`` data sources):
+        files ``root/<start:path_fmt>/<fn_pattern>.<fn_ext>`` looked up every
+        ``timestep`` (minutes, or a string like ``'5min'``) from ``start`` to
+        ``end`` with ``pysteps.io.archive.find_by_date``.
+    pattern
+        Instead of ``root``: a glob of files (``**`` allowed); ``fn_pattern``
+        and ``fn_ext`` then read each file's time from its name, and
+        ``start``/``end`` optionally narrow the range.
+    importer_kwargs
+        Keyword arguments of the importer (e.g. ``{'product': 'AQC', 'unit':
+        'mm', 'accutime': 5}`` for ``mch_gif``).
+    reflectivity_to_rain_rate, zr_a, zr_b
+        Convert reflectivity (dBZ) to rain rate with Z = a R^b (default
+        Marshall-Palmer, a=200, b=1.6); otherwise dBZ is kept.
+    on_error
+        A file that fails the header check at open time (empty, wrong magic
+        bytes, a truncated HDF5 or GIF) or that the importer cannot read:
+        ``'raise'`` (default) stops with a :class:`DataError` naming it;
+        ``'gap'`` leaves it out of the time axis (listed in
+        ``attrs['skipped_files']``). A frame that fails only when computed
+        becomes NaN with a warning under ``'gap'``.
+    check_files
+        Check each file's header at open time (cheap: no frame is decoded).
+    time_chunk
+        Frames (files) per dask chunk; 1 reads exactly the time steps asked for.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``precipitation`` (mm h-1) or ``reflectivity`` (dBZ), dims ``time, y, x``,
+        lazily read; see the module docstring for the conventions.
+
+    Notes
+    -----
+    Opening reads the header of every file (``check_files``) and *one* frame,
+    through the importer, for the grid and units; frames are read when computed.
+    """
+    check_on_error(on_error)
+    name = str(importer).lower()
+    importer_fn = _get_importer(name)
+    kwargs = dict(importer_kwargs or {})
+    files, times, step = find_radar_files(root=root, path_fmt=path_fmt, fn_pattern=fn_pattern, fn_ext=fn_ext,
+                                          start=start, end=end, timestep=timestep, pattern=pattern)
+    source = str(root if root is not None else pattern)
+
+    dup = [files[i] for i in range(1, len(times)) if times[i] == times[i - 1]]
+    if dup:
+        i = files.index(dup[0])
+        raise DataError(f"{files[i - 1].name} and {files[i].name} both carry time {times[i]}; expected one "
+                        "file per time (narrow the pattern)")
+
+    skipped: list[str] = []
+    good = np.ones(len(files), bool)
+    if check_files:
+        fmt = IMPORTER_FORMATS.get(name)
+        for i, p in enumerate(files):
+            problem = check_file(p, fmt, gzipped=bool(kwargs.get("gzipped", False)))
+            if problem is None:
+                continue
+            if on_error == "raise":
+                raise DataError(f"{p} {problem}; it is frame {i + 1} of {len(files)} of {source} (pass "
+                                "on_error='gap' to leave it out as a gap)")
+            good[i] = False
+            skipped.append(f"{p.name}: {problem}")
+
+    template = None
+    for i in np.nonzero(good)[0]:  # the one frame read at open time: grid and units
+        try:
+            values, meta = _import(importer_fn, name, files[i], kwargs)
+            template = (files[i], values.shape, meta)
+            break
+        except DataError as exc:
+            if on_error == "raise":
+                raise DataError(f"{exc} (frame {i + 1} of {len(files)} of {source}; pass on_error='gap' to "
+                                "leave it out)") from None
+            good[i] = False
+            skipped.append(f"{files[i].name}: {exc}")
+    if template is None:
+        raise DataError(f"none of the {len(files)} files of {source} could be read: {skipped[0]}")
+    first, shape, meta = template
+    grid = _grid(meta, shape, first)
+    conv = _conversion(meta, first, reflectivity_to_rain_rate, zr_a, zr_b)
+
+    files = [f for f, g in zip(files, good, strict=True) if g]
+    times = [t for t, g in zip(times, good, strict=True) if g]
+    paths = np.array([str(f) for f in files], dtype=object)
+    n = len(paths)
+    chunks = (tuple(min(time_chunk, n - i) for i in range(0, n, time_chunk)), (shape[0],), (shape[1],))
+    data = da.map_blocks(_read_frames, paths, importer_fn, name, kwargs, grid, conv, on_error,
+                         chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
+
+    coords = projected_coords(grid.x, grid.y, grid.crs)
+    coords["time"] = ("time", np.array(times, dtype="datetime64[ns]"), {"standard_name": "time"})
+    attrs = {**conv.attrs, "grid_mapping": GRID_MAPPING}
+    ds = xr.Dataset(
+        {conv.name: (("time", "y", "x"), data, attrs), GRID_MAPPING: ((), np.int32(0), crs_attrs(grid.crs))},
+        coords=coords,
+        attrs={
+            "title": f"radar composite read by pysteps importer {name}",
+            "institution": str(meta.get("institution", "")),
+            "source": source,
+            "Conventions": "CF-1.8",
+            "geostp_adapter": "radar",
+            "importer": name,
+            "importer_kwargs": repr(kwargs),
+            "time_source": "file names (fn_pattern)",
+            "skipped_files": "; ".join(skipped),
+            "n_skipped_files": len(skipped),
+            "corrupt_file_check": ("header of every file at open time (size, magic bytes, HDF5 end of file, "
+                                   "GIF trailer); importer errors at read time name the file")
+            if check_files else "importer errors at read time name the file",
+        },
+    )
+    return finish_cube(ds, step=step, source=source)
+

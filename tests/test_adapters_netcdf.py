@@ -1,0 +1,127 @@
+"""The generic CF netCDF / zarr adapter on small files written here: orientation, units, time, series, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyproj
+import pytest
+import xarray as xr
+
+from geostp.cube import cube_crs, find_gaps, validate_cube
+from geostp.data.netcdf import open_netcdf
+from geostp.errors import ConfigError, DataError
+
+LAEA = pyproj.CRS.from_proj4("+proj=laea +lat_0=52 +lon_0=10 +x_0=4321000 +y_0=3210000 +ellps=GRS80 +units=m")
+
+
+def _cf_file(path, *, times, south_up=True, km=False, units="kg m-2", time_bounds=None, nx=6, ny=5, seed=0):
+    """A small CF file: rows stored south to north (y increasing) unless told otherwise."""
+    rng = np.random.default_rng(seed)
+    x = 4_000_000.0 + 1000.0 * (np.arange(nx) + 0.5)
+    y = 3_000_000.0 + 1000.0 * (np.arange(ny) + 0.5)
+    if not south_up:
+        y = y[::-1]
+    values = rng.uniform(0, 2, (len(times), ny, nx)).astype(np.float32)
+    values[:, 0, 0] = np.nan
+    scale = 1e-3 if km else 1.0
+    ds = xr.Dataset(
+        {"rain": (("time", "y", "x"), values, {
+            "units": units, "grid_mapping": "lambert",
+            "standard_name": "precipitation_amount" if units == "kg m-2" else "lwe_precipitation_rate"}),
+         "lambert": ((), np.int8(0), LAEA.to_cf())},
+        coords={"time": ("time", pd.DatetimeIndex(times).values),
+                "y": ("y", y * scale, {"standard_name": "projection_y_coordinate", "units": "km" if km else "m"}),
+                "x": ("x", x * scale, {"standard_name": "projection_x_coordinate", "units": "km" if km else "m"})},
+        attrs={"Conventions": "CF-1.8", "title": "test"},
+    )
+    if time_bounds is not None:
+        tb = np.stack([ds["time"].values - pd.Timedelta(time_bounds), ds["time"].values], axis=1)
+        ds["time_bnds"] = (("time", "nv"), tb)
+        ds["time"].attrs["bounds"] = "time_bnds"
+        ds["time"].encoding["units"] = ds["time_bnds"].encoding["units"] = "seconds since 1970-01-01"
+    ds.to_netcdf(path)
+    return values, x, y
+
+
+def test_single_file_south_up_is_flipped_and_amounts_become_rates(tmp_path):
+    times = pd.date_range("2024-05-01T00:00", periods=4, freq="15min")
+    values, x, y = _cf_file(tmp_path / "a.nc", times=times, time_bounds="15min")
+    ds = open_netcdf(tmp_path / "a.nc", "rain")
+    assert np.all(np.diff(ds["y"].values) < 0) and ds["y"].values[0] == y.max()
+    np.testing.assert_allclose(ds["rain"].values, values[:, ::-1, :] * 4.0, rtol=1e-6)  # mm/15 min -> mm/h
+    assert np.isnan(ds["rain"].values[:, -1, 0]).all(), "the south-west no-data pixel moves to the last row"
+    assert ds["rain"].attrs["units"] == "mm h-1" and ds["rain"].attrs["accumulation_minutes"] == 15.0
+    assert ds.attrs["time_step"] == "15min"
+    assert cube_crs(ds).equals(LAEA)
+    lon, lat = pyproj.Transformer.from_crs(LAEA, "EPSG:4326", always_xy=True).transform(x[0], y[-1])
+    assert (ds["lon"].values[0, 0], ds["lat"].values[0, 0]) == pytest.approx((lon, lat), abs=1e-5)
+    validate_cube(ds)
+    kept = open_netcdf(tmp_path / "a.nc", to_rain_rate=False)
+    assert kept["rain"].attrs["units"] == "kg m-2"
+    np.testing.assert_allclose(kept["rain"].values, values[:, ::-1, :], rtol=1e-6)
+
+
+def test_kilometre_coordinates_and_zarr_store(tmp_path):
+    times = pd.date_range("2024-05-01", periods=3, freq="5min")
+    values, x, y = _cf_file(tmp_path / "k.nc", times=times, km=True, south_up=False, units="mm h-1")
+    ds = open_netcdf(tmp_path / "k.nc")
+    np.testing.assert_allclose(ds["x"].values, x, atol=1e-6)
+    np.testing.assert_allclose(ds["y"].values, y, atol=1e-6)
+    np.testing.assert_allclose(ds["rain"].values, values, rtol=1e-6)
+    assert ds["rain"].attrs["units"] == "mm h-1"  # a rate already: no accumulation period needed
+    xr.open_dataset(tmp_path / "k.nc").to_zarr(tmp_path / "k.zarr", zarr_format=3, consolidated=False)
+    z = open_netcdf(tmp_path / "k.zarr")
+    assert z["rain"].chunks is not None
+    np.testing.assert_allclose(z["rain"].values, values, rtol=1e-6)
+
+
+def test_series_of_files_with_gap_and_accumulation_start(tmp_path):
+    starts = pd.date_range("2024-05-01T00:00", periods=6, freq="10min")
+    expected = {}
+    for i, t in enumerate(starts):
+        if i == 3:
+            continue  # a missing frame
+        v, _, _ = _cf_file(tmp_path / f"r_{t:%H%M}.nc", times=[t], seed=i)
+        with xr.open_dataset(tmp_path / f"r_{t:%H%M}.nc") as d:
+            d = d.load()
+        d["begin"] = ((), (t - pd.Timedelta("10min")).to_datetime64())
+        d = d.squeeze("time").reset_coords("time")  # one scalar time per file, as radar archives store it
+        d["time"].attrs["standard_name"] = "time"
+        d.to_netcdf(tmp_path / f"s_{t:%H%M}.nc")
+        expected[t] = v[0, ::-1]
+    ds = open_netcdf(str(tmp_path / "s_*.nc"), time="time", accumulation_start="begin")
+    assert ds.sizes["time"] == 5 and ds.attrs["time_step"] == "10min"
+    (gap,) = find_gaps(ds)
+    assert gap.missing == 1 and pd.Timestamp(gap.after) == starts[2]
+    for k, t in enumerate(ds["time"].values):
+        np.testing.assert_allclose(ds["rain"].isel(time=k).values, expected[pd.Timestamp(t)] * 6.0, rtol=1e-6)
+    # a truncated file in the middle: named by default, a gap on request
+    bad = tmp_path / "s_0020.nc"
+    raw = bad.read_bytes()
+    bad.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match=r"s_0020.nc could not be opened as netCDF"):
+        open_netcdf(str(tmp_path / "s_*.nc"), accumulation_start="begin")
+    lenient = open_netcdf(str(tmp_path / "s_*.nc"), accumulation_start="begin", on_error="gap")
+    assert lenient.sizes["time"] == 4 and lenient.attrs["n_missing_steps"] == 2
+    assert "s_0020.nc" in lenient.attrs["skipped_files"]
+
+
+def test_netcdf_errors(tmp_path):
+    times = pd.date_range("2024-05-01", periods=2, freq="5min")
+    _cf_file(tmp_path / "a.nc", times=times)
+    with pytest.raises(DataError, match=r"netCDF file .*nope.nc does not exist"):
+        open_netcdf(tmp_path / "nope.nc")
+    with pytest.raises(DataError, match=r"a.nc: no variable 'snow'; the file has rain, lambert"):
+        open_netcdf(tmp_path / "a.nc", "snow")
+    with pytest.raises(ConfigError, match=r"variable 'rain' is a precipitation amount .* accumulation period is "
+                                          r"unknown; pass accumulation_minutes"):
+        open_netcdf(tmp_path / "a.nc")
+    assert open_netcdf(tmp_path / "a.nc", accumulation_minutes=5)["rain"].attrs["units"] == "mm h-1"
+    (tmp_path / "b.nc").write_text("plain text")
+    with pytest.raises(DataError, match=r"b.nc could not be opened as a netCDF file or zarr store"):
+        open_netcdf(tmp_path / "b.nc")
+    with pytest.raises(DataError, match=r"holds no time step between 2030"):
+        open_netcdf(tmp_path / "a.nc", start="2030-01-01", accumulation_minutes=5)
+    with pytest.raises(ConfigError, match="time step 'often' is not a positive interval"):
+        open_netcdf(tmp_path / "a.nc", time_step="often")
