@@ -101,6 +101,46 @@ def _cmd_catalogs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    """``geostp run`` / ``geostp nowcast``: load a recipe (with --set overrides) and run it."""
+    from geostp.errors import ConfigError
+    from geostp.recipes.schema import load_recipe, recipe_to_yaml
+
+    recipe = load_recipe(args.recipe, args.set or [])
+    if args.command == "nowcast" and recipe.kind != "nowcast":
+        raise ConfigError(f"{recipe.where}: kind: 'geostp nowcast' runs kind 'nowcast' recipes, this one is "
+                          f"{recipe.kind!r} (use 'geostp run')")
+    if args.check:
+        print(recipe_to_yaml(recipe), end="")
+        return 0
+    from geostp.recipes.run import run_recipe
+
+    result = run_recipe(recipe, watch=args.watch, poll_seconds=args.poll, max_polls=args.max_polls,
+                        reference_time=args.reference_time, progress=not args.quiet)
+    if recipe.kind != "nowcast":
+        for f in result.files:
+            print(f"wrote {f}")
+    return result.exit_code
+
+
+def _add_run_parser(sub) -> None:
+    for name, text in (("run", "run a recipe: kind train, evaluate or nowcast"),
+                       ("nowcast", "run a nowcast recipe once, or --watch a feed folder")):
+        p = sub.add_parser(name, help=text, description=text + ". Values of --set are read as YAML.")
+        p.add_argument("recipe", help="a recipe YAML file (see docs/recipes.md)")
+        p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
+                       help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)")
+        p.add_argument("--check", action="store_true", help="check the recipe and print it resolved; run nothing")
+        p.add_argument("--watch", action="store_true",
+                       help="nowcast: keep polling for new frames until SIGTERM/SIGINT")
+        p.add_argument("--poll", type=float, default=None, help="nowcast --watch: seconds between polls")
+        p.add_argument("--max-polls", type=int, default=None, help="nowcast --watch: stop after this many polls")
+        p.add_argument("--reference-time", default=None,
+                       help="nowcast once: forecast from this reference time instead of the newest")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or score tables")
+        p.set_defaults(func=_cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from geostp import __version__
 
@@ -136,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("catalogs", help="list catalogs and their sources")
     p.set_defaults(func=_cmd_catalogs)
+
+    _add_run_parser(sub)
     return parser
 
 

@@ -449,6 +449,12 @@ def test_truncated_gif(shared_data, tmp_path):
         open_radar(**args)
     ds = open_radar(on_error="gap", **args)
     assert ds.sizes["time"] == 3 and ds.attrs["n_missing_steps"] == 1 and ds.attrs["time_step"] == "5min"
+    # two files for one time (MeteoSwiss' F and V variants) are refused, both named
+    twin = names[0][:12] + ("F" if names[0][12] == "V" else "V") + names[0][13:]
+    shutil.copyfile(src / names[0], d / twin)
+    with pytest.raises(DataError, match=rf"{min(names[0], twin)} and {max(names[0], twin)} both carry time "
+                                        r"2016-07-11 20:45:00; expected one file per time"):
+        open_radar(on_error="gap", **args)
 
 
 def test_wrong_format_files(shared_data, tmp_path):
@@ -529,3 +535,37 @@ def test_reflectivity_is_kept_or_converted_with_a_stated_zr(shared_data, tmp_pat
         r2 = open_radar(root=tmp_path / "odim", start="2021-07-04T15:50", end="2021-07-04T15:50",
                         reflectivity_to_rain_rate=True, zr_a=300.0, zr_b=1.4, **args)["precipitation"]
         assert r2.isel(time=0).values[150, 450] == pytest.approx((10 ** 2.3 / 300.0) ** (1 / 1.4), rel=1e-5)
+
+
+def test_rows_stored_south_to_north_are_flipped(shared_data, monkeypatch):
+    """An importer whose row 0 is the southernmost (yorigin 'lower') gives the same north-up cube."""
+    from geostp.data.radar import _pysteps_io
+
+    pio = _pysteps_io()
+    root = shared_data / "radar" / "KNMI"
+    span = dict(root=root, start="2010-08-26T07:00", end="2010-08-26T07:35")
+    north_up = open_radar(**span, **KNMI_ARGS)
+    original = pio.interface._importer_methods["knmi_hdf5"]
+
+    def south_up(filename, **kwargs):
+        values, quality, meta = original(filename, **kwargs)
+        return values[::-1].copy(), quality, {**meta, "yorigin": "lower"}
+
+    monkeypatch.setitem(pio.interface._importer_methods, "knmi_hdf5", south_up)
+    flipped = open_radar(**span, time_chunk=3, **KNMI_ARGS)
+    assert flipped["precipitation"].chunks[0] == (3, 3, 2)
+    np.testing.assert_array_equal(flipped["y"].values, north_up["y"].values)
+    np.testing.assert_array_equal(flipped["lat"].values, north_up["lat"].values)
+    np.testing.assert_array_equal(flipped["precipitation"].values, north_up["precipitation"].values)
+
+
+def test_frames_read_in_parallel_threads(radar):
+    """netCDF4 and HDF5 are not thread-safe: the adapter serialises their reads, so dask's threads are safe."""
+    import dask
+
+    a = radar.open("bom_rf3")["precipitation"].isel(time=slice(60, 66))
+    b = radar.open("bom")["precipitation"].isel(time=slice(60, 66))
+    with dask.config.set(scheduler="threads", num_workers=4):
+        sa, sb = dask.compute(a.sum(("y", "x")), b.sum(("y", "x")))
+    np.testing.assert_allclose(sa.values, sb.values, rtol=1e-5)
+    assert sa.values.min() > 0

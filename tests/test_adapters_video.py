@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -94,6 +96,33 @@ def test_frame_folders_cut_into_clips(kth):
     validate_cube(ds)
     overlapping = open_frame_folders(kth, n_frames=5, stride=2)
     assert overlapping.sizes["sequence"] == 4 + 4 + 2
+    # the clip labels survive a zarr ingest (variable-length strings, which zarr v3 specifies)
+    from geostp.data.ingest import ingest, open_cube
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = ingest(ds, kth.parent / "kth.zarr", progress=False)
+    back = open_cube(store)
+    assert list(back["label"].values) == list(ds["label"].values)
+    np.testing.assert_array_equal(back["intensity"].values, v)
+
+
+def test_frame_folders_open_lazily(kth, monkeypatch):
+    from geostp.data import video
+
+    read: list[str] = []
+    original = video._read_image
+
+    def counting(path):
+        read.append(path)
+        return original(path)
+
+    monkeypatch.setattr(video, "_read_image", counting)
+    ds = open_frame_folders(kth, n_frames=5)
+    assert len(read) == 1, "opening reads one frame, for the shape"
+    assert ds["intensity"].chunks[0] == (1, 1, 1, 1, 1)
+    ds["intensity"].isel(sequence=3).compute()
+    assert len(read) == 1 + 5 and all("person02_boxing_d1" in p for p in read[1:])
 
 
 def test_frame_folders_rgb_and_resize(tmp_path):

@@ -283,7 +283,7 @@ def open_frame_folders(
     data = da.map_blocks(_folder_block, clips, mode, size, nc, shape, chunks=chunks, dtype=np.float32,
                          meta=np.empty((0, 0, 0, 0, 0), np.float32))
     return _video_cube(data, mode, n_frames, shape,
-                       {"sequence_name": np.array(names), "label": np.array(labels),
+                       {"sequence_name": np.array(names, dtype=object), "label": np.array(labels, dtype=object),
                         "clip_start": np.array(starts)},
                        {"title": "frame folders", "source": str(top), "geostp_adapter": "frame_folders",
                         "n_frames_dropped": int(dropped), "stride": stride})
@@ -403,7 +403,7 @@ def open_video_files(
                          tuple(out_shape), chunks=chunks, dtype=np.float32,
                          meta=np.empty((0, 0, 0, 0, 0), np.float32))
     return _video_cube(data, mode, n_frames, tuple(out_shape),
-                       {"sequence_name": np.array([files[v].name for v in clip_video]),
+                       {"sequence_name": np.array([files[v].name for v in clip_video], dtype=object),
                         "clip_start": cs},
                        {"title": "video files", "source": str(paths) if isinstance(paths, (str, os.PathLike))
                         else f"{len(files)} files", "geostp_adapter": "video_files",
