@@ -51,7 +51,8 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from geostp.cube import describe
-    from geostp.data.catalog import _load_builtin_adapters, adapters, open_catalog
+    from geostp.data.adapters import adapters  # importing it registers the built-in adapters
+    from geostp.data.catalog import open_catalog
     from geostp.data.ingest import ingest, open_cube
     from geostp.errors import ConfigError
 
@@ -59,7 +60,6 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.adapter is not None:
         if args.source is not None or args.catalog is not None:
             raise ConfigError("give either a catalog source (SOURCE --catalog NAME) or --adapter NAME, not both")
-        _load_builtin_adapters()
         adapter = adapters.get(args.adapter)
         name = args.adapter
         try:
