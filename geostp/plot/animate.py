@@ -91,7 +91,7 @@ def render_frames(
     fig.set_layout_engine("none")  # freeze the layout: later titles must not move the map
     frames = []
     for field in fields:
-        arr, _ = maps._oriented(field)
+        arr, _ = maps._oriented(field, style.projection is not None)
         image.set_data(arr)
         ax.set_title(maps._map_title(field, da, style), fontsize=10)
         fig.canvas.draw()

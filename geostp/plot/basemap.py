@@ -248,9 +248,58 @@ def _geometries(path: str) -> tuple:
             close()
 
 
+@functools.lru_cache(maxsize=64)
+def _clipped(path: str, box: tuple[float, float, float, float] | None) -> tuple:
+    """The geometries of a shapefile cut to a lon/lat box.
+
+    cartopy projects every vertex of every geometry it is given, and a 50m
+    coastline holds continent-long lines: cut to the map's neighbourhood
+    first, a national radar map draws in a fraction of the time.
+    """
+    import shapely
+
+    geoms = _geometries(path)
+    if box is None:
+        return geoms
+    arr = np.array(geoms, dtype=object)
+    lon0, lat0, lon1, lat1 = box
+    near = shapely.intersects(arr, shapely.box(lon0, lat0, lon1, lat1))
+    cut = shapely.clip_by_rect(arr[near], lon0, lat0, lon1, lat1)
+    return tuple(g for g in cut if not g.is_empty)
+
+
+def _lonlat_box(ax, pad: float = 0.15) -> tuple[float, float, float, float] | None:
+    """A lon/lat box around the map's visible extent, or None where none fits (a pole, the antimeridian)."""
+    import pyproj
+
+    try:
+        x0, x1, y0, y1 = ax.get_extent()
+        t = np.linspace(0.0, 1.0, 50)
+        xs = np.concatenate([x0 + (x1 - x0) * t, np.full_like(t, x1), x1 - (x1 - x0) * t, np.full_like(t, x0)])
+        ys = np.concatenate([np.full_like(t, y0), y0 + (y1 - y0) * t, np.full_like(t, y1), y1 - (y1 - y0) * t])
+        to_lonlat = pyproj.Transformer.from_crs(ax.projection, "EPSG:4326", always_xy=True)
+        lon, lat = to_lonlat.transform(xs, ys)
+        to_map = pyproj.Transformer.from_crs("EPSG:4326", ax.projection, always_xy=True)
+        for pole in (90.0, -90.0):
+            px, py = to_map.transform(0.0, pole)
+            if np.isfinite(px) and x0 <= px <= x1 and y0 <= py <= y1:
+                return None
+    except Exception:  # a projection pyproj cannot invert here: draw everything
+        return None
+    if not (np.all(np.isfinite(lon)) and np.all(np.isfinite(lat))):
+        return None
+    lon0, lon1, lat0, lat1 = float(lon.min()), float(lon.max()), float(lat.min()), float(lat.max())
+    if lon1 - lon0 > 180.0:  # crosses the antimeridian, or nearly global
+        return None
+    dlon, dlat = (lon1 - lon0) * pad + 0.5, (lat1 - lat0) * pad + 0.5
+    return (round(lon0 - dlon, 3), round(max(lat0 - dlat, -90.0), 3),
+            round(lon1 + dlon, 3), round(min(lat1 + dlat, 90.0), 3))
+
+
 def clear_cache() -> None:
     """Forget the shapefile geometries read so far (and the one-time warnings)."""
     _geometries.cache_clear()
+    _clipped.cache_clear()
     _WARNED.clear()
 
 
@@ -321,6 +370,7 @@ def add_basemap(
         lonlat = ax.get_extent(ccrs.PlateCarree())
     except Exception:  # an extent that does not map to lon/lat: use the coarsest scale first
         lonlat = (-180.0, 180.0, -90.0, 90.0)
+    box = _lonlat_box(ax)
     drawn: list[Path] = []
     for feature in features:
         category, name, style = FEATURES[feature]
@@ -335,7 +385,7 @@ def add_basemap(
                            f"no Natural Earth {feature} shapefile (ne_*_{name}.shp) in {root}: "
                            f"the map is drawn without {feature}")
             continue
-        geoms = _geometries(str(path))
+        geoms = _clipped(str(path), box)
         artist = ax.add_feature(ShapelyFeature(geoms, ccrs.PlateCarree()), facecolor="none",
                                 zorder=zorder, **style)
         artist.set_label(f"natural_earth:{feature}:{path}")
@@ -343,11 +393,24 @@ def add_basemap(
     return drawn
 
 
-def data_extent(da: xr.DataArray) -> tuple[float, float, float, float]:
-    """The extent (x0, x1, y0, y1) of a gridded DataArray's pixel edges, in its x/y units."""
+_LENGTH_TO_METRES = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0,
+                     "km": 1000.0, "kilometre": 1000.0, "kilometres": 1000.0, "kilometer": 1000.0,
+                     "kilometers": 1000.0}
+
+
+def data_extent(da: xr.DataArray, *, in_metres: bool = False) -> tuple[float, float, float, float]:
+    """The extent (x0, x1, y0, y1) of a gridded DataArray's pixel edges.
+
+    In the x/y coordinates' own units, or with ``in_metres`` in metres where
+    the coordinates say ``units: km`` (some CF files, such as the Bureau of
+    Meteorology's, give projection coordinates in km while the CRS is in m).
+    """
     out = []
     for d in ("x", "y"):
         v = np.asarray(da[d].values, dtype=float)
         step = abs(v[1] - v[0]) if v.size > 1 else 1.0
-        out += [float(v.min() - step / 2), float(v.max() + step / 2)]
+        factor = 1.0
+        if in_metres:
+            factor = _LENGTH_TO_METRES.get(str(da[d].attrs.get("units", "m")).strip().lower(), 1.0)
+        out += [float(v.min() - step / 2) * factor, float(v.max() + step / 2) * factor]
     return tuple(out)  # type: ignore[return-value]

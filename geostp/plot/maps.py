@@ -224,7 +224,7 @@ def projection_for(da: xr.DataArray | xr.Dataset, *, crs: Any = None, variable: 
     pcrs = basemap.grid_crs(da, crs)
     if pcrs is None:
         return None
-    return basemap.map_projection(pcrs, basemap.data_extent(da))
+    return basemap.map_projection(pcrs, basemap.data_extent(da, in_metres=pcrs.is_projected))
 
 
 def _quantity(da: xr.DataArray) -> str:
@@ -235,7 +235,7 @@ def _quantity(da: xr.DataArray) -> str:
 def _style(da: xr.DataArray, values: Any, *, scale: str | ColourScale, vmin: float | None,
            vmax: float | None, crs: Any) -> _Style:
     pcrs = basemap.grid_crs(da, crs)
-    extent = basemap.data_extent(da)
+    extent = basemap.data_extent(da, in_metres=pcrs is not None and pcrs.is_projected)
     projection = basemap.map_projection(pcrs, extent) if pcrs is not None else None
     units = da.attrs.get("units")
     sc = colour_scale(scale, units=units, standard_name=da.attrs.get("standard_name"))
@@ -276,7 +276,8 @@ def _short_when(field: xr.DataArray) -> str:
                 return f"{lead}, valid {pd.Timestamp(vt).strftime('%H:%M')}"
         return lead
     if "time" in coords:
-        return _format_time(coords["time"].values[()])
+        value = coords["time"].values[()]
+        return _format_time(value) if isinstance(value, np.datetime64) else f"time {value}"
     return ""
 
 
@@ -297,21 +298,34 @@ def _map_title(field: xr.DataArray, da: xr.DataArray, style: _Style) -> str:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _oriented(field: xr.DataArray) -> tuple[np.ndarray, str]:
+def _oriented(field: xr.DataArray, georeferenced: bool = True) -> tuple[np.ndarray, str]:
+    """The 2-D values and the imshow origin that put them where their coordinates say.
+
+    Map data goes north up whichever way ``y`` runs; a plain image (video) keeps
+    its first row at the top, as images are stored.
+    """
     arr = np.asarray(field.values, dtype=float)
     x = np.asarray(field["x"].values)
     y = np.asarray(field["y"].values)
     if x.size > 1 and x[0] > x[-1]:
         arr = arr[:, ::-1]
+    if not georeferenced:
+        return arr, "upper"
     origin = "upper" if (y.size > 1 and y[0] > y[-1]) else "lower"
     return arr, origin
 
 
 def _draw(ax, field: xr.DataArray, style: _Style):
-    arr, origin = _oriented(field)
-    kwargs: dict[str, Any] = {"cmap": style.cmap, "norm": style.norm, "extent": style.extent,
+    georeferenced = style.projection is not None
+    arr, origin = _oriented(field, georeferenced)
+    x0, x1, y0, y1 = style.extent
+    if not georeferenced:
+        y = np.asarray(field["y"].values)
+        if not (y.size > 1 and y[0] > y[-1]):
+            y0, y1 = y1, y0  # first row at the top: the y axis runs downwards
+    kwargs: dict[str, Any] = {"cmap": style.cmap, "norm": style.norm, "extent": (x0, x1, y0, y1),
                               "origin": origin, "interpolation": "nearest"}
-    if style.projection is not None:
+    if georeferenced:
         kwargs["transform"] = style.projection
     return ax.imshow(arr, **kwargs)
 
@@ -321,8 +335,9 @@ def _frame_axes(ax, style: _Style, *, natural_earth, features, resolution) -> li
     if style.projection is not None:
         ax.set_extent(style.extent, crs=style.projection)
         return basemap.add_basemap(ax, natural_earth=natural_earth, features=features, resolution=resolution)
-    ax.set_xlim(style.extent[0], style.extent[1])
-    ax.set_ylim(style.extent[2], style.extent[3])
+    x0, x1, y0, y1 = ax.images[-1].get_extent() if ax.images else style.extent
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
     ax.set_aspect("equal")
     ax.set_facecolor("white")
     return []
