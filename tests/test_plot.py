@@ -50,7 +50,7 @@ def _mch_from_catalog(shared_data: Path) -> xr.Dataset | None:
         old = os.environ.get("GEOSTP_DATA")
         os.environ["GEOSTP_DATA"] = str(shared_data)
         try:
-            cube = open_catalog("radar").open("mch")
+            cube = open_catalog("radar").open(f"mch_{EVENT}")
         finally:
             if old is None:
                 os.environ.pop("GEOSTP_DATA", None)
