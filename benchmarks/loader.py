@@ -85,21 +85,28 @@ def ensure_cube(path: Path, frames: int, size: int, cells: float) -> dict:
 # ----------------------------------------------------------------------------- raw bandwidth
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its finished (joined) children, e.g. DataLoader workers."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def raw_bandwidth(path: Path, frames: int) -> dict:
     import zarr
 
     arr = zarr.open_group(path, mode="r")["precipitation"]
     tc, yc, xc = arr.chunks
     nt, ny, nx = arr.shape
-    nbytes, t = 0, time.perf_counter()
+    nbytes, t, cpu = 0, time.perf_counter(), _cpu()
     for t0 in range(0, min(frames, nt), tc):
         for y0 in range(0, ny, yc):
             for x0 in range(0, nx, xc):
                 nbytes += arr[t0: t0 + tc, y0: y0 + yc, x0: x0 + xc].nbytes
-    dt = time.perf_counter() - t
+    dt, cpu = time.perf_counter() - t, _cpu() - cpu
     mbs = nbytes / dt / 1e6
     return {"frames_read": min(frames, nt), "bytes": nbytes, "seconds": round(dt, 2), "MB_per_s": round(mbs, 1),
-            "implied_windows_per_s": round(nbytes / dt / WINDOW_BYTES, 1), "load": load()}
+            "implied_windows_per_s": round(nbytes / dt / WINDOW_BYTES, 1),
+            "implied_windows_per_cpu_s": round(nbytes / cpu / WINDOW_BYTES, 1), "load": load()}
 
 
 # ----------------------------------------------------------------------------- xbatcher
@@ -130,36 +137,53 @@ def run_xbatcher(path: Path, workers: int, seconds: float, batch_size: int) -> d
     loader = DataLoader(MapDataset(gen, transform=_to_tensor), batch_size=batch_size, shuffle=True,
                         num_workers=workers, worker_init_fn=_sync_dask if workers else None,
                         generator=torch.Generator().manual_seed(0))
-    return _time_loader(loader, seconds, key=None) | {"workers": workers, "samples_in_epoch": len(gen)}
+    return _time_loader(lambda: loader, seconds, key=None) | {"workers": workers, "samples_in_epoch": len(gen)}
 
 
 # ----------------------------------------------------------------------------- geostp
 
 
-def _time_loader(loader, seconds: float, key: str | None = "x", limit: int | None = None) -> dict:
-    start, first, n, nb, t_first = time.perf_counter(), None, 0, 0, None
-    l0 = load()
-    for batch in loader:
+def _time_loader(make, seconds: float, key: str | None = "x") -> dict:
+    """Samples/s after the first batch (which carries the start-up), and samples per CPU-second overall.
+
+    The CPU time covers this process and the loader's workers (joined when the iterator is dropped),
+    so it does not depend on what else the machine runs, unlike samples/s.
+    """
+    import gc
+
+    cpu0, l0 = _cpu(), load()
+    start, first, n, nb, t_first, n_all = time.perf_counter(), None, 0, 0, None, 0
+    it = iter(make())
+    for batch in it:
         now = time.perf_counter()
+        size = (batch[key] if key else batch).shape[0]
+        n_all += size
         if first is None:  # the first batch carries the start-up (forks, plan, first read)
             first, t_first = now, now - start
             continue
-        n += (batch[key] if key else batch).shape[0]
+        n += size
         nb += 1
-        if now - first > seconds or (limit is not None and nb >= limit):
+        if now - first > seconds:
             break
     dt = time.perf_counter() - first
+    del it, batch
+    gc.collect()
+    time.sleep(0.5)  # let the workers exit and be joined, so that their CPU time is counted
+    cpu = _cpu() - cpu0
     return {"samples": n, "batches": nb, "seconds": round(dt, 2), "samples_per_s": round(n / dt, 1),
-            "first_batch_seconds": round(t_first, 2), "load": [l0, load()]}
+            "first_batch_seconds": round(t_first, 2), "cpu_seconds": round(cpu, 2),
+            "samples_per_cpu_s": round(n_all / cpu, 1), "load": [l0, load()]}
 
 
-def run_geostp(path: Path, spec, normalizer, split, workers: int, seconds: float, batch_size: int) -> dict:
+def run_geostp(path: Path, spec, normalizer, split, workers: int, seconds: float, batch_size: int,
+               reader: str = "auto") -> dict:
+    from geostp.data.ingest import open_cube
     from geostp.stream import CubeDataset, make_loader
 
-    ds = CubeDataset(path, ["precipitation"], spec, split=split, normalizer=normalizer, batch_size=batch_size,
-                     seed=0)
+    ds = CubeDataset(open_cube(path), ["precipitation"], spec, split=split, normalizer=normalizer,
+                     batch_size=batch_size, seed=0, reader=reader)
     ds.set_epoch(0)
-    out = _time_loader(make_loader(ds, workers), seconds)
+    out = _time_loader(lambda: make_loader(ds, workers), seconds)
     return out | {"workers": workers, "stride": spec.stride, "batches_in_epoch": ds.batches_per_epoch(),
                   "block": list(ds.block), "reader": ds.reader_kind}
 
@@ -256,22 +280,29 @@ def markdown(r: dict) -> str:
         "",
         f"Raw read-and-decompress (zarr, every chunk of the first {raw['frames_read']} frames): "
         f"**{raw['MB_per_s']:.0f} MB/s**, i.e. at most **{raw['implied_windows_per_s']:.0f} windows/s** of "
-        f"20 x 64 x 64 float32 if every window had to be read on its own (load {raw['load']}).",
+        f"20 x 64 x 64 float32 if every window had to be read on its own (load {raw['load']}); "
+        f"{raw['implied_windows_per_cpu_s']:.0f} windows per CPU-second.",
         "",
-        "| loader | sample set | workers | samples/s | x xbatcher (same workers) | / raw implied | load |",
-        "|---|---|---|---|---|---|---|",
+        "samples/s is wall-clock throughput after the first batch; samples per CPU-second counts the CPU time "
+        "of the main process and its workers over the whole run, so it does not depend on the machine's load.",
+        "",
+        "| loader | sample set | workers | samples/s | x xbatcher (same workers) | / raw implied | "
+        "samples per CPU-s | first batch (s) | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     xb = {x["workers"]: x["samples_per_s"] for x in r["xbatcher"]}
     for x in r["xbatcher"]:
         lines.append(f"| xbatcher BatchGenerator + DataLoader | 20x64x64, non-overlapping, shuffled | {x['workers']} | "
                      f"{x['samples_per_s']:.0f} | 1.0 | {x['samples_per_s'] / raw['implied_windows_per_s']:.2f} | "
-                     f"{x['load']} |")
+                     f"{x['samples_per_cpu_s']:.0f} | {x['first_batch_seconds']} | {x['load']} |")
     for g in r["geostp"]:
         what = ("10+10 frames x 64x64, every window (stride 1), shuffled" if g["stride"] == 1
                 else f"10+10 frames x 64x64, stride {g['stride']}, shuffled")
-        lines.append(f"| geostp CubeDataset + make_loader | {what} | {g['workers']} | {g['samples_per_s']:.0f} | "
+        how = "reading zarr directly" if g["reader"] == "zarr" else "reading through xarray + dask (synchronous)"
+        lines.append(f"| geostp CubeDataset + make_loader, {how} | {what} | {g['workers']} | {g['samples_per_s']:.0f} | "
                      f"{g['samples_per_s'] / xb[g['workers']]:.1f} | "
-                     f"{g['samples_per_s'] / raw['implied_windows_per_s']:.2f} | {g['load']} |")
+                     f"{g['samples_per_s'] / raw['implied_windows_per_s']:.2f} | {g['samples_per_cpu_s']:.0f} | "
+                     f"{g['first_batch_seconds']} | {g['load']} |")
     m = r["memory"]
     lines += [
         "",
@@ -300,9 +331,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cells", type=float, default=2.0, help="rain cells born per frame (rain cover)")
     ap.add_argument("--seconds", type=float, default=None, help="timed seconds per loader")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--memory-epoch", default=None, help=argparse.SUPPRESS)  # internal: one epoch, JSON job
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default benchmarks/results, or /tmp/geostp-bench/quick with --quick)")
     args = ap.parse_args(argv)
+    if args.memory_epoch:
+        warnings.simplefilter("ignore")
+        from geostp.stream import Normalizer, WindowSpec
+
+        job = json.loads(args.memory_epoch)
+        spec = WindowSpec(10, 10, stride=job["stride"], patch_size=64)
+        out = memory_epoch(Path(job["store"]), spec, Normalizer.from_dict(job["normalizer"]), job["workers"],
+                           job["batch_size"], job["cube_bytes"])
+        print(json.dumps(out))
+        return
     frames = args.frames or (600 if args.quick else 4000)
     size = args.size or (256 if args.quick else 512)
     seconds = args.seconds or (4.0 if args.quick else 20.0)
@@ -349,13 +391,23 @@ def main(argv: list[str] | None = None) -> None:
         for w in (0, 2):
             result["geostp"].append(run_geostp(store, spec, norm, None, w, seconds, args.batch_size))
             log(f"geostp: {result['geostp'][-1]}")
-
+    # the same blocks read through xarray + dask (synchronous scheduler) instead of zarr directly
     spec = WindowSpec(10, 10, stride=1, patch_size=64)
-    result["memory"] = memory_epoch(store, spec, norm, 2, args.batch_size, result["cube"]["decoded_bytes"])
+    result["geostp"].append(run_geostp(store, spec, norm, None, 2, seconds, args.batch_size, reader="xarray"))
+    log(f"geostp: {result['geostp'][-1]}")
+
+    # in a fresh process: the main process of a training run has not run the benchmarks above
+    job = {"store": str(store), "normalizer": norm.to_dict(), "workers": 2, "batch_size": args.batch_size,
+           "cube_bytes": result["cube"]["decoded_bytes"], "stride": 1}
+    proc = subprocess.run([sys.executable, __file__, "--memory-epoch", json.dumps(job)], capture_output=True,
+                          text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"memory epoch failed:\n{proc.stderr[-3000:]}")
+    result["memory"] = json.loads(proc.stdout.strip().splitlines()[-1])
     log(f"memory: {result['memory']}")
 
     xb2 = next(x for x in result["xbatcher"] if x["workers"] == 2)["samples_per_s"]
-    g2 = {g["stride"]: g["samples_per_s"] for g in result["geostp"] if g["workers"] == 2}
+    g2 = {g["stride"]: g["samples_per_s"] for g in result["geostp"] if g["workers"] == 2 and g["reader"] == "zarr"}
     raw_w = result["raw"]["implied_windows_per_s"]
     m = result["memory"]
     result["aims"] = {

@@ -6,9 +6,9 @@ How an epoch is laid out
    ``(seed, epoch)``) are grouped into *read blocks*: chunk-aligned boxes of
    the store (a few time chunks x the whole grid, or a tile of chunks on big
    grids; several sequences for clip collections), sized to about
-   ``block_megabytes``.  A block is read and decoded once, encoded
-   (transform, standardisation, NaN -> fill value + mask) once, and every
-   sample whose origin lies in it is cut from it.
+   ``block_megabytes``.  A block is read, decoded and encoded (transform and
+   standardisation) once, and every sample whose origin lies in it is cut
+   from it; NaN becomes the fill value, with a mask, once per batch.
 2. Shuffling (``shuffle=True``) permutes the blocks, then mixes the samples of
    each run of ``shuffle_blocks`` consecutive blocks, so a batch holds samples
    from several places and times while a worker keeps only a few blocks in
@@ -23,7 +23,7 @@ How an epoch is laid out
 4. DataLoader worker ``w`` of ``W`` yields the rank's batches ``w, w + W, w +
    2W, ...``; the DataLoader's in-order round robin hands them back in the
    rank's order, which is therefore the same for any number of workers.  When
-   ``W`` divides ``streams`` (default 4: 1, 2 or 4 workers), each
+   ``W`` divides ``streams`` (default 2: 1 or 2 workers), each
    worker serves whole streams and so reads each block once; otherwise the
    order is still the same but workers may decode some blocks twice.
 5. ``set_epoch(epoch, start_batch=k)`` (before iterating) makes the next
@@ -37,7 +37,9 @@ When the dataset is given a store path, or a cube opened with
 :func:`geostp.data.ingest.open_cube` and not modified since, workers read the
 zarr arrays directly with zarr-python (the cube serves only as the index);
 otherwise they read through xarray/dask with dask's synchronous scheduler
-(dask's threaded scheduler hangs in forked workers).
+(dask's threaded scheduler hangs in forked workers).  Workers write each
+batch into a shared-memory block that they reuse once the training loop has
+dropped the batch (:mod:`geostp.stream._shm`).
 """
 
 from __future__ import annotations
@@ -281,8 +283,12 @@ class CubeDataset(IterableDataset):
         Distributed position; default from ``torch.distributed`` when it is
         initialised, else ``0`` and ``1``.
     streams
-        Contiguous streams per rank (module docstring); when it is a multiple
-        of the number of workers, every block is read once.
+        Contiguous streams per rank (module docstring).  When it is a
+        multiple of the number of workers every block is read once; each
+        worker holds the blocks of ``streams / workers`` streams at a time, so
+        more streams than workers cost memory.  Set it to the number of
+        workers you use (default 2, this project's 2-core machines); the
+        batch order depends on it, not on the number of workers.
     shuffle_blocks
         Read blocks whose samples are mixed together when shuffling.
     block_megabytes
@@ -322,7 +328,7 @@ class CubeDataset(IterableDataset):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
-        streams: int = 4,
+        streams: int = 2,
         shuffle_blocks: int = 2,
         block_megabytes: float = 48.0,
         cache_megabytes: float | None = None,
@@ -670,7 +676,7 @@ def make_loader(
     num_workers: int = 2,
     *,
     persistent_workers: bool = False,
-    prefetch_factor: int = 4,
+    prefetch_factor: int = 2,
     pin_memory: bool = False,
     multiprocessing_context: Any = None,
     timeout: float = 0,

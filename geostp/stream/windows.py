@@ -58,6 +58,10 @@ __all__ = [
     "temporal_windows",
     "patch_offsets",
     "cube_variables",
+    "rain_table",
+    "RainTable",
+    "sample_source",
+    "SampleSource",
 ]
 
 #: The fields of a sample index: sequence index (0 for cubes without a ``sequence``
