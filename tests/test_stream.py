@@ -489,3 +489,45 @@ def test_reused_shared_memory_never_overwrites_a_batch_still_held(store, cube):
     for j, (x, y) in kept.items():
         assert torch.equal(torch.cat([x, y], 1), reference[j][1:]), f"batch {j} was overwritten"
     assert loader.releaser.released > len(reference) // 2, "dropped batches' blocks were not recycled"
+
+
+def test_derived_dask_cube_streams_through_workers_without_hanging(store, cube):
+    """A cube computed from the store is read through xarray/dask (synchronous scheduler) in forked workers."""
+    derived = open_cube(store).isel(time=slice(2, None))
+    derived = derived.assign(precipitation=derived["precipitation"] * 2.0)
+    spec = WindowSpec(2, 2, patch_size=8, patch_stride=8)
+    ds = CubeDataset(derived, None, spec, batch_size=6, seed=1)
+    assert ds.reader_kind == "xarray"
+    values = cube["precipitation"].values[2:] * 2.0
+    n = 0
+    for batch in make_loader(ds, 2, timeout=60):
+        for b, (_, t, y0, x0) in enumerate(batch_keys(batch)):
+            want = values[t: t + 2, y0: y0 + 8, x0: x0 + 8]
+            np.testing.assert_array_equal(batch["x"][b, :, 0].numpy(), np.nan_to_num(want, nan=0.0))
+            n += 1
+    assert n == len(window_index(derived, spec))
+
+
+def test_dataset_applies_the_rain_filter_and_random_patches(store, cube):
+    rule = RainFilter(threshold=1.0, min_fraction=0.22, keep_dry=0.0)
+    spec = WindowSpec(3, 2, patch_size=8, patch_stride=2, random_patches=4, rain=rule)
+    ds = CubeDataset(store, None, spec, batch_size=8, seed=9)
+    values = cube["precipitation"].values
+    epochs = []
+    for epoch in (0, 1):
+        ds.set_epoch(epoch)
+        got = [k for b in make_loader(ds, 0) for k in batch_keys(b)]
+        assert got and all(rain_fraction(values, t, y0, x0, 3, 8, 1.0) >= 0.22 for _, t, y0, x0 in got)
+        assert all(y0 % 2 == 0 and x0 % 2 == 0 for _, _, y0, x0 in got)
+        assert sorted(got) == sorted(keys(window_index(cube, spec, seed=9, epoch=epoch)))
+        epochs.append(got)
+    assert epochs[0] != epochs[1]
+
+
+def test_spawned_workers_get_the_same_batches(store):
+    """With 'spawn' (and forkserver, Python 3.14's default) the dataset is pickled into the workers."""
+    spec = WindowSpec(3, 2, patch_size=8, patch_stride=8)
+    ds = CubeDataset(store, None, spec, batch_size=8, seed=6)
+    ds.set_epoch(3, start_batch=2)
+    want = epoch_keys(ds)
+    assert epoch_keys(ds, 2, multiprocessing_context="spawn") == want
