@@ -1,0 +1,526 @@
+"""Run a recipe: wiring only (open the data, build the model, call the trainer / forecaster / metrics / nowcast runner).
+
+Every decision lives in the library (``geostp.stream``, ``geostp.train``,
+``geostp.forecast``, ``geostp.metrics``, ``geostp.nowcast``); this module maps
+the recipe's sections onto those calls, writes the resolved recipe beside
+every output and inside every checkpoint (``metadata["recipe"]``), and turns
+data-dependent problems into errors that name the recipe key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import xarray as xr
+
+from geostp.errors import ConfigError, CubeError, UnknownNameError
+from geostp.recipes.schema import (
+    Crop,
+    Recipe,
+    load_recipe,
+    recipe_to_yaml,
+    resolved_model_args,
+)
+
+__all__ = ["RunResult", "run_recipe", "run_file", "open_data", "crop_slices", "build_forecaster"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: its folder, the files written, and kind-specific results."""
+
+    kind: str
+    out_dir: Path
+    files: list[Path] = field(default_factory=list)
+    scores: xr.Dataset | None = None
+    checkpoint: Path | None = None
+    cycles: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int = 0
+
+
+def _where(recipe: Recipe) -> str:
+    return recipe.where
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def save_resolved(recipe: Recipe, out_dir: Path) -> Path:
+    """Write the resolved recipe (every default filled in) as ``out_dir/recipe.yaml``."""
+    return _atomic_write(out_dir / "recipe.yaml", recipe_to_yaml(recipe))
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def crop_slices(crop: Crop, ny: int, nx: int, where: str = "recipe") -> dict[str, slice]:
+    """The ``isel`` slices of a crop on a ``ny x nx`` grid (ConfigError if it does not fit)."""
+    out: dict[str, slice] = {}
+    if crop.size is not None:
+        h, w = crop.shape()  # type: ignore[misc]
+        if h > ny or w > nx:
+            raise ConfigError(f"{where}: data.crop.size: {h} x {w} is larger than the grid ({ny} x {nx})")
+        y0, x0 = crop.offset if crop.offset is not None else ((ny - h) // 2, (nx - w) // 2)
+        if y0 < 0 or x0 < 0 or y0 + h > ny or x0 + w > nx:
+            raise ConfigError(f"{where}: data.crop.offset: [{y0}, {x0}] + {h} x {w} leaves the grid ({ny} x {nx})")
+        return {"y": slice(y0, y0 + h), "x": slice(x0, x0 + w)}
+    for axis, n in (("y", ny), ("x", nx)):
+        r = getattr(crop, axis)
+        if r is not None:
+            if r[1] > n:
+                raise ConfigError(f"{where}: data.crop.{axis}: {list(r)} reaches beyond the grid's {n} pixels")
+            out[axis] = slice(r[0], r[1])
+    return out
+
+
+def _source(recipe: Recipe) -> tuple[str, dict[str, Any], str]:
+    """Adapter name, its arguments (catalog's, overridden by data.args) and a display name."""
+    from geostp.data.catalog import expand_env, open_catalog
+
+    d = recipe.data
+    where = _where(recipe)
+    if d.adapter is not None:
+        return d.adapter, dict(d.args), d.adapter
+    try:
+        catalog = open_catalog(d.catalog)  # type: ignore[arg-type]
+        entry = catalog.entry(d.source)  # type: ignore[arg-type]
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: data.{'source' if 'source' in str(exc) else 'catalog'}: {exc}") from None
+    args = {**expand_env(entry.args, where=f"{catalog.path}: sources.{d.source}.args"), **d.args}
+    return entry.adapter, args, f"{d.catalog}:{d.source}"
+
+
+def _open_source(recipe: Recipe) -> xr.Dataset:
+    from geostp.data.catalog import _load_builtin_adapters, adapters
+
+    _load_builtin_adapters()
+    name, args, label = _source(recipe)
+    where = _where(recipe)
+    try:
+        adapter = adapters.get(name)
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: data.adapter: {exc}") from None
+    try:
+        return adapter(**args)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: data.args: adapter {name!r} ({label}) rejected its arguments: {exc}") from None
+
+
+def open_data(recipe: Recipe) -> xr.Dataset:
+    """The recipe's cube: the source, its time range, sequences, crop and variables; via the store if one is named."""
+    from geostp.cube import validate_cube
+    from geostp.data.ingest import ingest, open_cube
+
+    d = recipe.data
+    where = _where(recipe)
+    fingerprint = json.dumps(d.model_dump(mode="json", include={"catalog", "source", "adapter", "args", "variables",
+                                                                  "time", "crop", "sequences"}), sort_keys=True)
+    if d.store is not None and Path(d.store).exists():
+        cube = open_cube(d.store)
+        if cube.attrs.get("geostp_recipe_data") != fingerprint:
+            raise ConfigError(f"{where}: data.store: {d.store} was ingested from other data settings (source, "
+                              "args, time, crop, variables or sequences differ); delete it or name another store")
+        return cube
+    cube = _open_source(recipe)
+    if d.time is not None:
+        cube = cube.sel(time=slice(d.time.start, d.time.end))
+        if cube.sizes["time"] == 0:
+            raise ConfigError(f"{where}: data.time: {d.time.start} .. {d.time.end} selects no frame of the source")
+    if d.sequences is not None:
+        if "sequence" not in cube.dims:
+            raise ConfigError(f"{where}: data.sequences: the cube has no 'sequence' dim")
+        cube = cube.isel(sequence=slice(0, d.sequences))
+    if d.crop is not None:
+        cube = cube.isel(crop_slices(d.crop, cube.sizes["y"], cube.sizes["x"], where))
+    if d.variables is not None:
+        missing = [v for v in d.variables if v not in cube.data_vars]
+        if missing:
+            raise ConfigError(f"{where}: data.variables: {missing} not in the data; it has "
+                              f"{[v for v in cube.data_vars if cube[v].ndim >= 3]}")
+        keep = set(d.variables)
+        cube = cube.drop_vars([v for v in cube.data_vars if v not in keep and cube[v].ndim >= 3])
+    validate_cube(cube, source=where, check_values=False)
+    if d.store is not None:
+        cube.attrs["geostp_recipe_data"] = fingerprint
+        ingest(cube, d.store, progress=False, source=where)
+        cube = open_cube(d.store)
+    return cube
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _models():
+    import geostp.models as models
+
+    return models
+
+
+def _build(name: str, args: dict[str, Any]):
+    models = _models()
+    getter = getattr(models, "get", None)
+    if getter is not None:
+        return getter(name, **args)
+    from geostp.models.base import build_model
+
+    return build_model(name, **args)
+
+
+def build_forecaster(recipe: Recipe, variables: list[str], *, steps: int | None = None):
+    """The recipe's model as a :class:`~geostp.forecast.FittedForecaster`: a checkpoint, or a baseline by name."""
+    from geostp.forecast import FittedForecaster, load_forecaster
+
+    if recipe.model.checkpoint is not None:
+        return load_forecaster(recipe.model.checkpoint)
+    args = resolved_model_args(recipe, channels=len(variables))
+    if steps is not None:
+        args.setdefault("output_steps", steps)
+    return FittedForecaster(model=_build(recipe.model.name, args), variables=list(variables),  # type: ignore[arg-type]
+                            metadata={"recipe": recipe.model_dump(mode="json")})
+
+
+def _baseline(name: str, args: dict[str, Any], variables: list[str], steps: int):
+    from geostp.forecast import FittedForecaster
+
+    args = {"channels": len(variables), "output_steps": steps, **args}
+    return FittedForecaster(model=_build(name, args), variables=list(variables))
+
+
+# ----------------------------------------------------------------------------- train
+
+
+def _splits(recipe: Recipe, cube: xr.Dataset):
+    from geostp.stream import split_cube
+
+    s = recipe.data.splits
+    if s is None:
+        return {}
+    given = {k: (tuple(tuple(r) if isinstance(r, list) else r for r in v) if isinstance(v, list)
+                 and v and isinstance(v[0], list) else v) for k, v in s.given().items()}
+    try:
+        return split_cube(cube, by=s.by, **given)
+    except ConfigError as exc:
+        raise ConfigError(f"{_where(recipe)}: data.splits: {exc}") from None
+
+
+def _window_spec(recipe: Recipe, model: Any, cube: xr.Dataset):
+    from geostp.stream import RainFilter, WindowSpec
+
+    d = recipe.data
+    where = _where(recipe)
+    patch = stride = None
+    if d.patches is not None:
+        ph, pw = d.patches.shape()
+        ny, nx = cube.sizes["y"], cube.sizes["x"]
+        if ph > ny or pw > nx:
+            raise ConfigError(f"{where}: data.patches.size: {ph} x {pw} is larger than the grid ({ny} x {nx}"
+                              f"{' after data.crop' if d.crop else ''})")
+        patch = (ph, pw)
+        stride = d.patches.stride
+    else:
+        m = int(getattr(model, "spatial_multiple", 1))
+        if cube.sizes["y"] % m or cube.sizes["x"] % m:
+            raise ConfigError(f"{where}: data.patches: whole-domain samples of {cube.sizes['y']} x "
+                              f"{cube.sizes['x']} are not a multiple of {m}, which the model needs; set "
+                              "data.patches.size or data.crop")
+    rain = RainFilter(**d.rain.model_dump()) if d.rain is not None else None
+    return WindowSpec(input_steps=model.input_steps, output_steps=model.output_steps, stride=d.windows.stride,
+                      patch_size=patch, patch_stride=stride,
+                      random_patches=d.patches.random if d.patches is not None else 0, rain=rain)
+
+
+def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
+    """Train the recipe's model; then evaluate it when the recipe has an evaluation section."""
+    from geostp import __version__
+    from geostp.forecast import FittedForecaster, cube_schema
+    from geostp.stream import CubeDataset, compute_statistics, make_loader
+    from geostp.stream.windows import cube_variables
+    from geostp.train.checkpoint import load_checkpoint
+    from geostp.train.trainer import Trainer, TrainSettings
+
+    where = _where(recipe)
+    out = recipe.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    files = [save_resolved(recipe, out)]
+    cube = open_data(recipe)
+    variables = list(cube_variables(cube, recipe.data.variables))
+    args = resolved_model_args(recipe, channels=len(variables))
+    try:
+        net = _build(recipe.model.name, args)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: model.args: {exc}") from None
+    spec = _window_spec(recipe, net, cube)
+    splits = _splits(recipe, cube)
+    try:
+        normalizer = compute_statistics(cube, variables, split=splits.get("train"),
+                                        transforms=recipe.data.transforms)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: data.transforms: {exc}") from None
+    tr = recipe.training
+    assert tr is not None
+    source: Any = recipe.data.store if recipe.data.store is not None else cube
+    try:
+        train_set = CubeDataset(source, variables, spec, split=splits.get("train"), normalizer=normalizer,
+                                batch_size=tr.batch_size, shuffle=True, seed=tr.seed)
+        val_set = None
+        if "validation" in splits:
+            val_set = CubeDataset(source, variables, spec, split=splits["validation"], normalizer=normalizer,
+                                  batch_size=tr.batch_size, shuffle=False, seed=tr.seed)
+    except ConfigError as exc:
+        split = next((k for k in splits if f"split {k!r}" in str(exc)), None)
+        key = f"data.splits.{split}" if split else "data.windows"
+        raise ConfigError(f"{where}: {key}: {exc}") from None
+    if len(train_set) == 0:
+        raise ConfigError(f"{where}: data.splits.train: no training sample (windows of {spec.length} consecutive "
+                          f"frames{' with rain' if spec.rain else ''} in the training split)")
+    recipe_dict = recipe.model_dump(mode="json")
+    metadata = {"variables": variables, "normalizer": normalizer.to_dict(), "schema": cube_schema(cube, variables),
+                "fill_value": normalizer.fill_value, "window": spec.to_dict(), "recipe": recipe_dict,
+                "geostp_version": __version__}
+    settings = TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"}))
+    if not progress:
+        settings = settings.model_copy(update={"progress": False})
+    trainer = Trainer(net, settings, checkpoint_dir=out / "checkpoints", metadata=metadata)
+    val_loader = make_loader(val_set, tr.workers) if val_set is not None and len(val_set) else None
+    result = trainer.fit(make_loader(train_set, tr.workers), val_loader, resume=tr.resume)
+    best = out / "checkpoints" / "best.pt"
+    chosen = best if best.exists() else out / "checkpoints" / "last.pt"
+    net.load_state_dict(load_checkpoint(chosen, map_location="cpu")["state_dict"])
+    fitted = FittedForecaster(model=net.cpu().eval(), variables=variables, normalizer=normalizer,
+                              schema=metadata["schema"], fill_value=normalizer.fill_value,
+                              metadata={**metadata, "stopped": result.stopped, "steps": result.iteration,
+                                        "from_checkpoint": chosen.name})
+    model_path = fitted.save(out / "model.pt")
+    files += [model_path, _atomic_write(out / "history.json", json.dumps(
+        {"stopped": result.stopped, "iterations": result.iteration, "epochs": result.epochs,
+         "steps": result.history}, default=float))]
+    res = RunResult("train", out, files=files, checkpoint=model_path)
+    if recipe.evaluation is not None:
+        ev = evaluate(recipe, fitted=fitted, cube=cube, write_recipe=False, progress=progress)
+        res.files += ev.files
+        res.scores = ev.scores
+    return res
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _reference_cases(recipe: Recipe, cube: xr.Dataset, t_in: int, steps: int) -> np.ndarray:
+    from geostp.stream import WindowSpec
+    from geostp.stream.windows import temporal_windows
+
+    ev = recipe.evaluation
+    assert ev is not None
+    split = _splits(recipe, cube).get(ev.split)
+    try:
+        cases = temporal_windows(cube, WindowSpec(input_steps=t_in, output_steps=steps), split=split)
+    except ConfigError as exc:
+        raise ConfigError(f"{_where(recipe)}: evaluation: {exc}") from None
+    cases = cases[::ev.every]
+    if ev.max_cases is not None and cases.size > ev.max_cases:
+        cases = cases[np.unique(np.linspace(0, cases.size - 1, ev.max_cases).round().astype(int))]
+    return cases
+
+
+def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Dataset, np.ndarray]:
+    """Only the frames (and sequences) the cases touch, read once for every model; cases re-indexed to them."""
+    frames = np.unique((cases["time"][:, None] + np.arange(length)[None, :]).ravel())
+    sub = cube.isel(time=frames)
+    cases = cases.copy()
+    cases["time"] = np.searchsorted(frames, cases["time"])
+    if "sequence" in cube.dims:
+        seqs = np.unique(cases["sequence"])
+        sub = sub.isel(sequence=seqs)
+        cases["sequence"] = np.searchsorted(seqs, cases["sequence"])
+    return sub.load(), cases
+
+
+def _observations(fc: xr.DataArray, cube: xr.Dataset, variables: list[str]) -> xr.DataArray:
+    """The observed values at the forecast's valid times, shaped like the forecast."""
+    from geostp.metrics import align_observations
+
+    if "variable" not in fc.dims:
+        return align_observations(fc, cube[variables[0]]).load()
+    parts = [align_observations(fc.sel(variable=v), cube[v]) for v in variables]
+    return xr.concat(parts, dim="variable").assign_coords(variable=variables).transpose(*fc.dims).load()
+
+
+def _forecast_cases(fitted: Any, cube: xr.Dataset, cases: np.ndarray, t_in: int, steps: int,
+                    progress: bool) -> tuple[xr.DataArray, xr.DataArray]:
+    """Forecasts at every case and the matching observations, stacked along ``time`` (or ``case``)."""
+    times = cube["time"].values
+    variables = list(fitted.variables)
+    if "sequence" not in cube.dims:
+        refs = times[cases["time"] + t_in - 1]
+        fc = fitted.predict(cube, steps, reference_times=list(refs), progress=progress)
+        return fc, _observations(fc, cube, variables)
+    fcs, obss = [], []
+    for s, ti in zip(cases["sequence"], cases["time"], strict=True):
+        sub = cube.isel(sequence=int(s))
+        ref = times[int(ti) + t_in - 1]
+        fc = fitted.predict(sub, steps, reference_times=[ref])
+        obs = _observations(fc, sub, variables)
+        fcs.append(fc.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"], errors="ignore"))
+        obss.append(obs.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"],
+                                                          errors="ignore"))
+    return xr.concat(fcs, dim="case"), xr.concat(obss, dim="case").load()
+
+
+def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = None, write_recipe: bool = True,
+             progress: bool = True) -> RunResult:
+    """Score the recipe's model (or ``fitted``) and its baselines on the evaluation split, per lead time."""
+    from geostp.evaluate import format_table
+    from geostp.metrics import verify
+    from geostp.stream.windows import cube_variables
+
+    ev = recipe.evaluation
+    assert ev is not None
+    out = recipe.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    files = [save_resolved(recipe, out)] if write_recipe else []
+    if cube is None:
+        cube = open_data(recipe)
+    if fitted is None:
+        variables = list(cube_variables(cube, recipe.data.variables))
+        fitted = build_forecaster(recipe, variables)
+    variables = list(fitted.variables)
+    steps = ev.steps or recipe.data.windows.output_steps or int(fitted.model.output_steps)
+    label = recipe.model.name or fitted.name
+    contenders = {label: fitted}
+    for b in ev.baseline_specs():
+        contenders[b.label or b.name] = _baseline(b.name, b.args, variables, steps)
+    t_in = max(int(f.model.input_steps) for f in contenders.values())
+    cases = _reference_cases(recipe, cube, t_in, steps)
+    cube, cases = _load_cases(cube, cases, t_in + steps)
+    results = []
+    for name, model in contenders.items():
+        try:
+            fc, obs = _forecast_cases(model, cube, cases, t_in, steps, progress)
+        except (ConfigError, CubeError) as exc:
+            raise ConfigError(f"{_where(recipe)}: evaluation: {name}: {exc}") from None
+        try:
+            scores = verify(fc, obs, metrics=ev.metrics, thresholds=ev.thresholds, scales=ev.scales,
+                            data_range=ev.data_range)
+        except ConfigError as exc:
+            raise ConfigError(f"{_where(recipe)}: evaluation.metrics: {exc}") from None
+        results.append(scores.expand_dims(model=[name]))
+    scores = xr.concat(results, dim="model")
+    scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(recipe.model_dump(
+        mode="json"))})
+    table = format_table(scores)
+    if progress:
+        print(table)
+    nc = out / "scores.nc"
+    tmp = nc.with_name(f".{nc.name}.tmp-{uuid.uuid4().hex[:8]}")
+    scores.to_netcdf(tmp)
+    os.replace(tmp, nc)
+    leads = scores["lead_time"].values
+    lead_labels = ([f"{int(v / np.timedelta64(1, 'm'))}min" for v in leads]
+                   if np.issubdtype(leads.dtype, np.timedelta64) else [str(v) for v in leads])
+    as_json = {"cases": int(cases.size), "split": ev.split, "lead_times": lead_labels,
+               "scores": {str(m): {k: [None if not np.isfinite(x) else float(x)
+                                       for x in scores[k].sel(model=m).values] for k in scores.data_vars}
+                          for m in scores["model"].values}}
+    files += [nc, _atomic_write(out / "scores.txt", table + "\n"),
+              _atomic_write(out / "scores.json", json.dumps(as_json, indent=1))]
+    return RunResult("evaluate", out, files=files, scores=scores)
+
+
+# ----------------------------------------------------------------------------- nowcast
+
+
+def nowcast_runner(recipe: Recipe, *, echo: TextIO | str | None = "stdout"):
+    """A :class:`geostp.nowcast.NowcastRunner` for a nowcast recipe (not yet started)."""
+    from geostp.nowcast import FeedPolicy, FileFeed, NowcastRunner
+
+    where = _where(recipe)
+    nc = recipe.nowcast
+    assert nc is not None
+    adapter, args, _label = _source(recipe)
+    files = nc.files or args.get(nc.file_arg)
+    if not isinstance(files, str):
+        raise ConfigError(f"{where}: nowcast.files: required (a glob of the arriving files), or data.args."
+                          f"{nc.file_arg} as one glob string; got {files!r}")
+    time_pattern = nc.time_pattern or args.get("fn_pattern")
+    if not time_pattern:
+        raise ConfigError(f"{where}: nowcast.time_pattern: required (the file-name time pattern, e.g. "
+                          "'AQC%y%j%H%M?_00005.801'), or data.args.fn_pattern")
+    step = nc.time_step or args.get("timestep") or args.get("time_step")
+    if step is None:
+        raise ConfigError(f"{where}: nowcast.time_step: required (e.g. 5min), or data.args.timestep")
+    try:
+        feed = FileFeed(adapter, args, files=files, time_pattern=time_pattern,
+                        extension=nc.extension or args.get("fn_ext"), file_arg=nc.file_arg, time_step=step,
+                        variables=recipe.data.variables)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: nowcast: {exc}") from None
+    if recipe.model.checkpoint is not None:
+        from geostp.forecast import load_forecaster
+
+        forecaster = load_forecaster(recipe.model.checkpoint)
+    else:
+        if recipe.data.variables is None:
+            raise ConfigError(f"{where}: data.variables: required for a nowcast with the baseline "
+                              f"{recipe.model.name!r} (the variables to forecast)")
+        forecaster = build_forecaster(recipe, list(recipe.data.variables), steps=nc.steps)
+    crop = recipe.data.crop
+    policy = FeedPolicy(wait_for_late=nc.wait_for_late, on_missing=nc.on_missing, max_filled=nc.max_filled,
+                        catch_up=nc.catch_up, max_attempts=nc.max_attempts, expected_shape=nc.expected_shape)
+    out = recipe.output_dir
+    return NowcastRunner(
+        feed, forecaster, steps=nc.steps, out_dir=out, formats=recipe.output.formats, maps=recipe.output.maps,
+        policy=policy, crop=(lambda ny, nx: crop_slices(crop, ny, nx, where)) if crop is not None else None,
+        log_path=recipe.output.log, echo=echo, attrs={"geostp_recipe": recipe.model_dump(mode="json")},
+        device=nc.device, tile=nc.tile)
+
+
+def nowcast(recipe: Recipe, *, watch: bool = False, poll_seconds: float | None = None,
+            max_polls: int | None = None, reference_time: Any = None,
+            echo: TextIO | str | None = "stdout") -> RunResult:
+    """One nowcast cycle (the newest complete inputs), or ``watch`` the feed until SIGTERM/SIGINT."""
+    runner = nowcast_runner(recipe, echo=echo)
+    with runner:
+        files = [save_resolved(recipe, runner.out_dir)]
+        if watch:
+            poll = poll_seconds if poll_seconds is not None else recipe.nowcast.poll_seconds  # type: ignore[union-attr]
+            runner.watch(poll, max_polls=max_polls)
+            return RunResult("nowcast", runner.out_dir, files=files)
+        rec = runner.run_once(reference_time or recipe.nowcast.reference_time)  # type: ignore[union-attr]
+    code = 0 if rec["outcome"] in ("written", "exists") else 1
+    return RunResult("nowcast", runner.out_dir, files=files + [runner.out_dir / o for o in rec.get("outputs", [])],
+                     cycles=[rec], exit_code=code)
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def run_recipe(recipe: Recipe, *, watch: bool = False, poll_seconds: float | None = None,
+               max_polls: int | None = None, reference_time: Any = None, progress: bool = True) -> RunResult:
+    """Run a loaded recipe according to its kind."""
+    if watch and recipe.kind != "nowcast":
+        raise ConfigError(f"{_where(recipe)}: kind: --watch is for kind 'nowcast', not {recipe.kind!r}")
+    if recipe.kind == "train":
+        return train(recipe, progress=progress)
+    if recipe.kind == "evaluate":
+        return evaluate(recipe, progress=progress)
+    return nowcast(recipe, watch=watch, poll_seconds=poll_seconds, max_polls=max_polls,
+                   reference_time=reference_time)
+
+
+def run_file(path: str | os.PathLike[str], overrides: list[str] | None = None, **kwargs: Any) -> RunResult:
+    """``load_recipe(path, overrides)`` then :func:`run_recipe`."""
+    return run_recipe(load_recipe(path, overrides), **kwargs)

@@ -1,0 +1,655 @@
+"""The recipe schema: a strict, typed description of a train, evaluate or nowcast run.
+
+A recipe is a YAML file with these top-level keys (see ``docs/recipes.md``)::
+
+    kind: train | evaluate | nowcast
+    name: mch-tau                  # names the run (default: the file's stem)
+    description: ...
+    data:       where the cube comes from and how samples are cut
+    model:      a registered model name and its typed arguments, or a checkpoint
+    training:   geostp.train.trainer.TrainSettings plus batch_size / workers (kind: train)
+    evaluation: metrics, thresholds, scales, baselines (kind: train or evaluate)
+    nowcast:    feed policy of an operational run (kind: nowcast)
+    output:     where results go
+
+Every section forbids unknown keys.  Loading a recipe checks, besides types,
+what can be known before any data is read: model arguments against the
+registered class's own constructor (names, types, and by building it on the
+``meta`` device, its own range checks), input/output steps and channels
+against the data section, the patch against the crop and the model's spatial
+multiple, and which sections make sense for the kind.  Every failure is a
+:class:`~geostp.errors.ConfigError` whose message starts with the recipe's
+file and the key path, e.g. ``recipe.yaml: model.args.hidden_channel:
+unknown argument; model 'tau' accepts ...``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import numbers
+import os
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
+
+from geostp.errors import ConfigError, UnknownNameError
+from geostp.train.trainer import TrainSettings
+
+__all__ = [
+    "Recipe",
+    "DataSection",
+    "ModelSection",
+    "TrainingSection",
+    "EvaluationSection",
+    "NowcastSection",
+    "OutputSection",
+    "load_recipe",
+    "parse_recipe",
+    "apply_overrides",
+    "model_class",
+    "resolved_model_args",
+    "recipe_to_yaml",
+]
+
+Pair = int | tuple[int, int]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class TimeRange(_Strict):
+    """Keep frames with ``start <= time <= end`` (dates as strings; frame numbers for video)."""
+
+    start: str | int | None = None
+    end: str | int | None = None
+
+
+class Crop(_Strict):
+    """A sub-domain in pixel indices: ``y``/``x`` half-open ranges, or a ``size`` (centred unless ``offset``)."""
+
+    y: tuple[int, int] | None = None
+    x: tuple[int, int] | None = None
+    size: Pair | None = None
+    offset: tuple[int, int] | None = Field(None, description="(y0, x0) of a crop given by size; default centred")
+
+    def shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the crop when it can be known without the data."""
+        if self.size is not None:
+            return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)  # type: ignore[return-value]
+        if self.y is not None and self.x is not None:
+            return (self.y[1] - self.y[0], self.x[1] - self.x[0])
+        return None
+
+
+class Splits(_Strict):
+    """Train / validation / test parts: fractions, lists of ``[start, end)`` time ranges, or sequence indices."""
+
+    train: float | list[Any] | None = None
+    validation: float | list[Any] | None = None
+    test: float | list[Any] | None = None
+    by: Literal["time", "sequence"] | None = None
+
+    def given(self) -> dict[str, Any]:
+        return {k: v for k in ("train", "validation", "test") if (v := getattr(self, k)) is not None}
+
+
+class Windows(_Strict):
+    """Frames in (``input_steps``, T_in) and out (``output_steps``, T_out) of a sample; ``stride`` between windows."""
+
+    input_steps: int | None = Field(None, ge=1)
+    output_steps: int | None = Field(None, ge=1)
+    stride: int = Field(1, ge=1)
+
+
+class Patches(_Strict):
+    """Spatial patches: ``size`` (pixels), lattice ``stride``, and ``random`` patches per window (0: the whole lattice)."""
+
+    size: Pair
+    stride: Pair | None = None
+    random: int = Field(0, ge=0)
+
+    def shape(self) -> tuple[int, int]:
+        return (self.size, self.size) if isinstance(self.size, int) else tuple(self.size)  # type: ignore[return-value]
+
+
+class Rain(_Strict):
+    """Keep samples with rain in their input frames (:class:`geostp.stream.RainFilter`)."""
+
+    threshold: float = 0.1
+    min_fraction: float = Field(0.05, ge=0, le=1)
+    keep_dry: float = Field(0.02, ge=0, le=1)
+    variable: str | None = None
+
+
+class DataSection(_Strict):
+    """Where the cube comes from (a catalog source, or an adapter with arguments) and how samples are cut."""
+
+    catalog: str | None = Field(None, description="catalog name (catalogs/NAME.yaml) or path")
+    source: str | None = Field(None, description="source name in the catalog")
+    adapter: str | None = Field(None, description="an adapter name, instead of a catalog source")
+    args: dict[str, Any] = Field(default_factory=dict, description="adapter arguments (override the catalog's)")
+    store: str | None = Field(None, description="zarr store: ingested once from the source, then read from")
+    variables: list[str] | None = None
+    time: TimeRange | None = None
+    crop: Crop | None = None
+    splits: Splits | None = None
+    windows: Windows = Field(default_factory=Windows)
+    patches: Patches | None = None
+    rain: Rain | None = None
+    transforms: Literal["auto"] | dict[str, str] = "auto"
+    sequences: int | None = Field(None, ge=1, description="use only the first N sequences of a clip collection")
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class ModelSection(_Strict):
+    """A registered model (``name`` + ``args``), or a ``checkpoint`` written by geostp."""
+
+    name: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class TrainingSection(TrainSettings):
+    """:class:`geostp.train.trainer.TrainSettings` plus how batches are served."""
+
+    batch_size: int = Field(8, ge=1)
+    workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    resume: bool = Field(True, description="continue from output.dir/checkpoints/last.pt when it exists")
+
+
+class Baseline(_Strict):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None
+
+
+class EvaluationSection(_Strict):
+    """Verification of the model (and baselines) on a split, per lead time."""
+
+    split: str = "test"
+    steps: int | None = Field(None, ge=1, description="lead times (default: data.windows.output_steps)")
+    metrics: list[str] = Field(default_factory=lambda: ["mse", "mae"])
+    thresholds: list[float] = Field(default_factory=list)
+    scales: list[int] = Field(default_factory=list)
+    data_range: float = Field(1.0, gt=0)
+    baselines: list[str | Baseline] = Field(default_factory=list)
+    every: int = Field(1, ge=1, description="use every k-th valid reference time")
+    max_cases: int | None = Field(50, ge=1, description="at most this many reference times (sequences)")
+
+    def baseline_specs(self) -> list[Baseline]:
+        return [b if isinstance(b, Baseline) else Baseline(name=b) for b in self.baselines]
+
+
+class NowcastSection(_Strict):
+    """An operational run over a folder that files arrive in (policy: ``docs/nowcast.md``)."""
+
+    steps: int = Field(12, ge=1, description="lead times per cycle")
+    files: str | None = Field(None, description="glob of arriving files (default data.args.pattern)")
+    time_pattern: str | None = Field(None, description="file-name time pattern (default data.args.fn_pattern)")
+    extension: str | None = Field(None, description="file extension (default data.args.fn_ext)")
+    file_arg: str = Field("pattern", description="the adapter argument that receives the list of files")
+    time_step: str | float | None = Field(None, description="nominal step (default data.args.timestep)")
+    poll_seconds: float = Field(30.0, gt=0)
+    wait_for_late: float = Field(120.0, ge=0, description="seconds a cycle waits for a late or unreadable input")
+    on_missing: Literal["skip", "fill_previous"] = "skip"
+    max_filled: int = Field(1, ge=0, description="fill_previous: at most this many filled inputs per cycle")
+    catch_up: int = Field(12, ge=0, description="reference times up to this many steps before the newest are run")
+    max_attempts: int = Field(3, ge=1, description="tries of a cycle that fails unexpectedly")
+    expected_shape: tuple[int, int] | None = Field(None, description="(ny, nx) every frame must have")
+    device: str = "cpu"
+    tile: int | None = Field(None, ge=8)
+    reference_time: str | None = Field(None, description="one-shot runs: this reference time, not the newest")
+
+
+class OutputSection(_Strict):
+    """Where a run writes (relative paths are relative to the working directory)."""
+
+    dir: str | None = Field(None, description="default runs/<name>")
+    formats: list[Literal["netcdf", "zarr"]] = Field(default_factory=lambda: ["netcdf"])
+    maps: list[str | int] = Field(default_factory=list, description="lead times to draw (nowcast; needs geostp.plot)")
+    log: str | None = Field(None, description="nowcast JSON-lines log (default <dir>/nowcast.log.jsonl)")
+
+
+class Recipe(_Strict):
+    """A whole recipe (module docstring)."""
+
+    kind: Literal["train", "evaluate", "nowcast"]
+    name: str | None = None
+    description: str = ""
+    data: DataSection
+    model: ModelSection
+    training: TrainingSection | None = None
+    evaluation: EvaluationSection | None = None
+    nowcast: NowcastSection | None = None
+    output: OutputSection = Field(default_factory=OutputSection)
+    _where: str = PrivateAttr("recipe")
+
+    @property
+    def where(self) -> str:
+        """The recipe's file name, for messages."""
+        return self._where
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output.dir or f"runs/{self.name or 'run'}")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _fail(where: str, path: str, msg: str) -> ConfigError:
+    return ConfigError(f"{where}: {path}: {msg}" if path else f"{where}: {msg}")
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            # pydantic names union members (e.g. 'float', 'list[any]', 'function-after[...]'): not keys
+            if isinstance(part, str) and ("[" in part or part in ("float", "int", "str", "bool", "list", "tuple")):
+                continue
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _validation_message(where: str, exc: ValidationError) -> ConfigError:
+    seen: dict[str, str] = {}
+    for err in exc.errors():
+        path = _loc(tuple(err["loc"]))
+        if err["type"] == "extra_forbidden":
+            parent = path.rsplit(".", 1)[0] if "." in path else ""
+            msg = f"unknown key{' in ' + parent if parent else ''}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        else:
+            msg = f"{err['msg']} (got {err.get('input')!r})"
+        seen.setdefault(path, msg)
+    lines = [f"{where}: {p}: {m}" if p else f"{where}: {m}" for p, m in seen.items()]
+    return ConfigError("; ".join(lines))
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError(f"{where}: --set {dotted}=...: empty key in the path")
+    node: Any = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            try:
+                idx = int(part)
+                node[idx]  # noqa: B018 - bounds check
+            except (ValueError, IndexError):
+                raise ConfigError(f"{where}: --set {dotted}: {'.'.join(parts[:i]) or 'recipe'} is a list of "
+                                  f"{len(node)}; expected an index 0..{len(node) - 1}") from None
+            if last:
+                node[idx] = value
+            else:
+                node = node[idx]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"{where}: --set {dotted}: {'.'.join(parts[:i])} is a {type(node).__name__}, "
+                              "not a mapping")
+        if last:
+            node[part] = value
+        else:
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any] | None,
+                    where: str = "recipe") -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (values read as YAML) to a raw recipe dict (a copy is returned)."""
+    out = copy.deepcopy(raw)
+    if not overrides:
+        return out
+    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o, where) for o in overrides]
+    for key, value in items:
+        _set_path(out, key, value, where)
+    return out
+
+
+def _split_override(text: str, where: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{where}: --set {text!r} is not KEY.PATH=VALUE; expected e.g. "
+                          "--set training.max_steps=10 or --set 'model.args={spatial_blocks: 2}'")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | dict[str, Any] | None = None) -> Recipe:
+    """Read, override, expand and check a recipe file.
+
+    Parameters
+    ----------
+    path
+        A YAML recipe.
+    overrides
+        ``["training.max_steps=5", ...]`` (values parsed as YAML) or a dict from
+        key path to value.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key path of the first problems found.
+    """
+    p = Path(path)
+    where = p.name
+    if not p.is_file():
+        raise ConfigError(f"recipe {p} does not exist")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys kind, data, model, ...; got {type(raw).__name__}")
+    raw.setdefault("name", p.stem)
+    return parse_recipe(raw, overrides=overrides, where=where)
+
+
+def parse_recipe(raw: dict[str, Any], *, overrides: list[str] | dict[str, Any] | None = None,
+                 where: str = "recipe") -> Recipe:
+    """Validate a recipe given as a dict (see :func:`load_recipe`)."""
+    from geostp.data.catalog import expand_env
+
+    raw = apply_overrides(raw, overrides, where)
+    raw = expand_env(raw, where=where)
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise _validation_message(where, exc) from None
+    recipe._where = where
+    check_recipe(recipe, where)
+    return recipe
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (every default filled in)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+# ----------------------------------------------------------------------------- semantic checks
+
+
+def model_class(name: str) -> type:
+    """The registered model class called ``name`` (UnknownNameError lists the registered ones)."""
+    import geostp.models as models
+
+    getter = getattr(models, "get_class", None)
+    if getter is not None:
+        return getter(name)
+    import importlib
+
+    from geostp.models.base import MODEL_REGISTRY
+
+    for module in ("geostp.models.tau", "geostp.models.predrnn", "geostp.models.baselines"):
+        try:  # a package without a registry front yet: load the model modules it has
+            importlib.import_module(module)
+        except ImportError:
+            pass
+    return MODEL_REGISTRY.get(name)
+
+
+def _accepted(cls: type) -> dict[str, inspect.Parameter]:
+    params = inspect.signature(cls.__init__).parameters
+    return {n: p for n, p in params.items()
+            if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+
+
+def _default_of(cls: type, arg: str) -> Any:
+    p = _accepted(cls).get(arg)
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def _check_arg_type(value: Any, annotation: Any) -> str | None:
+    """Why ``value`` does not fit ``annotation`` (None if it fits); YAML strings are never coerced to numbers."""
+    try:
+        adapter = TypeAdapter(annotation)
+    except Exception:  # an annotation pydantic cannot build a schema for: construction will judge
+        return None
+    try:
+        result = adapter.validate_python(value)
+    except ValidationError as exc:
+        return exc.errors()[0]["msg"]
+    if isinstance(value, str) and not isinstance(result, str):
+        return f"a string where {getattr(annotation, '__name__', annotation)} is expected"
+    if isinstance(value, bool) and not isinstance(result, bool):
+        return "a boolean where a number is expected"
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and isinstance(result, int) \
+            and not isinstance(value, int):
+        return f"{value!r} is not an integer"
+    return None
+
+
+def check_model_args(name: str, args: dict[str, Any], where: str, path: str = "model") -> type:
+    """Check ``args`` against the constructor of the registered model ``name``; return its class."""
+    try:
+        cls = model_class(name)
+    except UnknownNameError as exc:
+        raise _fail(where, f"{path}.name", str(exc)) from None
+    accepted = _accepted(cls)
+    shown = ", ".join(accepted)
+    for key in args:
+        if key not in accepted:
+            raise _fail(where, f"{path}.args.{key}", f"unknown argument; model {name!r} accepts {shown}")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # unresolvable annotations: construction below still checks
+        hints = {}
+    for key, value in args.items():
+        if key in hints:
+            problem = _check_arg_type(value, hints[key])
+            if problem:
+                ann = hints[key]
+                shown_type = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+                raise _fail(where, f"{path}.args.{key}", f"{problem}; expected {shown_type}")
+    _construct(cls, name, args, where, path)
+    return cls
+
+
+def _construct(cls: type, name: str, args: dict[str, Any], where: str, path: str) -> Any:
+    """Build the model on the meta device (no memory for weights): its own range checks run."""
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return cls(**args)
+    except ConfigError as exc:
+        msg = str(exc)
+        key = next((k for k in sorted(args, key=len, reverse=True) if msg.startswith(k)), None)
+        raise _fail(where, f"{path}.args.{key}" if key else f"{path}.args", msg) from None
+    except TypeError as exc:
+        raise _fail(where, f"{path}.args", f"model {name!r} rejected its arguments: {exc}") from None
+    except (NotImplementedError, RuntimeError):
+        return None  # an operation the meta device lacks: the real build at run time will tell
+
+
+def resolved_model_args(recipe: Recipe, channels: int | None = None) -> dict[str, Any]:
+    """``model.args`` with ``input_steps``/``output_steps``/``channels`` filled from the data section."""
+    args = dict(recipe.model.args)
+    w = recipe.data.windows
+    if w.input_steps is not None:
+        args.setdefault("input_steps", w.input_steps)
+    if w.output_steps is not None:
+        args.setdefault("output_steps", w.output_steps)
+    n = channels if channels is not None else (len(recipe.data.variables) if recipe.data.variables else None)
+    if n is not None:
+        args.setdefault("channels", n)
+    return args
+
+
+def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
+    """The checks that need no data (module docstring); raises ConfigError with the key path."""
+    d, m, kind = recipe.data, recipe.model, recipe.kind
+
+    # data: where from
+    if d.adapter is not None and (d.catalog is not None or d.source is not None):
+        raise _fail(where, "data.adapter", "give either data.catalog + data.source or data.adapter, not both")
+    if d.adapter is None and (d.catalog is None or d.source is None):
+        missing = "data.source" if d.catalog is not None else "data.catalog"
+        raise _fail(where, missing, "required: name a catalog source (data.catalog and data.source) "
+                                    "or an adapter (data.adapter with data.args)")
+    if d.crop is not None:
+        c = d.crop
+        if c.size is not None and (c.y is not None or c.x is not None):
+            raise _fail(where, "data.crop", "give either size (with an optional offset) or y/x ranges, not both")
+        if c.size is None and (c.y is None) != (c.x is None) and c.offset is None:
+            pass  # cropping one axis only is allowed
+        if c.offset is not None and c.size is None:
+            raise _fail(where, "data.crop.offset", "only used with data.crop.size")
+        for axis in ("y", "x"):
+            r = getattr(c, axis)
+            if r is not None and not 0 <= r[0] < r[1]:
+                raise _fail(where, f"data.crop.{axis}", f"{list(r)} is not a range [start, stop) with "
+                                                        "0 <= start < stop")
+        shape = c.shape()
+        if shape is not None and min(shape) < 1:
+            raise _fail(where, "data.crop.size", f"{shape} must be positive")
+    if d.variables is not None and (not d.variables or len(set(d.variables)) != len(d.variables)):
+        raise _fail(where, "data.variables", f"{d.variables}: expected one or more distinct variable names")
+
+    # sections per kind
+    unused = {"train": ("nowcast",), "evaluate": ("training", "nowcast"), "nowcast": ("training", "evaluation")}
+    for section in unused[kind]:
+        if getattr(recipe, section) is not None:
+            raise _fail(where, section, f"not used by kind {kind!r}; remove it (or change kind)")
+    if kind == "train":
+        if recipe.training is None:
+            recipe.training = TrainingSection()
+        if d.splits is None or "train" not in d.splits.given():
+            raise _fail(where, "data.splits.train", "kind 'train' needs a training split (a fraction, time "
+                                                    "ranges or sequence indices)")
+        if m.checkpoint is not None:
+            raise _fail(where, "model.checkpoint", "kind 'train' builds model.name from model.args; to continue "
+                                                   "a run use training.resume (output.dir/checkpoints/last.pt)")
+    if kind == "nowcast":
+        if recipe.nowcast is None:
+            recipe.nowcast = NowcastSection()
+        if d.patches is not None or d.splits is not None or d.rain is not None:
+            bad = next(k for k in ("patches", "splits", "rain") if getattr(d, k) is not None)
+            raise _fail(where, f"data.{bad}", "not used by kind 'nowcast' (a nowcast runs on the newest frames "
+                                              "of the whole, or cropped, domain)")
+    if kind == "evaluate" and recipe.evaluation is None:
+        recipe.evaluation = EvaluationSection()
+    if recipe.evaluation is not None and kind in ("train", "evaluate"):
+        split = recipe.evaluation.split
+        given = d.splits.given() if d.splits is not None else {}
+        if given and split not in given:
+            raise _fail(where, "evaluation.split", f"{split!r} is not one of data.splits ({', '.join(given)})")
+
+    # model: name / checkpoint
+    if m.checkpoint is not None:
+        if m.args:
+            raise _fail(where, "model.args", "not used with model.checkpoint (the checkpoint records the "
+                                             "model's arguments)")
+        ck = Path(m.checkpoint)
+        if not ck.is_file():
+            raise _fail(where, "model.checkpoint", f"file {ck} does not exist")
+        _check_checkpoint(recipe, ck, where)
+        return
+    if m.name is None:
+        need = "model.checkpoint" if kind == "nowcast" else "model.name"
+        raise _fail(where, need, "required: a registered model name (with model.args) or a checkpoint")
+    args = resolved_model_args(recipe)
+    cls = check_model_args(m.name, args, where)
+    trainable = bool(getattr(cls, "trainable", True))
+    if kind == "train" and not trainable:
+        raise _fail(where, "model.name", f"model {m.name!r} has nothing to train; use kind: evaluate or "
+                                         "kind: nowcast for a baseline")
+    if kind in ("nowcast", "evaluate") and trainable:
+        raise _fail(where, "model.checkpoint", f"kind {kind!r} with the learned model {m.name!r} needs a "
+                                               "trained checkpoint (model.checkpoint); only baselines "
+                                               "(untrained models) run from a name")
+    _check_steps(recipe, cls, args, where)
+    if recipe.evaluation is not None:
+        for i, b in enumerate(recipe.evaluation.baseline_specs()):
+            bcls = check_model_args(b.name, b.args, where, path=f"evaluation.baselines[{i}]")
+            if getattr(bcls, "trainable", True):
+                raise _fail(where, f"evaluation.baselines[{i}].name",
+                            f"{b.name!r} is a learned model, not a baseline; compare checkpoints with "
+                            "separate evaluate recipes")
+
+
+def _check_steps(recipe: Recipe, cls: type, args: dict[str, Any], where: str) -> None:
+    d = recipe.data
+    w = d.windows
+    for key in ("input_steps", "output_steps"):
+        mine = getattr(w, key)
+        theirs = recipe.model.args.get(key)
+        if mine is not None and theirs is not None and mine != theirs:
+            raise _fail(where, f"data.windows.{key}", f"{mine} differs from model.args.{key}: {theirs}; "
+                                                      "give it once (the other follows)")
+    if d.variables is not None and "channels" in recipe.model.args and \
+            recipe.model.args["channels"] != len(d.variables):
+        raise _fail(where, "model.args.channels", f"{recipe.model.args['channels']} differs from the "
+                                                  f"{len(d.variables)} data.variables {d.variables}")
+    if recipe.kind == "train" and args.get("input_steps", _default_of(cls, "input_steps")) is None:
+        raise _fail(where, "data.windows.input_steps", "required (or model.args.input_steps)")
+    _check_patch(recipe, _spatial_multiple(cls, args), where)
+
+
+def _spatial_multiple(cls: type, args: dict[str, Any]) -> int:
+    import torch
+
+    try:
+        with torch.device("meta"):
+            return int(getattr(cls(**args), "spatial_multiple", 1))
+    except Exception:  # construction problems were reported by check_model_args
+        return 1
+
+
+def _check_patch(recipe: Recipe, multiple: int, where: str) -> None:
+    d = recipe.data
+    if d.patches is None:
+        return
+    ph, pw = d.patches.shape()
+    if min(ph, pw) < 1:
+        raise _fail(where, "data.patches.size", f"{d.patches.size} must be positive")
+    if ph % multiple or pw % multiple:
+        raise _fail(where, "data.patches.size", f"{ph} x {pw} is not a multiple of {multiple}, which model "
+                                                f"{recipe.model.name!r} needs with these arguments")
+    if d.crop is not None and (shape := d.crop.shape()) is not None and (ph > shape[0] or pw > shape[1]):
+        raise _fail(where, "data.patches.size", f"{ph} x {pw} is larger than the grid "
+                                                f"({shape[0]} x {shape[1]} after data.crop)")
+    if d.patches.random and d.patches.stride is not None and d.patches.random < 0:
+        raise _fail(where, "data.patches.random", "must be >= 0")
+
+
+def _check_checkpoint(recipe: Recipe, path: Path, where: str) -> None:
+    """A checkpoint's recorded model against the data section."""
+    from geostp.errors import CheckpointError
+    from geostp.train.checkpoint import load_checkpoint
+
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError as exc:
+        raise _fail(where, "model.checkpoint", str(exc)) from None
+    config = ck.get("model_config") or {}
+    meta = ck.get("metadata") or {}
+    if recipe.model.name is not None and recipe.model.name.lower() != str(ck.get("model_name", "")).lower():
+        raise _fail(where, "model.name", f"{recipe.model.name!r} but {path} holds model {ck.get('model_name')!r}")
+    w = recipe.data.windows
+    if w.input_steps is not None and config.get("input_steps") not in (None, w.input_steps):
+        raise _fail(where, "data.windows.input_steps", f"{w.input_steps} but the checkpoint's model reads "
+                                                       f"{config['input_steps']} frames (T_in)")
+    variables = meta.get("variables")
+    if recipe.data.variables is not None and variables is not None and list(recipe.data.variables) != variables:
+        raise _fail(where, "data.variables", f"{recipe.data.variables} but the checkpoint was trained on "
+                                             f"{variables}")

@@ -1,0 +1,235 @@
+"""Recipes: the strict schema (errors name the key path), --set overrides, and every example recipe run on a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from geostp.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+
+TINY_TAU = {"spatial_hidden_channels": 4, "temporal_hidden_channels": 8, "spatial_blocks": 2, "temporal_blocks": 2}
+
+
+def require_models(*names: str) -> None:
+    """Skip, saying why, while a model this test runs is not registered yet (the models land separately)."""
+    import geostp.models as models
+    from geostp.errors import UnknownNameError
+    from geostp.recipes.schema import model_class
+
+    if not hasattr(models, "get"):
+        pytest.skip("geostp.models.get (the model registry's front) is not written yet")
+    for name in names:
+        try:
+            model_class(name)
+        except UnknownNameError:
+            pytest.skip(f"model {name!r} is not registered yet")
+
+
+def _write(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(recipe))
+    return p
+
+
+def _synthetic_train(tmp_path: Path, **changes) -> dict:
+    r = {
+        "kind": "train",
+        "data": {"catalog": "synthetic", "source": "radar_small", "args": {"n_times": 24, "ny": 32, "nx": 32},
+                 "variables": ["precipitation"], "splits": {"train": 0.7, "test": 0.3},
+                 "windows": {"input_steps": 3, "output_steps": 2}, "patches": {"size": 16, "random": 1}},
+        "model": {"name": "tau", "args": dict(TINY_TAU)},
+        "training": {"max_steps": 2, "batch_size": 2, "progress": False},
+        "evaluation": {"steps": 2, "metrics": ["mse", "csi"], "thresholds": [0.5], "baselines": ["persistence"],
+                       "max_cases": 2},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    for key, value in changes.items():
+        node = r
+        *head, last = key.split(".")
+        for part in head:
+            node = node[part]
+        node[last] = value
+    return r
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def _load(tmp_path, recipe, overrides=None):
+    from geostp.recipes import load_recipe
+
+    return load_recipe(_write(tmp_path, recipe), overrides)
+
+
+def test_valid_recipe_resolves_defaults(tmp_path):
+    require_models("tau", "persistence")
+    recipe = _load(tmp_path, _synthetic_train(tmp_path))
+    assert recipe.kind == "train" and recipe.name == "recipe"
+    assert recipe.training.epochs == 10 and recipe.training.batch_size == 2  # TrainSettings defaults kept
+    assert recipe.data.windows.input_steps == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"data.colour": 1}, "data.colour", "unknown key"),
+        ({"model.args": {**TINY_TAU, "hidden_channel": 8}}, "model.args.hidden_channel",
+         "unknown argument; model 'tau' accepts"),
+        ({"model.args": {**TINY_TAU, "spatial_blocks": "two"}}, "model.args.spatial_blocks", "expected int"),
+        ({"model.args": {**TINY_TAU, "spatial_hidden_channels": 5}}, "model.args.spatial_hidden_channels",
+         "even"),
+        ({"model.args": {**TINY_TAU, "input_steps": 4}}, "data.windows.input_steps",
+         "differs from model.args.input_steps"),
+        ({"model.name": "taux"}, "model.name", "unknown model 'taux'"),
+        ({"training.max_steps": "many"}, "training.max_steps", "integer"),
+        ({"training.optimiser": "sgd"}, "training.optimiser", "unknown key"),
+        ({"data.patches": {"size": 15}}, "data.patches.size", "multiple of 2"),
+        ({"data.crop": {"size": 12}}, "data.patches.size", "larger than the grid (12 x 12 after data.crop)"),
+        ({"evaluation.split": "validation"}, "evaluation.split", "not one of data.splits"),
+        ({"evaluation.baselines": ["tau"]}, "evaluation.baselines[0].name", "learned model"),
+        ({"nowcast": {"steps": 3}}, "nowcast", "not used by kind 'train'"),
+        ({"data.adapter": "synthetic_radar"}, "data.adapter", "not both"),
+        ({"model.args": {**TINY_TAU, "channels": 2}}, "model.args.channels", "differs from the 1 data.variables"),
+    ],
+)
+def test_errors_name_the_key_path(tmp_path, change, path, words):
+    require_models("tau", "persistence")
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, _synthetic_train(tmp_path, **change))
+    msg = str(err.value)
+    assert msg.startswith(f"recipe.yaml: {path}:"), msg
+    assert words in msg, msg
+
+
+def test_kind_nowcast_needs_a_checkpoint_for_a_learned_model(tmp_path):
+    require_models("tau")
+    r = {"kind": "nowcast", "data": {"adapter": "netcdf", "args": {"path": "x/*.nc"}, "variables": ["p"]},
+         "model": {"name": "tau", "args": TINY_TAU}}
+    with pytest.raises(ConfigError, match=r"recipe.yaml: model.checkpoint: kind 'nowcast' .* needs a trained"):
+        _load(tmp_path, r)
+    r["model"] = {"checkpoint": str(tmp_path / "none.pt")}
+    with pytest.raises(ConfigError, match=r"recipe.yaml: model.checkpoint: file .* does not exist"):
+        _load(tmp_path, r)
+    r["model"] = {}
+    with pytest.raises(ConfigError, match=r"recipe.yaml: model.checkpoint: required"):
+        _load(tmp_path, r)
+
+
+def test_overrides_are_yaml_and_checked(tmp_path):
+    require_models("tau", "persistence")
+    from geostp.recipes import load_recipe
+
+    p = _write(tmp_path, _synthetic_train(tmp_path))
+    recipe = load_recipe(p, ["training.max_steps=7", "model.args.temporal_blocks=3", "evaluation.thresholds=[1, 2]",
+                             "data.patches=null"])
+    assert recipe.training.max_steps == 7 and recipe.model.args["temporal_blocks"] == 3
+    assert recipe.evaluation.thresholds == [1.0, 2.0] and recipe.data.patches is None
+    with pytest.raises(ConfigError, match=r"recipe.yaml: training.max_step: unknown key"):
+        load_recipe(p, ["training.max_step=7"])
+    with pytest.raises(ConfigError, match="not KEY.PATH=VALUE"):
+        load_recipe(p, ["training.max_steps"])
+
+
+def test_cli_check_prints_resolved_recipe(tmp_path, capsys):
+    require_models("tau", "persistence")
+    from geostp.cli import main
+
+    p = _write(tmp_path, _synthetic_train(tmp_path))
+    assert main(["run", str(p), "--check", "--set", "training.lr=0.01"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["training"]["lr"] == 0.01 and printed["training"]["schedule"] == "onecycle"
+    assert main(["run", str(p), "--set", "model.args.colour=1"]) == 2
+    assert "recipe.yaml: model.args.colour: unknown argument" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_train_saves_recipe_beside_outputs_and_in_checkpoints(tmp_path):
+    require_models("tau", "persistence")
+    from geostp.recipes import load_recipe, run_recipe
+    from geostp.train.checkpoint import load_checkpoint
+
+    recipe = load_recipe(_write(tmp_path, _synthetic_train(tmp_path)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_recipe(recipe, progress=False)
+    out = tmp_path / "run"
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved == recipe.model_dump(mode="json")
+    for ck in (out / "model.pt", out / "checkpoints" / "last.pt"):
+        assert load_checkpoint(ck)["metadata"]["recipe"] == saved
+    scores = json.loads((out / "scores.json").read_text())
+    assert set(scores["scores"]) == {"tau", "persistence"} and scores["lead_times"] == ["5min", "10min"]
+    assert result.scores["mse"].sizes == {"model": 2, "lead_time": 2}
+
+    # evaluate the checkpoint just written, in a recipe of its own
+    ev = _synthetic_train(tmp_path)
+    ev["kind"] = "evaluate"
+    del ev["training"]
+    ev["model"] = {"checkpoint": str(out / "model.pt")}
+    ev["output"] = {"dir": str(tmp_path / "eval")}
+    again = run_recipe(load_recipe(_write(tmp_path, ev, "ev.yaml")), progress=False)
+    assert float(again.scores["mse"].sel(model="tau")[0]) == pytest.approx(float(result.scores["mse"].sel(
+        model="tau")[0]), rel=1e-5)
+
+
+#: Per-source --set values: a short stretch of time (splits to match) so a run reads a few dozen frames.
+SPLITS_20 = "data.splits={train: 0.5, validation: 0.2, test: 0.3}"  # of 20 frames: 10, 4, 6
+SMALL_DATA = {
+    "mch": ["data.time={start: '2016-07-11T20:45', end: '2016-07-11T21:55'}",
+            "data.splits={train: [['2016-07-11T20:45', '2016-07-11T21:20']], "
+            "test: [['2016-07-11T21:20', '2016-07-11T22:00']]}"],
+    "knmi": ["data.time={start: '2010-08-26T00:00', end: '2010-08-26T01:35'}", SPLITS_20],
+    "bom": ["data.time={start: '2020-10-31T00:00', end: '2020-10-31T03:10'}", SPLITS_20],
+    "rmi": ["data.time={start: '2021-07-04T15:50', end: '2021-07-04T17:25'}", SPLITS_20],
+    "taxinyc": ["data.time={start: '2012-10-31T12:00', end: '2012-12-01T06:00'}"],
+    "moving_mnist_train": ["data.args={n_sequences: 40}"],
+}
+
+
+def _tiny_overrides(recipe: dict) -> list[str]:
+    """--set values that shrink an example recipe to a few seconds while keeping its wiring."""
+    sets = ["training.max_steps=1", "training.batch_size=2", "training.progress=false", "training.workers=0",
+            f"model.args={json.dumps(TINY_TAU)}", "data.windows={input_steps: 2, output_steps: 2}",
+            "evaluation.max_cases=1", "evaluation.steps=2"]
+    if recipe["data"].get("patches"):
+        sets += ["data.patches={size: 32, random: 1}", "data.rain=null"]
+    return sets + SMALL_DATA.get(recipe["data"]["source"], [])
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path", [p for p in RECIPES if yaml.safe_load(p.read_text())["kind"] != "nowcast"],
+                         ids=lambda p: p.stem)
+def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
+    from geostp.cli import main
+    from geostp.data.catalog import _load_builtin_adapters, adapters, open_catalog
+
+    monkeypatch.setenv("GEOSTP_DATA", str(shared_data))
+    raw = yaml.safe_load(path.read_text())
+    _load_builtin_adapters()
+    adapter = open_catalog(raw["data"]["catalog"]).entry(raw["data"]["source"]).adapter
+    if adapter not in adapters:
+        pytest.skip(f"adapter {adapter!r} that {path.name} needs is not registered yet")
+    require_models(raw["model"]["name"], *raw.get("evaluation", {}).get("baselines", []))
+    out = tmp_path / "out"
+    args = ["run", str(path), "--quiet", "--set", f"output.dir={out}", *sum((["--set", s] for s in
+                                                                         _tiny_overrides(raw)), [])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    assert (out / "model.pt").exists() and (out / "scores.json").exists()
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["training"]["max_steps"] == 1 and saved["name"] == path.stem
+    scores = json.loads((out / "scores.json").read_text())
+    assert len(scores["lead_times"]) == 2 and scores["cases"] >= 1
+    for model, table in scores["scores"].items():
+        for name, values in table.items():
+            assert all(v is None or v == v for v in values), (model, name)
