@@ -57,6 +57,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 SCHEMA = 1
+OPENSTL_TOTAL_STEPS = 200 * 625  # 200 epochs of 10,000 clips at batch 16
 FRAMES_IN = 10
 FRAMES_OUT = 10
 SIZE = 64
@@ -307,13 +308,14 @@ def check_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, Any]:
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     # The paper / OpenSTL Moving-MNIST configurations: model defaults, batch 16, Adam, OneCycle.
     "tau": {"kwargs": {}, "batch": 16, "lr": 1e-3},
-    "predrnn_v2": {"kwargs": {"hidden_channels": [128, 128, 128, 128], "patch_size": 4},
-                   "batch": 16, "lr": 5e-4},
+    # PredRNN-V2: the class defaults are the paper's 4 x 128, kernel 5, patch 4, beta 0.1, reverse
+    # scheduled sampling.  OpenSTL's config sets no lr, so its default (1e-3) applies.
+    "predrnn_v2": {"kwargs": {}, "batch": 16, "lr": 1e-3},
 }
 SMOKE_KWARGS: dict[str, dict[str, Any]] = {
     "tau": {"spatial_hidden_channels": 8, "temporal_hidden_channels": 16, "spatial_blocks": 2,
             "temporal_blocks": 2, "mlp_ratio": 2.0},
-    "predrnn_v2": {"hidden_channels": [8, 8], "patch_size": 4},
+    "predrnn_v2": {"hidden_channels": 8, "num_layers": 2, "patch_size": 4},
 }
 
 
@@ -326,43 +328,106 @@ def build(registry, name: str, smoke: bool) -> torch.nn.Module:
     return cls(**kwargs)
 
 
-def loss_function(model: torch.nn.Module):
-    """A training-loss callable ``(x, y, iteration) -> (loss, parts)`` with no host synchronisation.
+class LossFunction:
+    """A training loss ``(x, y, iteration) -> (loss, parts)`` that never synchronises with the host.
 
-    geostp's ``training_loss`` returns its parts as Python floats, which costs
-    one device-to-host copy (a synchronisation) per part and step.  For TAU the
-    same loss is rebuilt here from the same library functions, with the parts
-    left on the device; other models go through ``training_loss`` with its
-    float conversion patched out for the duration of the call.
+    ``prepare`` runs eagerly (it may depend on the iteration, e.g. drawing the
+    teacher-forcing pattern on the device); ``core`` is the tensor program,
+    the part that :meth:`compiled` hands to ``torch.compile`` (so a schedule
+    that changes every iteration never triggers a recompilation).  ``parts``
+    names the entries of the returned parts tensor, which stays on the device.
+    """
+
+    def __init__(self, core, prepare, parts: tuple[str, ...]) -> None:
+        self.core, self.prepare, self.parts = core, prepare, parts
+
+    def __call__(self, x, y, iteration=0):
+        return self.core(*self.prepare(x, y, iteration))
+
+    def compiled(self, **kwargs) -> LossFunction:
+        return LossFunction(torch.compile(self.core, **kwargs), self.prepare, self.parts)
+
+
+def loss_function(model: torch.nn.Module) -> LossFunction:
+    """geostp's training loss of ``model``, rebuilt without host synchronisations.
+
+    geostp's ``training_loss`` methods return their parts as Python floats,
+    one device-to-host copy (a synchronisation) per part and step, and
+    PredRNN's also draws its teacher-forcing pattern on the host and copies it
+    to the device (one more).  The same losses are rebuilt here from the same
+    modules and library functions, with the pattern drawn on the device and
+    the parts left there; ``tests/test_gpu_script.py`` checks that they equal
+    ``training_loss``.  Other models fall back to ``training_loss`` itself.
     """
     name = getattr(model, "name", "")
     if name == "tau":
         from geostp.models.base import autoregressive_rollout
         from geostp.train.losses import differential_divergence, masked_mse
 
-        def tau_loss(x, y, iteration=0):
+        def tau_core(x, y):
             pred = autoregressive_rollout(model._predict_block, x, model.output_steps)
             mse = masked_mse(pred, y)
             ddr = differential_divergence(pred, y, model.ddr_temperature)
             loss = mse + model.ddr_weight * ddr
             return loss, torch.stack([loss.detach(), mse.detach(), ddr.detach()])
 
-        tau_loss.parts = ("loss", "mse", "ddr")
-        return tau_loss
-    if hasattr(model, "loss_terms"):  # a model that exposes its terms as tensors
-        def terms_loss(x, y, iteration=0):
-            loss, parts = model.loss_terms(x, y, iteration=iteration)
-            return loss, torch.stack([loss.detach(), *[v.detach() for v in parts.values()]])
+        return LossFunction(tau_core, lambda x, y, iteration: (x, y), ("loss", "mse", "ddr"))
+    if name in ("predrnn", "predrnn_v2"):
+        return _predrnn_loss(model)
 
-        terms_loss.parts = None
-        return terms_loss
-
-    def generic_loss(x, y, iteration=0):
+    def generic_core(x, y, iteration):
         loss, _ = model.training_loss(x, y, iteration=iteration)
         return loss, loss.detach()[None]
 
-    generic_loss.parts = ("loss",)
-    return generic_loss
+    return LossFunction(generic_core, lambda x, y, iteration: (x, y, iteration), ("loss",))
+
+
+def _predrnn_loss(model) -> LossFunction:
+    """PredRNN's ``training_loss`` (next-frame MSE over all 19 steps plus ``β`` x decoupling), sync-free."""
+    from geostp.models.layers import fold_patches, unfold_patches
+    from geostp.train.losses import masked_mse
+    from geostp.train.schedules import draw_teacher_forcing
+
+    def prepare(x, y, iteration, generator=None):
+        p_encoder, p_decoder = model.teacher_forcing_probabilities(iteration)
+        truth = draw_teacher_forcing(x.shape[0], model.input_steps - 1, model.output_steps - 1, p_encoder,
+                                     p_decoder, generator=generator, device=x.device)
+        return x, y, truth
+
+    def core(x, y, truth):
+        frames = torch.cat([x, y], dim=1)
+        patches = fold_patches(frames, model.patch_size)
+        collect = model.adapter is not None and model.decouple_weight > 0
+        h: list = [None] * model.num_layers
+        c: list = [None] * model.num_layers
+        m = None
+        predictions, deltas_c, deltas_m = [], [], []
+        for t in range(frames.shape[1] - 1):
+            # the model decides all-true / all-predicted steps on the host; a
+            # device-side select gives the same input without asking
+            net = patches[:, 0] if t == 0 else torch.where(truth[:, t - 1, None, None, None], patches[:, t],
+                                                           predictions[-1])
+            step_dc, step_dm = [], []
+            for layer, cell in enumerate(model.cells):
+                below = net if layer == 0 else h[layer - 1]
+                h[layer], c[layer], m, delta_c, delta_m = cell(below, h[layer], c[layer], m)
+                step_dc.append(delta_c)
+                step_dm.append(delta_m)
+            if collect:
+                deltas_c.append(torch.stack(step_dc))
+                deltas_m.append(torch.stack(step_dm))
+            predictions.append(model.readout(h[-1]))
+        predicted = unfold_patches(torch.stack(predictions, dim=1), model.patch_size)
+        mse = masked_mse(predicted, frames[:, 1:])
+        if collect:
+            decouple = model._decoupling(deltas_c, deltas_m, None)
+            loss = mse + model.decouple_weight * decouple
+        else:
+            decouple = mse.detach() * 0
+            loss = mse
+        return loss, torch.stack([loss.detach(), mse.detach(), decouple.detach()])
+
+    return LossFunction(core, prepare, ("loss", "mse", "decouple"))
 
 
 def _conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
@@ -592,7 +657,7 @@ def throughput(registry, name: str, device: torch.device, args, peak: float | No
                 lambda: time_train(model, step, big, device, 3, max(5, steps // 4)), "train_step")
     # torch.compile of the loss (forward + backward through AOTAutograd)
     if args.compile:
-        compiled = torch.compile(loss_fn)
+        compiled = loss_fn.compiled()
         step = make_step(model, compiled, fused_adam(model), device, True)
         label = f"bf16{'_channels_last' if best_cl else ''}_compile"
 
@@ -696,7 +761,7 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
     model.train()
     loss_fn = loss_function(model)
     use_compile = args.compile and name in args.compile_train
-    fn = torch.compile(loss_fn) if use_compile else loss_fn
+    fn = loss_fn.compiled() if use_compile else loss_fn
     gen = GpuMovingMnist(train_digits, device)
     bf16 = device.type == "cuda"
     # 1. warm up (compiles) and time the step, on throwaway optimiser state
@@ -731,9 +796,22 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
     if args.max_steps:
         total_steps = min(total_steps, args.max_steps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings["lr"], total_steps=total_steps)
+    sampling = None
+    if hasattr(model, "sampling_start_iteration"):
+        # The schedule's marks (25k / 50k / 5k iterations) are 20 % / 40 % / 4 % of OpenSTL's 200 epochs
+        # of 625 steps; a budget run keeps those fractions of its own length.
+        scale = total_steps / OPENSTL_TOTAL_STEPS
+        model.sampling_start_iteration = round(model.sampling_start_iteration * scale)
+        model.sampling_end_iteration = max(model.sampling_start_iteration + 1,
+                                           round(model.sampling_end_iteration * scale))
+        model.sampling_exp_scale = max(1.0, model.sampling_exp_scale * scale)
+        sampling = {"start_iteration": model.sampling_start_iteration,
+                    "end_iteration": model.sampling_end_iteration, "exp_scale": model.sampling_exp_scale,
+                    "scaled_by": scale}
+        log(f"{name}: scheduled-sampling marks scaled to the budget: {sampling}")
     log(f"{name}: compile/first step {compile_s:.1f}s, {1e3 * step_s:.1f} ms/step, "
         f"{left:.0f}s left -> {total_steps} steps ({total_steps / steps_per_epoch:.2f} epochs of {per_epoch})")
-    parts_names = getattr(loss_fn, "parts", None) or ("loss",)
+    parts_names = loss_fn.parts
     history = torch.zeros(total_steps, len(parts_names), device=device)
     lrs = np.zeros(total_steps)
     epochs: list[dict[str, Any]] = []
@@ -802,7 +880,7 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
         "batch": batch, "lr_max": settings["lr"], "optimizer": "Adam (fused)", "schedule": "OneCycleLR",
         "channels_last": bool(args.channels_last), "compiled": use_compile, "bf16_autocast": bf16,
         "budget_minutes": minutes, "compile_or_first_step_s": compile_s, "probe_step_ms": 1e3 * step_s,
-        "total_steps": total_steps, "steps_done": it, "epochs_equivalent": it / steps_per_epoch,
+        "total_steps": total_steps, "steps_done": it, "scheduled_sampling": sampling, "epochs_equivalent": it / steps_per_epoch,
         "clips_per_epoch": per_epoch, "stopped": stopped,
         "train_seconds": train_s, "train_samples_per_s": samples / train_s if train_s else None,
         "mean_epoch_seconds_full": (float(np.mean([e["seconds"] for e in epochs if e["steps"] == steps_per_epoch]))

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,3 +108,37 @@ def test_conv_backward_flops_respect_groups():
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         conv(x).sum().backward()
     assert counter.get_total_flops() == 3 * forward
+
+
+def _registry():
+    mod = _script_module()
+    return mod, mod.load_models()
+
+
+def test_tau_loss_equals_training_loss():
+    mod, registry = _registry()
+    torch.manual_seed(0)
+    model = mod.build(registry, "tau", smoke=True)
+    x, y = torch.rand(2, 10, 1, 64, 64), torch.rand(2, 10, 1, 64, 64)
+    loss, parts = mod.loss_function(model)(x, y, 0)
+    ref, ref_parts = model.training_loss(x, y)
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(parts, torch.tensor([ref_parts["loss"], ref_parts["mse"], ref_parts["ddr"]]))
+
+
+@pytest.mark.skipif(not (REPO / "geostp" / "models" / "predrnn.py").exists(), reason="no PredRNN in this checkout")
+@pytest.mark.parametrize("iteration", [0, 3, 10])
+def test_predrnn_loss_equals_training_loss(iteration):
+    """Same teacher-forcing draws: the device-side select gives geostp's loss (schedule before, during, after)."""
+    mod, registry = _registry()
+    torch.manual_seed(0)
+    cls = registry.get("predrnn_v2")
+    model = cls(hidden_channels=8, num_layers=2, sampling_start_iteration=2, sampling_end_iteration=6,
+                sampling_exp_scale=2.0)
+    x, y = torch.rand(3, 10, 1, 16, 16), torch.rand(3, 10, 1, 16, 16)
+    model.sampling_generator = torch.Generator().manual_seed(7)
+    ref, ref_parts = model.training_loss(x, y, iteration=iteration)
+    fn = mod.loss_function(model)
+    loss, parts = fn.core(*fn.prepare(x, y, iteration, generator=torch.Generator().manual_seed(7)))
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(parts, torch.tensor([ref_parts["loss"], ref_parts["mse"], ref_parts["decouple"]]))
