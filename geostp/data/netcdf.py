@@ -107,16 +107,35 @@ def crs_attrs(crs) -> dict[str, Any]:
         return crs.to_cf()
 
 
+_LONLAT_CACHE: dict[tuple[str, bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+
 def lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2-D longitude and latitude (float32, about 0.5 m) of the pixel centres ``x`` (columns) by ``y`` (rows).
 
-    Computed a band of rows at a time, so the peak memory is the two float32 results.
+    Computed a band of rows at a time, so the peak memory is the two float32 results.  The last few
+    grids are remembered (copies are returned): a feed opened one file at a time, as the nowcast
+    runner does, pays the projection once rather than once per file.
     """
     import pyproj
 
-    transformer = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     x = np.asarray(x, float)
     y = np.asarray(y, float)
+    key = (pyproj.CRS(crs).to_wkt(), x.tobytes(), y.tobytes())
+    if key in _LONLAT_CACHE:
+        lon, lat = _LONLAT_CACHE[key]
+        return lon.copy(), lat.copy()
+    lon, lat = _lonlat_grid(crs, x, y)
+    if len(_LONLAT_CACHE) >= 4:
+        _LONLAT_CACHE.pop(next(iter(_LONLAT_CACHE)))
+    _LONLAT_CACHE[key] = (lon, lat)
+    return lon.copy(), lat.copy()
+
+
+def _lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pyproj
+
+    transformer = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     lon = np.empty((y.size, x.size), np.float32)
     lat = np.empty((y.size, x.size), np.float32)
     band = max(1, 2**16 // max(1, x.size))
