@@ -465,7 +465,7 @@ class NowcastRunner:
         self._lock_fd = fd
         removed = []
         for p in sorted(self.out_dir.iterdir()):
-            if p.name.startswith(".nowcast_") and TMP_MARK in p.name:
+            if (p.name.startswith(".nowcast_") or p.name.startswith(GRID_NAME)) and TMP_MARK in p.name:
                 shutil.rmtree(p) if p.is_dir() else p.unlink()
                 removed.append(p.name)
         grid_file = self.out_dir / GRID_NAME

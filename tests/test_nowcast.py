@@ -105,7 +105,7 @@ def _times(paths: list[Path]) -> list[np.datetime64]:
 
 @pytest.mark.realdata
 def test_watch_forecasts_each_new_reference_time_once(shared_data, tmp_path):
-    require_models("extrapolation")
+    require_models("optical_flow")
     frames = sorted((shared_data / "radar" / "mch" / "20160711").glob("AQC*_00005.801.gif"))[:7]
     assert len(frames) == 7
     feed, out = tmp_path / "feed", tmp_path / "out"
@@ -166,7 +166,7 @@ def test_watch_forecasts_each_new_reference_time_once(shared_data, tmp_path):
 @pytest.mark.realdata
 def test_nowcast_once_is_idempotent(shared_data, tmp_path, monkeypatch, capsys):
     """The example recipe, run once on real frames: the newest complete set; a rerun changes nothing."""
-    require_models("extrapolation")
+    require_models("optical_flow")
     from geostp.cli import main
 
     feed, out = tmp_path / "feed", tmp_path / "out"
@@ -227,7 +227,7 @@ def _soak_recipe(tmp: Path, feed: Path, out: Path) -> Path:
         "kind": "nowcast",
         "data": {"adapter": "netcdf", "args": {"variable": "precipitation", "time_step": "5min"},
                  "variables": ["precipitation"]},
-        "model": {"name": "extrapolation"},
+        "model": {"name": "optical_flow"},
         "nowcast": {"steps": 2, "files": f"{feed}/frame_*.nc", "time_pattern": "frame_%Y%m%d%H%M",
                     "extension": "nc", "file_arg": "path", "poll_seconds": 0.2, "wait_for_late": 1.5,
                     "catch_up": 40},
@@ -240,7 +240,7 @@ def _soak_recipe(tmp: Path, feed: Path, out: Path) -> Path:
 
 def test_soak_with_injected_faults(tmp_path):
     """Many cycles; late, missing, corrupt, half-written and wrong-grid files; a runner killed mid-write."""
-    require_models("extrapolation")
+    require_models("optical_flow")
     t0 = time.monotonic()
     staging, feed, out = tmp_path / "staging", tmp_path / "feed", tmp_path / "out"
     staging.mkdir()

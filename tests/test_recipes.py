@@ -97,6 +97,9 @@ def test_valid_recipe_resolves_defaults(tmp_path):
         ({"nowcast": {"steps": 3}}, "nowcast", "not used by kind 'train'"),
         ({"data.adapter": "synthetic_radar"}, "data.adapter", "not both"),
         ({"model.args": {**TINY_TAU, "channels": 2}}, "model.args.channels", "differs from the 1 data.variables"),
+        ({"model.transform": "db"}, "model.transform", "only for baselines"),
+        ({"evaluation.baselines": [{"name": "optical_flow", "args": {"input_steps": 1}}]},
+         "evaluation.baselines[0].args.input_steps", "input_steps >= 2"),
     ],
 )
 def test_errors_name_the_key_path(tmp_path, change, path, words):
@@ -218,7 +221,8 @@ def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
     adapter = open_catalog(raw["data"]["catalog"]).entry(raw["data"]["source"]).adapter
     if adapter not in adapters:
         pytest.skip(f"adapter {adapter!r} that {path.name} needs is not registered yet")
-    require_models(raw["model"]["name"], *raw.get("evaluation", {}).get("baselines", []))
+    require_models(raw["model"]["name"], *(b if isinstance(b, str) else b["name"]
+                                           for b in raw.get("evaluation", {}).get("baselines", [])))
     out = tmp_path / "out"
     args = ["run", str(path), "--quiet", "--set", f"output.dir={out}", *sum((["--set", s] for s in
                                                                          _tiny_overrides(raw)), [])]

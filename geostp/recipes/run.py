@@ -180,6 +180,18 @@ def _build(name: str, args: dict[str, Any]):
     return build_model(name, **args)
 
 
+def fixed_normalizer(kind: str | None, variables: list[str]):
+    """A baseline's working space: a pointwise transform, no standardisation; missing data is 'no rain'."""
+    if kind is None or kind == "none":
+        return None
+    from geostp.stream import Normalizer, Transform
+
+    t = Transform(kind=kind)
+    zero = float(np.asarray(t.forward(np.zeros(1, np.float32)))[0])
+    return Normalizer(variables, {v: t for v in variables}, {v: 0.0 for v in variables},
+                      {v: 1.0 for v in variables}, fill_value=zero)
+
+
 def build_forecaster(recipe: Recipe, variables: list[str], *, steps: int | None = None):
     """The recipe's model as a :class:`~geostp.forecast.FittedForecaster`: a checkpoint, or a baseline by name."""
     from geostp.forecast import FittedForecaster, load_forecaster
@@ -189,15 +201,19 @@ def build_forecaster(recipe: Recipe, variables: list[str], *, steps: int | None 
     args = resolved_model_args(recipe, channels=len(variables))
     if steps is not None:
         args.setdefault("output_steps", steps)
+    normalizer = fixed_normalizer(recipe.model.transform, list(variables))
     return FittedForecaster(model=_build(recipe.model.name, args), variables=list(variables),  # type: ignore[arg-type]
+                            normalizer=normalizer, fill_value=normalizer.fill_value if normalizer else 0.0,
                             metadata={"recipe": recipe.model_dump(mode="json")})
 
 
-def _baseline(name: str, args: dict[str, Any], variables: list[str], steps: int):
+def _baseline(name: str, args: dict[str, Any], variables: list[str], steps: int, transform: str | None = None):
     from geostp.forecast import FittedForecaster
 
     args = {"channels": len(variables), "output_steps": steps, **args}
-    return FittedForecaster(model=_build(name, args), variables=list(variables))
+    normalizer = fixed_normalizer(transform, list(variables))
+    return FittedForecaster(model=_build(name, args), variables=list(variables), normalizer=normalizer,
+                            fill_value=normalizer.fill_value if normalizer else 0.0)
 
 
 # ----------------------------------------------------------------------------- train
@@ -402,7 +418,7 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     label = recipe.model.name or fitted.name
     contenders = {label: fitted}
     for b in ev.baseline_specs():
-        contenders[b.label or b.name] = _baseline(b.name, b.args, variables, steps)
+        contenders[b.label or b.name] = _baseline(b.name, b.args, variables, steps, b.transform)
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cases = _reference_cases(recipe, cube, t_in, steps)
     cube, cases = _load_cases(cube, cases, t_in + steps)

@@ -29,6 +29,7 @@ import copy
 import inspect
 import numbers
 import os
+import re
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -157,6 +158,8 @@ class ModelSection(_Strict):
     name: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
+    transform: Literal["none", "db", "log10"] | None = Field(
+        None, description="baselines: the space they work in (db: motion and advection of dB, as pysteps does)")
 
 
 class TrainingSection(TrainSettings):
@@ -171,6 +174,7 @@ class Baseline(_Strict):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None
+    transform: Literal["none", "db", "log10"] | None = None
 
 
 class EvaluationSection(_Strict):
@@ -392,7 +396,7 @@ def model_class(name: str) -> type:
     """The registered model class called ``name`` (UnknownNameError lists the registered ones)."""
     import geostp.models as models
 
-    getter = getattr(models, "get_class", None)
+    getter = getattr(models, "model_class", None) or getattr(models, "get_class", None)
     if getter is not None:
         return getter(name)
     import importlib
@@ -473,7 +477,9 @@ def _construct(cls: type, name: str, args: dict[str, Any], where: str, path: str
             return cls(**args)
     except ConfigError as exc:
         msg = str(exc)
-        key = next((k for k in sorted(args, key=len, reverse=True) if msg.startswith(k)), None)
+        names = sorted(args, key=len, reverse=True)
+        key = next((k for k in names if msg.startswith(k)), None) or \
+            next((k for k in names if re.search(rf"\b{re.escape(k)}\b", msg)), None)
         raise _fail(where, f"{path}.args.{key}" if key else f"{path}.args", msg) from None
     except TypeError as exc:
         raise _fail(where, f"{path}.args", f"model {name!r} rejected its arguments: {exc}") from None
@@ -556,6 +562,8 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
 
     # model: name / checkpoint
     if m.checkpoint is not None:
+        if m.transform is not None:
+            raise _fail(where, "model.transform", "not used with model.checkpoint (it carries its normaliser)")
         if m.args:
             raise _fail(where, "model.args", "not used with model.checkpoint (the checkpoint records the "
                                              "model's arguments)")
@@ -573,6 +581,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     if kind == "train" and not trainable:
         raise _fail(where, "model.name", f"model {m.name!r} has nothing to train; use kind: evaluate or "
                                          "kind: nowcast for a baseline")
+    if trainable and m.transform is not None:
+        raise _fail(where, "model.transform", f"only for baselines; the learned model {m.name!r} is trained on "
+                                              "data.transforms and its checkpoint carries the normaliser")
     if kind in ("nowcast", "evaluate") and trainable:
         raise _fail(where, "model.checkpoint", f"kind {kind!r} with the learned model {m.name!r} needs a "
                                                "trained checkpoint (model.checkpoint); only baselines "
