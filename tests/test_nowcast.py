@@ -177,7 +177,7 @@ def test_nowcast_once_is_idempotent(shared_data, tmp_path, monkeypatch, capsys):
     (feed / frames[-1].name).write_bytes(frames[-1].read_bytes()[:5000])  # the newest is corrupt
     monkeypatch.setenv("GEOSTP_INCOMING", str(feed))
     sets = ["--set", f"output.dir={out}", "--set", "nowcast.steps=2", "--set", "data.crop={size: 96}",
-            "--set", "output.maps=[]"]
+            "--set", "output.maps=[10]"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(["run", str(NOWCAST_RECIPE), *sets]) == 0
@@ -185,6 +185,8 @@ def test_nowcast_once_is_idempotent(shared_data, tmp_path, monkeypatch, capsys):
     (written,) = _cycles(log, "written")
     newest_ok = pd.Timestamp(datetime.strptime(frames[-2].name[3:12], "%y%j%H%M"))
     assert written["reference_time"] == newest_ok.isoformat()  # the newest *complete* set
+    assert written["maps"] == [f"nowcast_{newest_ok:%Y%m%d%H%M}_010min.png"]
+    assert (out / written["maps"][0]).stat().st_size > 1000
     bad = [r for r in _records(log) if r["event"] == "bad_file"]
     assert bad and bad[0]["path"].endswith(frames[-1].name) and "truncated" in bad[0]["reason"]
     path = out / written["outputs"][0]
