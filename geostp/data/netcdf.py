@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.cube import find_gaps
+from geostp.data._locks import hdf5_reading
 from geostp.errors import ConfigError, DataError
 
 __all__ = [
@@ -597,7 +598,8 @@ def _read_series_block(paths: np.ndarray, index: np.ndarray, variable: str, ydim
         p = Path(paths[i])
         try:
             kw = {"engine": engine} if engine else {}
-            with xr.open_dataset(p, **kw) as ds:
+            # the whole open-read-close under geostp's file lock: netCDF-C is not thread-safe
+            with hdf5_reading(), xr.open_dataset(p, **kw) as ds:
                 arr = ds[variable]
                 if time_dim is not None and time_dim in arr.dims:
                     arr = arr.isel({time_dim: int(index[i])})

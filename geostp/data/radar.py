@@ -394,11 +394,12 @@ def _convert(values: np.ndarray, conv: _Conversion) -> np.ndarray:
 
 
 def _import(importer: Callable[..., Any], name: str, p: Path, kwargs: dict[str, Any]):
-    from xarray.backends.locks import HDF5_LOCK
+    from geostp.data._locks import hdf5_reading_direct
 
-    # netCDF4 and the HDF5 library are not thread-safe and dask reads frames in threads: take the
-    # lock xarray takes around its own netCDF/HDF5 reads (the GIF and PGM readers need none).
-    lock = HDF5_LOCK if IMPORTER_FORMATS.get(name, "hdf5") in ("hdf5", "netcdf", "grib") else contextlib.nullcontext()
+    # netCDF4 and the HDF5 library are not thread-safe and dask reads frames in threads: serialise
+    # those reads with geostp's file lock and xarray's (the GIF and PGM readers need none).
+    direct = IMPORTER_FORMATS.get(name, "hdf5") in ("hdf5", "netcdf", "grib")
+    lock = hdf5_reading_direct() if direct else contextlib.nullcontext()
     try:
         with lock, warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # nanmin of an all-NaN frame inside pysteps
