@@ -1,0 +1,73 @@
+"""Forecasting models chosen by name: ``geostp.models.get("tau", input_steps=10, ...)``.
+
+Registered here: ``tau``, ``predrnn``, ``predrnn_v2``, ``persistence`` and
+``optical_flow``.  Third-party models subclass :class:`Forecaster` and use the
+:func:`register` decorator::
+
+    @geostp.models.register("my_model")
+    class MyModel(geostp.models.Forecaster):
+        ...
+
+Importing this package also tunes glibc's allocator for CPU training (see
+:mod:`geostp.models.allocator`; ``GEOSTP_NO_MALLOPT=1`` opts out).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from geostp.models.allocator import tune_allocator
+from geostp.models.base import (
+    MODEL_REGISTRY,
+    Forecaster,
+    autoregressive_rollout,
+    build_model,
+    register_model,
+)
+
+tune_allocator()
+
+# Imported for their registration side effect.
+from geostp.models import baselines, predrnn, tau  # noqa: E402,F401
+from geostp.models.baselines import OpticalFlow, Persistence  # noqa: E402
+from geostp.models.predrnn import PredRNN, PredRNNv2  # noqa: E402
+from geostp.models.tau import TAU  # noqa: E402
+
+__all__ = [
+    "Forecaster",
+    "get",
+    "names",
+    "register",
+    "model_class",
+    "autoregressive_rollout",
+    "TAU",
+    "PredRNN",
+    "PredRNNv2",
+    "Persistence",
+    "OpticalFlow",
+]
+
+register = register_model
+
+
+def get(name: str, **kwargs: Any) -> Forecaster:
+    """Construct the model registered as ``name`` with typed keyword arguments.
+
+    Raises
+    ------
+    UnknownNameError
+        ``name`` is not registered (the message lists the registered names).
+    ConfigError
+        An argument is unknown, of the wrong type, or impossible.
+    """
+    return build_model(name, **kwargs)
+
+
+def names() -> list[str]:
+    """Names of the registered models, sorted."""
+    return MODEL_REGISTRY.names()
+
+
+def model_class(name: str) -> type[Forecaster]:
+    """The class registered as ``name`` (without constructing it)."""
+    return MODEL_REGISTRY.get(name)

@@ -1,0 +1,1 @@
+"""Training: losses, scheduled-sampling schedules (and, later, the trainer and checkpoints)."""
