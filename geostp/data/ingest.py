@@ -35,6 +35,7 @@ import numpy as np
 import xarray as xr
 
 from geostp.cube import CubeInfo, validate_cube
+from geostp.distributed import dask_client
 from geostp.errors import CubeError, StoreError
 
 __all__ = ["ingest", "open_cube", "default_chunks", "COMPLETE_ATTR"]
@@ -85,6 +86,7 @@ def ingest(
     overwrite: bool = False,
     progress: bool = True,
     source: str | None = None,
+    client: Any = None,
 ) -> Path:
     """Write a cube into a chunked zarr (v3) store, atomically, with a progress bar.
 
@@ -106,6 +108,13 @@ def ingest(
         Show a tqdm progress bar over blocks of frames.
     source
         A name for error messages.
+    client
+        Write on a ``dask.distributed`` cluster: a ``Client``, a scheduler
+        address (``tcp://host:8786``) or ``"local:N"`` (see
+        :func:`geostp.distributed.dask_client`).  The workers compute and write
+        the chunks themselves, so ``path`` must be on storage they all reach.
+        By default a client that is already active is used (``dask.compute``
+        goes to it), else dask's local threads.
 
     Returns
     -------
@@ -147,11 +156,30 @@ def ingest(
         bar = tqdm(blocks, desc=f"ingest {target.name}", unit="block", disable=not progress,
                    postfix={"frames": nt})
         data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
-        for start in bar:
+
+        def write(start: int, compute: bool = True) -> Any:
             block = data_only.isel(time=slice(start, start + step))
-            block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
-                                       for d in info.dims},
-                          zarr_format=3, consolidated=False)
+            return block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
+                                              for d in info.dims},
+                                 zarr_format=3, consolidated=False, compute=compute)
+
+        with dask_client(client) as active:
+            if active is None:
+                for start in bar:  # dask's local threads, one block of frames at a time
+                    write(start)
+            else:
+                # On a distributed client the workers read (or generate) and write the chunks
+                # themselves: nothing but task states comes back.  As many blocks are in flight
+                # as the cluster has threads, so every worker is busy even on a small grid.
+                import dask
+
+                width = max(1, sum(active.nthreads().values()))
+                starts = list(blocks)
+                for i in range(0, len(starts), width):
+                    group = starts[i: i + width]
+                    dask.compute(*[write(start, compute=False) for start in group])
+                    bar.update(len(group))
+                bar.close()
         import zarr
 
         root = zarr.open_group(tmp, mode="r+", zarr_format=3)

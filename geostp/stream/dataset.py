@@ -214,10 +214,15 @@ class _Plan:
     order: np.ndarray         # sample indices in global batch order
     n_used: int               # samples in batches (after drop_last)
     local: np.ndarray         # this rank's global batch indices, in its order
+    part: tuple[int, int] = (0, 1)  # shard="batches": this rank's part of each global batch
 
     def batch(self, b: int, batch_size: int) -> np.ndarray:
         g = int(self.local[b])
-        return self.order[g * batch_size: min((g + 1) * batch_size, self.n_used)]
+        r, R = self.part
+        if R == 1:
+            return self.order[g * batch_size: min((g + 1) * batch_size, self.n_used)]
+        whole = self.order[g * batch_size * R: min((g + 1) * batch_size * R, self.n_used)]
+        return np.array_split(whole, R)[r]
 
 
 @dataclass
@@ -282,6 +287,15 @@ class CubeDataset(IterableDataset):
     rank, world_size
         Distributed position; default from ``torch.distributed`` when it is
         initialised, else ``0`` and ``1``.
+    shard
+        How ranks share an epoch.  ``"streams"`` (default): rank ``r`` owns
+        its own contiguous streams of batches (point 3 above), so each rank
+        reads only its share of the blocks and I/O scales with the ranks.
+        ``"batches"``: the epoch is laid out as for one process with batches
+        of ``batch_size * world_size`` and rank ``r`` takes the ``r``-th part
+        of each, so ``world_size`` ranks train on exactly the global batches
+        of a one-process run (the same loss curve), but every rank reads the
+        blocks of every batch.
     streams
         Contiguous streams per rank (module docstring).  When it is a
         multiple of the number of workers every block is read once; each
@@ -328,6 +342,7 @@ class CubeDataset(IterableDataset):
         drop_last: bool = False,
         rank: int | None = None,
         world_size: int | None = None,
+        shard: str = "streams",
         streams: int = 2,
         shuffle_blocks: int = 2,
         block_megabytes: float = 48.0,
@@ -353,6 +368,8 @@ class CubeDataset(IterableDataset):
                 raise ConfigError(f"CubeDataset {name}={value!r}; expected a positive integer")
         if not block_megabytes > 0:
             raise ConfigError(f"CubeDataset block_megabytes={block_megabytes}; expected a positive size")
+        if shard not in ("streams", "batches"):
+            raise ConfigError(f"CubeDataset shard={shard!r}; expected 'streams' or 'batches'")
         if reader not in ("auto", "zarr", "xarray"):
             raise ConfigError(f"CubeDataset reader={reader!r}; expected 'auto', 'zarr' or 'xarray'")
         self.variables = cube_variables(cube, variables)
@@ -366,6 +383,7 @@ class CubeDataset(IterableDataset):
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
         self.rank, self.world_size = _distributed(rank, world_size)
+        self.shard = shard
         self.streams = int(streams)
         self.shuffle_blocks = int(shuffle_blocks)
         self.fill_value = float(fill_value if fill_value is not None
@@ -468,6 +486,9 @@ class CubeDataset(IterableDataset):
         n_units = int(unit.max()) + 1
         boxes = self._boxes(samples, unit, n_units)
         B, R, V = self.batch_size, self.world_size, self.streams
+        rank, part = self.rank, (0, 1)
+        if self.shard == "batches" and R > 1:  # one process's plan with batches of B x R, cut in R parts
+            B, R, rank, part = B * R, 1, 0, (self.rank, R)
         rng = np.random.default_rng([self.seed, int(epoch), 101])
         if self.shuffle:
             unit_rank = np.empty(n_units, np.int64)
@@ -477,6 +498,8 @@ class CubeDataset(IterableDataset):
             unit_rank = np.arange(n_units)
             order = np.lexsort((samples["x0"], samples["y0"], samples["time"], samples["sequence"], unit))
         n_used = n - n % (B * R) if self.drop_last else n
+        if part[1] > 1 and n_used % B and n_used % B < part[1]:
+            n_used -= n_used % B  # a last global batch too short to give every rank a sample
         if n_used == 0:
             raise ConfigError(f"drop_last with batch_size={B} and world_size={R} leaves no sample of the {n} "
                               "in this epoch; expected fewer ranks, a smaller batch or drop_last=False")
@@ -492,11 +515,11 @@ class CubeDataset(IterableDataset):
             group = unit_rank[unit[order]] // self.shuffle_blocks
             order = order[np.lexsort((rng.random(n_used), group, stream_of_pos))]
         local = []
-        for k in range(int(counts[self.rank].max(initial=0))):
+        for k in range(int(counts[rank].max(initial=0))):
             for v in range(V):
-                if k < counts[self.rank, v]:
-                    local.append(first[self.rank * V + v] + k)
-        return _Plan(samples, unit, boxes, order, n_used, np.asarray(local, np.int64))
+                if k < counts[rank, v]:
+                    local.append(first[rank * V + v] + k)
+        return _Plan(samples, unit, boxes, order, n_used, np.asarray(local, np.int64), part)
 
     def _boxes(self, samples: np.ndarray, unit: np.ndarray, n_units: int) -> np.ndarray:
         by_unit = np.argsort(unit, kind="stable")

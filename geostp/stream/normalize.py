@@ -26,6 +26,7 @@ encoding is in :meth:`Normalizer.to_dict`, a plain JSON-able dict.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -297,6 +298,7 @@ def compute_statistics(
     split: Split | None = None,
     transforms: str | Mapping[str, Transform | str | Mapping[str, Any]] = "auto",
     fill_value: float = 0.0,
+    client: Any = None,
 ) -> Normalizer:
     """Mean and std of each (transformed) variable over a split, computed chunk by chunk with dask.
 
@@ -313,6 +315,11 @@ def compute_statistics(
         transform name, dict or :class:`Transform` (variables left out get ``"auto"``).
     fill_value
         Stored in the Normalizer: the encoded value that missing pixels take.
+    client
+        Compute on a ``dask.distributed`` client: a ``Client``, a scheduler
+        address or ``"local:N"`` (:func:`geostp.distributed.dask_client`).  By
+        default a client that is already active (the default client) is used,
+        and dask's local threads otherwise.
 
     Returns
     -------
@@ -348,8 +355,14 @@ def compute_statistics(
         if "sequence" in cube.dims:
             sub = sub.isel(sequence=split.sequence_indices(cube))
     lazy = {v: _moments_lazy(sub[v], chosen[v]) for v in variables}
-    with dask.config.set(scheduler="threads"):
-        (computed,) = dask.compute(lazy)
+    from geostp.distributed import active_client, dask_client
+
+    # On a distributed client (the active one, or ``client``) the per-chunk moments are computed on
+    # its workers and only five numbers per chunk come back; otherwise on local threads.
+    with dask_client(client) as c:
+        with contextlib.nullcontext() if c is not None or active_client() is not None \
+                else dask.config.set(scheduler="threads"):
+            (computed,) = dask.compute(lazy)
     mean, std, extra = {}, {}, {}
     for v in variables:
         n, m, m2, lo, hi = _combine(computed[v])

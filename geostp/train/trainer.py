@@ -8,10 +8,27 @@ written atomically and hold the optimiser, schedule, iteration, position in
 the epoch, random state and history, so that a run killed at any point and
 resumed continues exactly where it was: the loss curve matches an
 uninterrupted run.
+
+Distributed data parallel
+-------------------------
+Inside an initialised ``torch.distributed`` process group (``torchrun``,
+``geostp run --nproc N``, :func:`geostp.distributed.init_from_env`) the model
+is wrapped in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one
+device per process): gradients are averaged over the ranks in the backward
+pass, so ``N`` ranks with batches of ``B`` take the steps of one process with
+batches of ``N x B`` over the same samples.  Every rank runs the same number of
+steps per epoch (the smallest any rank has), logged losses and validation
+metrics are averaged over the ranks, time budgets and early stopping are
+decided together, only rank 0 writes checkpoints (the others wait at a
+barrier), and every rank resumes from the same ``last.pt``, so the checkpoint
+folder must be on storage all ranks reach.  BatchNorm layers keep per-rank
+batch statistics (DDP broadcasts rank 0's running statistics each step); set
+``sync_batchnorm`` for SyncBatchNorm (CUDA only).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -48,6 +65,8 @@ class TrainSettings(BaseModel):
     checkpoint_every: int = Field(100, ge=1, description="optimiser steps between checkpoints")
     val_max_batches: int | None = Field(None, ge=1)
     progress: bool = True
+    find_unused_parameters: bool = Field(False, description="DDP: allow parameters that a step does not use")
+    sync_batchnorm: bool = Field(False, description="DDP on CUDA: convert BatchNorm to SyncBatchNorm")
 
 
 @dataclass
@@ -70,6 +89,27 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device {name!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+
+
+class _LossModule(torch.nn.Module):
+    """``forward`` is the model's ``training_loss``: what DistributedDataParallel wraps, so that the
+    loss goes through DDP's forward and its backward all-reduces the gradients."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, y, iteration, mask):  # noqa: D102
+        return self.model.training_loss(x, y, iteration=iteration, mask=mask)
+
+
+def _dist():
+    """``torch.distributed`` when this process is in an initialised group of two or more, else None."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist
+    return None
 
 
 def _set_epoch(loader: Any, epoch: int, start_batch: int) -> None:
@@ -111,8 +151,26 @@ class Trainer:
         if not getattr(model, "trainable", True):
             raise ConfigError(f"model {getattr(model, 'name', type(model).__name__)!r} has nothing to train")
         self.settings = settings or TrainSettings()
-        self.device = pick_device(self.settings.device)
+        self.dist = _dist()
+        self.rank = self.dist.get_rank() if self.dist else 0
+        self.world_size = self.dist.get_world_size() if self.dist else 1
+        device = self.settings.device
+        if self.dist and device in ("auto", "cuda") and torch.cuda.is_available():
+            import os
+
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one device per process
+        self.device = pick_device(device)
+        if self.dist and self.settings.sync_batchnorm and self.device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
+        self._loss_fn: torch.nn.Module = _LossModule(self.model)
+        if self.dist:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Broadcasts rank 0's weights to every rank now, and averages gradients in backward.
+            self._loss_fn = DistributedDataParallel(
+                self._loss_fn, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.settings.find_unused_parameters)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.metadata = metadata or {}
         self.on_step = on_step
@@ -170,9 +228,15 @@ class Trainer:
         }
 
     def save(self, name: str = "last.pt") -> Path | None:
+        """Write a checkpoint; under DDP rank 0 writes it and every rank waits until it is in place."""
         if self.checkpoint_dir is None:
             return None
-        return save_checkpoint(self.checkpoint_dir / name, self.state())
+        path = self.checkpoint_dir / name
+        if self.rank == 0:
+            save_checkpoint(path, self.state())
+        if self.dist:
+            self.dist.barrier()
+        return path
 
     def restore(self, path: str | Path) -> None:
         """Continue from a checkpoint written by :meth:`save` (same model and settings)."""
@@ -220,10 +284,39 @@ class Trainer:
         if s.max_steps is not None and self.result.iteration >= s.max_steps:
             self.result.stopped = f"max_steps={s.max_steps} reached"
             return False
-        if s.max_minutes is not None and self._elapsed_now() >= s.max_minutes * 60:
+        if s.max_minutes is not None and self._any_rank(self._elapsed_now() >= s.max_minutes * 60):
             self.result.stopped = f"max_minutes={s.max_minutes} reached"
             return False
         return True
+
+    # ------------------------------------------------------------------ across ranks
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when it is true on any (decisions all ranks must take together)."""
+        if not self.dist:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self._reduce_device())
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def _reduce_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def _mean_over_ranks(self, values: list[float]) -> list[float]:
+        """Average numbers over the ranks (identity in one process)."""
+        if not self.dist or not values:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self._reduce_device())
+        self.dist.all_reduce(t)
+        return (t / self.world_size).tolist()
+
+    def _steps_this_epoch(self, loader: Any) -> int:
+        """Batches every rank takes in this epoch: the fewest any rank has (so no rank waits forever)."""
+        n = len(loader)
+        if not self.dist:
+            return n
+        t = torch.tensor([n], dtype=torch.int64, device=self._reduce_device())
+        self.dist.all_reduce(t, op=self.dist.ReduceOp.MIN)
+        return int(t.item())
 
     def validate(self, loader: Iterable[dict[str, torch.Tensor]]) -> dict[str, float]:
         """Mean loss and masked MSE (normalised units) over the validation batches."""
@@ -242,6 +335,13 @@ class Trainer:
                 totals["val_mse"] = totals.get("val_mse", 0.0) + float(mse)
                 n += 1
         self.model.train()
+        if self.dist:  # sums and counts over the ranks: the mean over every rank's batches
+            keys = sorted(totals)
+            summed = self._mean_over_ranks([totals.get(k, 0.0) for k in keys] + [float(n)])
+            n_all = summed[-1] * self.world_size
+            if n_all == 0:
+                raise ConfigError("the validation split produced no batch; check the split and window settings")
+            return {k: v * self.world_size / n_all for k, v in zip(keys, summed[:-1])}
         if n == 0:
             raise ConfigError("the validation split produced no batch; check the split and window settings")
         return {k: v / n for k, v in totals.items()}
@@ -262,7 +362,7 @@ class Trainer:
 
         s = self.settings
         try:
-            steps_per_epoch = len(train_loader)  # type: ignore[arg-type]
+            steps_per_epoch = self._steps_this_epoch(train_loader)
         except TypeError:
             raise ConfigError("the training loader must know its length (batches per epoch)") from None
         if steps_per_epoch == 0:
@@ -279,12 +379,15 @@ class Trainer:
         total_steps = s.epochs * steps_per_epoch
         if s.max_steps:
             total_steps = min(total_steps, s.max_steps)
-        bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress,
+        bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
                    desc=f"train {getattr(self.model, 'name', '')}", unit="step", dynamic_ncols=True)
         try:
             while self.epoch < s.epochs and not self.result.stopped:
                 _set_epoch(train_loader, self.epoch, self.batch_in_epoch)
-                for batch in train_loader:
+                batches: Iterable[dict[str, torch.Tensor]] = train_loader
+                if self.dist:  # every rank takes the same number of steps
+                    batches = itertools.islice(train_loader, self._steps_this_epoch(train_loader))
+                for batch in batches:
                     if not self._budget_left():
                         break
                     record = self._step(batch)
@@ -309,8 +412,8 @@ class Trainer:
         x, y, mask = self._to_device(batch)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss, parts = self.model.training_loss(x, y, iteration=self.result.iteration, mask=mask)
-        if not torch.isfinite(loss):
+            loss, parts = self._loss_fn(x, y, self.result.iteration, mask)
+        if self._any_rank(not bool(torch.isfinite(loss))):  # every rank stops when one diverges
             raise ConfigError(
                 f"the loss became {float(loss)} at step {self.result.iteration}; lower the learning rate "
                 f"(lr={self.settings.lr}) or enable grad_clip"
@@ -323,8 +426,10 @@ class Trainer:
             self.scheduler.step()
         self.result.iteration += 1
         self.batch_in_epoch += 1
-        record = {"step": self.result.iteration, "epoch": self.epoch, "loss": float(loss.detach()),
-                  "lr": self.optimizer.param_groups[0]["lr"], **{k: float(v) for k, v in parts.items()}}
+        names = list(parts)
+        means = self._mean_over_ranks([float(loss.detach())] + [float(parts[k]) for k in names])
+        record = {"step": self.result.iteration, "epoch": self.epoch, "loss": means[0],
+                  "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:]))}
         self.result.history.append(record)
         return record
 
