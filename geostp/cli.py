@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     # ingest() writes into a '.partial-' sibling and renames it when complete; a run that was
     # interrupted leaves only that partial folder, which the next run removes before it starts.
     store = ingest(cube, args.out, time_chunk=args.time_chunk, spatial_chunk=args.spatial_chunk,
-                   overwrite=args.overwrite, progress=not args.quiet, source=name)
+                   overwrite=args.overwrite, progress=not args.quiet, source=name, client=args.dask_scheduler)
     print(describe(open_cube(store)))
     print(f"wrote {store}")
     return 0
@@ -113,11 +114,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(recipe_to_yaml(recipe), end="")
         return 0
+    from geostp import distributed
+
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None:
+        if nproc < 1:
+            raise ConfigError(f"--nproc {nproc}; expected 1 or more processes")
+        if nproc > 1 and recipe.kind != "train":
+            raise ConfigError(f"--nproc is for kind 'train' recipes; {recipe.where} is kind {recipe.kind!r}")
+        if nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command
+            return distributed.launch_local(args.argv, nproc)
     from geostp.recipes.run import run_recipe
 
-    result = run_recipe(recipe, watch=args.watch, poll_seconds=args.poll, max_polls=args.max_polls,
-                        reference_time=args.reference_time, progress=not args.quiet)
-    if recipe.kind != "nowcast":
+    # Under torchrun (or --nproc) join the process group: the trainer then runs DDP.
+    grouped = distributed.init_from_env() if recipe.kind == "train" else False
+    try:
+        with distributed.dask_client(getattr(args, "dask_scheduler", None)):
+            result = run_recipe(recipe, watch=args.watch, poll_seconds=args.poll, max_polls=args.max_polls,
+                                reference_time=args.reference_time, progress=not args.quiet)
+    finally:
+        if grouped:
+            distributed.shutdown()
+    if recipe.kind != "nowcast" and distributed.is_main_process():
         for f in result.files:
             print(f"wrote {f}")
     return result.exit_code
@@ -138,6 +156,13 @@ def _add_run_parser(sub) -> None:
         p.add_argument("--reference-time", default=None,
                        help="nowcast once: forecast from this reference time instead of the newest")
         p.add_argument("--quiet", action="store_true", help="no progress bars or score tables")
+        if name == "run":
+            p.add_argument("--nproc", type=int, default=None, metavar="N",
+                           help="train with N local processes (DDP; gloo on CPU, nccl on GPUs); for "
+                                "several machines use torchrun -m geostp run (docs/scale-out.md)")
+        p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                       help="compute the dask work (statistics, evaluation) on a dask.distributed scheduler: "
+                            "tcp://host:8786, or local:N for N local worker processes")
         p.set_defaults(func=_cmd_run)
 
 
@@ -168,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spatial-chunk", type=int, default=256)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="write on a dask.distributed cluster: tcp://host:8786 (the workers must reach --out), "
+                        "or local:N for N local worker processes")
     p.set_defaults(func=_cmd_ingest)
 
     p = sub.add_parser("info", help="describe a cube store")
@@ -184,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what --nproc hands each process
     try:
         return int(args.func(args) or 0)
     except GeostpError as exc:

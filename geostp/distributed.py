@@ -238,6 +238,7 @@ def launch_local(argv: Sequence[str], nproc: int, *, module: str = "geostp") -> 
 
     if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    argv = _without_nproc(list(argv))  # the processes know their number from WORLD_SIZE
     args = parse_args(["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0",
                        "-m", module, *argv])
     try:
@@ -247,3 +248,16 @@ def launch_local(argv: Sequence[str], nproc: int, *, module: str = "geostp") -> 
 
         raise GeostpError(f"the distributed run failed: {str(exc).strip()[:2000]}") from None
     return 0
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N`` / ``--nproc=N`` (torchrun's parser would take it for --nproc-per-node)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out

@@ -7,12 +7,10 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from geostp.errors import ConfigError
 
@@ -23,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # on a synthetic cube without missing pixels (so a masked mean over a rank's batch is a plain mean).
 TRAIN_SCRIPT = '''
 import json, os, sys
-import torch
 import geostp.models as models
 from geostp.data.synthetic import synthetic_radar
 from geostp.distributed import init_from_env, rank, world_size, shutdown
@@ -225,3 +222,62 @@ def test_bad_scheduler_and_nproc_are_config_errors():
             pass
     with pytest.raises(ConfigError, match="nproc"):
         launch_local(["run", "x.yaml"], 0)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+RECIPE = """
+kind: train
+data:
+  catalog: synthetic
+  source: radar_small
+  args: {{n_times: 24, ny: 32, nx: 32}}
+  variables: [precipitation]
+  splits: {{train: 0.7, test: 0.3}}
+  windows: {{input_steps: 3, output_steps: 2}}
+  patches: {{size: 16}}
+model:
+  name: predrnn
+  args: {{hidden_channels: 8, num_layers: 1, patch_size: 2}}
+training: {{max_steps: 3, batch_size: 2, progress: false, checkpoint_every: 2}}
+output: {{dir: {out}}}
+"""
+
+
+def test_geostp_run_nproc_2_trains_with_ddp(tmp_path):
+    """``geostp run --nproc 2`` starts two gloo processes; rank 0 alone writes and reports."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "run"))
+    proc = subprocess.run([sys.executable, "-m", "geostp", "run", str(recipe), "--nproc", "2", "--quiet"],
+                          env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("wrote") == 3 and proc.stdout.count("model.pt") == 1  # rank 0 only
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["iterations"] == 3 and len(history["steps"]) == 3
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.pt"]
+
+
+def test_geostp_run_rejects_bad_nproc(tmp_path, capsys):
+    from geostp.cli import main
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(RECIPE.format(out=tmp_path / "run"))
+    assert main(["run", str(recipe), "--nproc", "0"]) == 2
+    assert "--nproc 0; expected 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_geostp_ingest_on_a_local_cluster(tmp_path):
+    pytest.importorskip("distributed")
+    from geostp.data.ingest import open_cube
+
+    out = tmp_path / "c.zarr"
+    proc = subprocess.run([sys.executable, "-m", "geostp", "ingest", "radar_small", "--catalog", "synthetic",
+                           "--arg", "n_times=24", "--arg", "ny=32", "--arg", "nx=32", "--out", str(out),
+                           "--time-chunk", "8", "--quiet", "--dask-scheduler", "local:2"],
+                          env=_env(), capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from geostp.data.catalog import open_catalog
+
+    expected = open_catalog("synthetic").open("radar_small", n_times=24, ny=32, nx=32)
+    np.testing.assert_array_equal(open_cube(out)["precipitation"].values, expected["precipitation"].values)

@@ -313,6 +313,10 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     trainer = Trainer(net, settings, checkpoint_dir=out / "checkpoints", metadata=metadata)
     val_loader = make_loader(val_set, tr.workers) if val_set is not None and len(val_set) else None
     result = trainer.fit(make_loader(train_set, tr.workers), val_loader, resume=tr.resume)
+    from geostp.distributed import is_main_process
+
+    if not is_main_process():  # DDP: rank 0 writes the model and history and evaluates
+        return RunResult("train", out, files=[], checkpoint=result.checkpoint)
     best = out / "checkpoints" / "best.pt"
     chosen = best if best.exists() else out / "checkpoints" / "last.pt"
     net.load_state_dict(load_checkpoint(chosen, map_location="cpu")["state_dict"])

@@ -341,7 +341,7 @@ class Trainer:
             n_all = summed[-1] * self.world_size
             if n_all == 0:
                 raise ConfigError("the validation split produced no batch; check the split and window settings")
-            return {k: v * self.world_size / n_all for k, v in zip(keys, summed[:-1])}
+            return {k: v * self.world_size / n_all for k, v in zip(keys, summed[:-1], strict=True)}
         if n == 0:
             raise ConfigError("the validation split produced no batch; check the split and window settings")
         return {k: v / n for k, v in totals.items()}
@@ -429,7 +429,7 @@ class Trainer:
         names = list(parts)
         means = self._mean_over_ranks([float(loss.detach())] + [float(parts[k]) for k in names])
         record = {"step": self.result.iteration, "epoch": self.epoch, "loss": means[0],
-                  "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:]))}
+                  "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:], strict=True))}
         self.result.history.append(record)
         return record
 
