@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # on a synthetic cube without missing pixels (so a masked mean over a rank's batch is a plain mean).
 TRAIN_SCRIPT = '''
 import json, os, sys
+import torch
 import geostp.models as models
 from geostp.data.synthetic import synthetic_radar
 from geostp.distributed import init_from_env, rank, world_size, shutdown

@@ -336,7 +336,7 @@ class Trainer:
                 n += 1
         self.model.train()
         if self.dist:  # sums and counts over the ranks: the mean over every rank's batches
-            keys = sorted(totals)
+            keys = ["val_mse"]  # the same on every rank, also on one without a batch
             summed = self._mean_over_ranks([totals.get(k, 0.0) for k in keys] + [float(n)])
             n_all = summed[-1] * self.world_size
             if n_all == 0:
@@ -448,8 +448,11 @@ class Trainer:
         recent = [h["loss"] for h in self.result.history if h["epoch"] == self.epoch]
         if recent:
             summary["train_loss"] = sum(recent) / len(recent)
-        if val_loader is not None:
-            summary.update(self.validate(val_loader))
+        has_val = val_loader is not None
+        if self.dist:  # a rank whose share of the validation split is empty still joins the reduction
+            has_val = self._any_rank(has_val)
+        if has_val:
+            summary.update(self.validate(val_loader if val_loader is not None else []))
             val = summary["val_mse"]
             if val < self.best_val:
                 self.best_val, self.bad_epochs = val, 0
