@@ -21,6 +21,13 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "__version__",
+    "forecast",
+    "fit",
+    "evaluate",
+    "load_forecaster",
+    "open_catalog",
+    "open_cube",
+    "ingest",
     "GeostpError",
     "CubeError",
     "DataError",
@@ -29,3 +36,12 @@ __all__ = [
     "UnknownNameError",
     "CheckpointError",
 ]
+
+
+# The one-call API. Bound here, after the submodules of the same names are imported, so that
+# ``geostp.forecast`` is the function (none of these imports torch; models load on first use).
+from geostp.data.catalog import open_catalog  # noqa: E402
+from geostp.data.ingest import ingest, open_cube  # noqa: E402
+from geostp.evaluate import evaluate  # noqa: E402
+from geostp.fit import fit  # noqa: E402
+from geostp.forecast import forecast, load_forecaster  # noqa: E402

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from geostp.errors import GeostpError
 
@@ -13,20 +12,9 @@ __all__ = ["main"]
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from geostp.cube import describe
-    from geostp.data.catalog import open_catalog
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.demo import run_demo
 
-    out = Path(args.out)
-    catalog = open_catalog("synthetic")
-    cube = catalog.open("radar_small")
-    store = out / "synthetic_radar.zarr"
-    print(f"geostp demo: ingesting the embedded synthetic radar into {store}")
-    ingest(cube, store, overwrite=True, progress=not args.quiet)
-    opened = open_cube(store)
-    print(describe(opened))
-    size = sum(f.stat().st_size for f in store.rglob("*") if f.is_file())
-    print(f"wrote {store} ({size / 1e6:.1f} MB on disk)")
+    run_demo(args.out, minutes=args.minutes, model=args.model, progress=not args.quiet)
     return 0
 
 
@@ -175,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the main job on the embedded synthetic radar")
     p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--minutes", type=float, default=2.0,
+                   help="training budget of the model in minutes (default: 2); a second run with the same "
+                        "data and settings loads the model from the model store instead")
+    p.add_argument("--model", default="tau", help="the learned model to fit and verify (default: tau)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 

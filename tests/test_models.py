@@ -176,7 +176,7 @@ def test_reverse_scheduled_sampling_follows_the_tpami_schedule():
     assert reverse_scheduled_sampling(50_000) == (1.0, 0.0)
     encs = [reverse_scheduled_sampling(i)[0] for i in range(25_000, 50_001, 500)]
     decs = [reverse_scheduled_sampling(i)[1] for i in range(25_000, 50_001, 500)]
-    assert all(a <= b for a, b in zip(encs, encs[1:])) and all(a >= b for a, b in zip(decs, decs[1:]))
+    assert all(a <= b for a, b in zip(encs, encs[1:], strict=False)) and all(a >= b for a, b in zip(decs, decs[1:], strict=False))
     assert scheduled_sampling(0) == (1.0, 1.0)
     assert scheduled_sampling(25_000) == (1.0, 0.5)
     assert scheduled_sampling(80_000) == (1.0, 0.0)
@@ -211,7 +211,7 @@ def test_st_lstm_cell_zero_state_shortcut_equals_explicit_zeros():
     zeros = torch.zeros(2, 6, 8, 8)
     a = cell(x, None, None, None)
     b = cell(x, zeros, zeros, zeros)
-    for u, v in zip(a, b):
+    for u, v in zip(a, b, strict=True):
         assert torch.allclose(u, v, atol=1e-6)
     # forget bias 1: with all weights zero the forget gate is sigmoid(1) and C decays by it, no input
     for p in cell.parameters():
@@ -239,7 +239,7 @@ def test_predrnn_memory_flows_zigzag_through_layers_and_time():
     layers = model.num_layers
     assert [layer for layer, _, _ in calls] == list(range(layers)) * (len(calls) // layers)
     assert calls[0][1] is None  # M starts at zero
-    for (_, _, m_out), (_, m_in, _) in zip(calls, calls[1:]):
+    for (_, _, m_out), (_, m_in, _) in zip(calls, calls[1:], strict=False):
         assert m_in is m_out  # each cell reads the M the previous cell in the zigzag wrote: up, then top -> bottom
 
 

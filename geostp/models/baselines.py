@@ -111,7 +111,11 @@ class OpticalFlow(_Baseline):
             outside_value=self.outside_value,
         )
         try:
-            from pysteps import extrapolation, motion
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):  # pysteps prints where it found its config file
+                from pysteps import extrapolation, motion
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ConfigError(
                 "the optical_flow baseline needs pysteps; install geostp[radar]"

@@ -12,6 +12,11 @@ import torch.nn.functional as F
 
 __all__ = ["masked_mse", "differential_divergence", "memory_decoupling"]
 
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """Losses are computed in at least fp32, also when the model ran under bf16 autocast."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
 # Logit given to masked pixels before a softmax: exp() of it is exactly zero in
 # float32, yet it stays finite, so 0 * log(0)-style NaNs never reach autograd.
 _MASKED_LOGIT = -1.0e9
@@ -35,7 +40,7 @@ def masked_mse(
     torch.Tensor
         Scalar; zero (still attached to the graph) when no pixel is valid.
     """
-    error = (prediction - target).square()
+    error = (_full(prediction) - _full(target)).square()
     if mask is None:
         return error.mean()
     weight = mask.to(error.dtype).expand_as(error)
@@ -75,6 +80,7 @@ def differential_divergence(
     torch.Tensor
         Scalar, zero when there are fewer than two frames.
     """
+    prediction, target = _full(prediction), _full(target)
     if prediction.shape[1] < 2:
         return prediction.sum() * 0.0
     batch, pairs = prediction.shape[0], prediction.shape[1] - 1
@@ -124,6 +130,7 @@ def memory_decoupling(
     torch.Tensor
         Scalar in ``[0, 1]``.
     """
+    delta_c, delta_m = _full(delta_c), _full(delta_m)
     if valid is not None:
         weight = valid.to(delta_c.dtype)
         delta_c = delta_c * weight

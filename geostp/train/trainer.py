@@ -2,7 +2,7 @@
 
 Nothing is hidden: one loop over batches with an optimiser (Adam/AdamW), the
 OneCycle or cosine schedule of the reference benchmark, gradient clipping,
-bf16 autocast on GPU, a progress bar with loss and ETA, validation every
+bf16 autocast where the hardware does bf16 natively (GPUs, CPUs with AMX), a progress bar with loss and ETA, validation every
 epoch, early stopping, an epoch budget and a time budget.  Checkpoints are
 written atomically and hold the optimiser, schedule, iteration, position in
 the epoch, random state and history, so that a run killed at any point and
@@ -61,7 +61,8 @@ class TrainSettings(BaseModel):
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val improvement")
     seed: int = 0
     device: str = "auto"
-    bf16: bool = Field(True, description="bf16 autocast (GPU only; ignored on CPU)")
+    bf16: bool = Field(True, description="bf16 autocast where the device does bf16 natively (CUDA GPUs, CPUs "
+                                         "with AMX); fp32 elsewhere")
     checkpoint_every: int = Field(100, ge=1, description="optimiser steps between checkpoints")
     val_max_batches: int | None = Field(None, ge=1)
     progress: bool = True
@@ -273,8 +274,9 @@ class Trainer:
         return x, y, mask
 
     def _autocast(self):
-        use = self.settings.bf16 and self.device.type == "cuda"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=use)
+        from geostp.models.base import bf16_autocast
+
+        return bf16_autocast(self.device, enabled=self.settings.bf16)
 
     def _elapsed_now(self) -> float:
         return self.elapsed + (time.perf_counter() - self._clock)

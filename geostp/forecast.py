@@ -1,0 +1,417 @@
+"""Fit, load and roll out forecasters on cubes; forecasts come back as labelled DataArrays.
+
+``geostp.forecast(ds, model="tau", steps=12)`` is the whole pipeline in one
+call.  ``model`` may be
+
+- a registered name: baselines run at once; a learned model is fitted on
+  ``ds``'s own history within a time budget (with a progress bar) and cached
+  in a local model store keyed by the data and the settings, so the next call
+  with the same data and settings loads it instantly;
+- the path of a checkpoint written by geostp;
+- a :class:`FittedForecaster` (what :func:`fit` returns).
+
+The output follows the cube conventions: dims ``lead_time, y, x`` (``time``
+first for several reference times), ``valid_time`` and
+``forecast_reference_time`` coordinates, the input's x/y/lat/lon, grid
+mapping and units, and attrs naming the model and its checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from geostp.cube import CubeInfo, forecast_to_dataarray, validate_cube
+from geostp.errors import CheckpointError, ConfigError, CubeError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "FittedForecaster",
+    "cube_schema",
+    "check_schema",
+    "forecast",
+    "load_forecaster",
+    "model_store_dir",
+]
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def cube_schema(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | None = None) -> dict[str, Any]:
+    """What a model trained on ``cube`` assumes about its data: variables, units, grid, CRS and step."""
+    info = info or validate_cube(cube, check_values=False)
+    step = info.step
+    return {
+        "variables": list(variables),
+        "units": {v: str(cube[v].attrs.get("units")) for v in variables},
+        "shape": [int(cube.sizes["y"]), int(cube.sizes["x"])],
+        "y": [float(cube.y.values[0]), float(cube.y.values[-1])],
+        "x": [float(cube.x.values[0]), float(cube.x.values[-1])],
+        "crs_wkt": info.crs_wkt,
+        "time_step_seconds": (float(step / np.timedelta64(1, "s")) if isinstance(step, np.timedelta64)
+                              else (float(step) if step is not None else None)),
+    }
+
+
+def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "the checkpoint",
+                 same_grid: bool = True) -> None:
+    """Refuse a cube whose variables, grid or time step differ from what a model was trained on."""
+    missing = [v for v in expected["variables"] if v not in cube.data_vars]
+    if missing:
+        raise CheckpointError(
+            f"{source} was trained on variables {expected['variables']}; the data lacks {missing} "
+            f"(it has {sorted(map(str, cube.data_vars))})"
+        )
+    got = cube_schema(cube, expected["variables"])
+    for v in expected["variables"]:
+        if got["units"][v] != expected["units"][v]:
+            raise CheckpointError(f"variable {v!r} has units {got['units'][v]!r}; {source} was trained on "
+                                  f"{expected['units'][v]!r}")
+    if expected.get("time_step_seconds") and got["time_step_seconds"] and \
+            abs(got["time_step_seconds"] - expected["time_step_seconds"]) > 1e-6:
+        raise CheckpointError(
+            f"the data's time step is {got['time_step_seconds']:g} s; {source} was trained on a step of "
+            f"{expected['time_step_seconds']:g} s"
+        )
+    if same_grid:
+        for key in ("shape", "y", "x"):
+            if not np.allclose(got[key], expected[key]):
+                raise CheckpointError(f"the data's grid ({key} = {got[key]}) differs from the grid {source} "
+                                      f"was trained on ({key} = {expected[key]})")
+        if (expected.get("crs_wkt") or None) != (got.get("crs_wkt") or None):
+            import pyproj
+
+            a, b = expected.get("crs_wkt"), got.get("crs_wkt")
+            if a is None or b is None or not pyproj.CRS.from_wkt(a).equals(pyproj.CRS.from_wkt(b)):
+                raise CheckpointError(f"the data's CRS differs from the CRS {source} was trained on")
+
+
+# ----------------------------------------------------------------------------- the fitted object
+
+
+@dataclass
+class FittedForecaster:
+    """A model with what it needs to forecast on labelled data.
+
+    Attributes
+    ----------
+    model
+        A :class:`geostp.models.base.Forecaster`.
+    variables
+        The cube variables that are the model's channels, in order.
+    normalizer
+        Turns physical values into model space and back (``encode``/``decode``
+        and ``to_dict``); ``None`` for models that work on physical values.
+    schema
+        :func:`cube_schema` of the training data (``None``: any grid).
+    checkpoint
+        Where it was loaded from or saved to.
+    metadata
+        Anything else worth keeping (training settings, history summary, recipe).
+    """
+
+    model: Any
+    variables: list[str]
+    normalizer: Any = None
+    schema: dict[str, Any] | None = None
+    checkpoint: Path | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    fill_value: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return getattr(self.model, "name", type(self.model).__name__)
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write a checkpoint (atomic, weights-only loadable) that :func:`load_forecaster` reads."""
+        from geostp import __version__
+        from geostp.train.checkpoint import save_checkpoint
+
+        meta = {
+            **self.metadata,
+            "variables": self.variables,
+            "normalizer": self.normalizer.to_dict() if self.normalizer is not None else None,
+            "schema": self.schema,
+            "fill_value": self.fill_value,
+            "geostp_version": __version__,
+        }
+        payload = {"model_name": self.name, "model_config": self.model.config,
+                   "state_dict": self.model.state_dict(), "metadata": meta}
+        self.checkpoint = save_checkpoint(path, payload)
+        return self.checkpoint
+
+    # -------------------------------------------------------------- inference
+    def _encode(self, values: np.ndarray) -> np.ndarray:
+        return values if self.normalizer is None else np.asarray(self.normalizer.encode(values, variables=self.variables))
+
+    def _decode(self, values: np.ndarray) -> np.ndarray:
+        return values if self.normalizer is None else np.asarray(self.normalizer.decode(values, variables=self.variables))
+
+    def predict(
+        self,
+        cube: xr.Dataset,
+        steps: int,
+        *,
+        reference_times: Sequence[Any] | None = None,
+        device: str | torch.device = "auto",
+        tile: int | None = None,
+        overlap: int = 32,
+        check_grid: bool = True,
+        progress: bool = False,
+    ) -> xr.DataArray:
+        """Forecast ``steps`` frames after each reference time (default: the last time of ``cube``).
+
+        The data must have the variables, units and time step the model was
+        trained on; with ``check_grid`` (default) also the same grid and CRS
+        (the models are convolutional and run on other grids, but an
+        operational feed whose grid changed is more often a fault than a wish).
+        """
+        from geostp.train.trainer import pick_device
+
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        if isinstance(cube, xr.DataArray):
+            cube = cube.to_dataset(name=cube.name or self.variables[0])
+        info = validate_cube(cube, check_values=False)
+        if info.has_sequence:
+            raise ConfigError("forecast on a cube with a 'sequence' dim: select one sequence first "
+                              "(cube.isel(sequence=i))")
+        if self.schema is not None:
+            check_schema(self.schema, cube, source=f"model {self.name!r}", same_grid=check_grid)
+        else:
+            missing = [v for v in self.variables if v not in cube.data_vars]
+            if missing:
+                raise ConfigError(f"the data lacks variable(s) {missing}; it has {list(cube.data_vars)}")
+        t_in = int(self.model.input_steps)
+        times = cube["time"].values
+        if reference_times is None:
+            refs = [times[-1]]
+            several = False
+        else:
+            refs = list(np.atleast_1d(np.asarray(reference_times, dtype=times.dtype)))
+            several = True
+        step = info.step
+        index = pd.Index(times)
+        positions = []
+        for ref in refs:
+            if ref not in index:
+                raise ConfigError(f"reference time {pd.Timestamp(ref) if step is not None else ref} is not in "
+                                  "the data's time axis")
+            end = index.get_loc(ref)
+            start = end - t_in + 1
+            if start < 0:
+                raise ConfigError(
+                    f"model {self.name!r} needs {t_in} input frames up to {ref}, but the data has only "
+                    f"{end + 1} (T_in = {t_in})"
+                )
+            span = times[end] - times[start]
+            if step is not None and span != (t_in - 1) * step:
+                raise CubeError(
+                    f"the {t_in} input frames before {ref} span a gap in time ({times[start]} .. {times[end]}); "
+                    "a forecast needs consecutive frames"
+                )
+            positions.append((start, end))
+        dev = pick_device(str(device))
+        model = self.model.to(dev)
+        outputs = []
+        from tqdm.auto import tqdm
+
+        for start, end in tqdm(positions, disable=not progress or len(positions) < 2, desc="forecast"):
+            window = cube[self.variables].isel(time=slice(start, end + 1))
+            raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
+                            for v in self.variables], axis=1)  # [T, C, H, W]
+            nodata = ~np.isfinite(raw[-1])  # [C, H, W]: no data in the newest frame
+            x = self._encode(raw).astype(np.float32)
+            x = np.where(np.isfinite(x), x, np.float32(self.fill_value))
+            pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap)
+            out = self._decode(pred)
+            out = np.where(nodata[None], np.nan, out)
+            for i, v in enumerate(self.variables):
+                if cube[v].attrs.get("standard_name", "").startswith(("lwe_precipitation", "precipitation")):
+                    out[:, i] = np.where(np.isnan(out[:, i]), np.nan, np.clip(out[:, i], 0, None))
+            outputs.append(out.astype(np.float32))
+        values = np.stack(outputs) if several else outputs[0]
+        attrs = {"model": self.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "",
+                 "model_config": json.dumps(getattr(self.model, "config", {}))}
+        from geostp import __version__
+
+        attrs["geostp_version"] = __version__
+        return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
+                                     variables=self.variables, step=step, attrs=attrs)
+
+    def _run(self, model, x: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
+             overlap: int) -> np.ndarray:
+        """Model output ``[steps, C, H, W]`` for one window, padded (and tiled) as the model needs."""
+        t, c, h, w = x.shape
+        m = int(getattr(model, "spatial_multiple", 1))
+        if tile is None or (h <= tile and w <= tile):
+            return _padded_predict(model, x, steps, m, device)
+        if tile % m or tile <= 2 * overlap:
+            raise ConfigError(f"tile={tile} must be a multiple of {m} and larger than 2 x overlap={overlap}")
+        # Overlapping tiles blended with weights that fall to ~0 at tile edges (no seams).
+        out = np.zeros((steps, c, h, w), np.float64)
+        weight = np.zeros((h, w), np.float64)
+        ramp = np.minimum(np.arange(tile) + 1, np.arange(tile)[::-1] + 1).astype(np.float64)
+        ramp = np.minimum(ramp / max(overlap, 1), 1.0)
+        win = np.outer(ramp, ramp)
+        stride = tile - overlap
+        ys = sorted({*range(0, max(h - tile, 0) + 1, stride), max(h - tile, 0)})
+        xs = sorted({*range(0, max(w - tile, 0) + 1, stride), max(w - tile, 0)})
+        for y0 in ys:
+            for x0 in xs:
+                part = x[:, :, y0:y0 + tile, x0:x0 + tile]
+                pred = _padded_predict(model, part, steps, m, device)
+                wy, wx = pred.shape[-2:]
+                out[..., y0:y0 + wy, x0:x0 + wx] += pred * win[:wy, :wx]
+                weight[y0:y0 + wy, x0:x0 + wx] += win[:wy, :wx]
+        return (out / weight).astype(np.float32)
+
+
+def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: torch.device) -> np.ndarray:
+    import torch
+
+    t, c, h, w = x.shape
+    ph, pw = (-h) % multiple, (-w) % multiple
+    xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(device)
+    if ph or pw:
+        # replicate the border: no artificial edge for convolutions to react to
+        xt = torch.nn.functional.pad(xt.flatten(1, 2), (0, pw, 0, ph), mode="replicate").unflatten(1, (t, c))
+    if hasattr(model, "predict"):
+        pred = model.predict(xt, steps)
+    else:
+        with torch.inference_mode():
+            pred = model(xt, steps)
+    return pred[0, :, :, :h, :w].float().cpu().numpy()
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> FittedForecaster:
+    """Read a checkpoint written by :meth:`FittedForecaster.save` or by the trainer."""
+    from geostp import models
+    from geostp.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, map_location=device)
+    name = ck.get("model_name")
+    if not name:
+        raise CheckpointError(f"{path} names no model")
+    try:
+        model = models.get(name, **ck.get("model_config", {}))
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {exc}") from None
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit model {name!r} ({str(exc)[:300]})") from None
+    meta = ck.get("metadata") or {}
+    if "variables" not in meta:
+        raise CheckpointError(f"{path} does not record the variables the model was trained on")
+    normalizer = None
+    if meta.get("normalizer"):
+        from geostp.stream import Normalizer
+
+        normalizer = Normalizer.from_dict(meta["normalizer"])
+    model.eval()
+    return FittedForecaster(model=model, variables=list(meta["variables"]), normalizer=normalizer,
+                            schema=meta.get("schema"), checkpoint=Path(path), metadata=meta,
+                            fill_value=float(meta.get("fill_value", 0.0)))
+
+
+def model_store_dir() -> Path:
+    """The local model store: ``$GEOSTP_MODEL_STORE``, else ``~/.cache/geostp/models``."""
+    env = os.environ.get("GEOSTP_MODEL_STORE")
+    return Path(env) if env else Path.home() / ".cache" / "geostp" / "models"
+
+
+def data_fingerprint(cube: xr.Dataset, variables: Sequence[str]) -> str:
+    """A cheap key for a cube: schema, time axis and the bytes of a few sampled frames."""
+    h = hashlib.sha256()
+    h.update(json.dumps(cube_schema(cube, variables), sort_keys=True).encode())
+    times = cube["time"].values
+    h.update(np.ascontiguousarray(times).tobytes())
+    nt = cube.sizes["time"]
+    for i in sorted({0, nt // 3, (2 * nt) // 3, nt - 1}):
+        for v in variables:
+            h.update(np.ascontiguousarray(np.asarray(cube[v].isel(time=i).values, np.float32)).tobytes())
+    return h.hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------- the one call
+
+
+def forecast(
+    ds: xr.Dataset | xr.DataArray,
+    model: str | os.PathLike[str] | FittedForecaster = "tau",
+    steps: int = 12,
+    *,
+    reference_times: Sequence[Any] | None = None,
+    variables: Sequence[str] | None = None,
+    model_args: dict[str, Any] | None = None,
+    fit_minutes: float = 2.0,
+    use_store: bool = True,
+    device: str = "auto",
+    tile: int | None = None,
+    progress: bool = True,
+) -> xr.DataArray:
+    """Forecast ``steps`` frames after the last time of ``ds`` (or after each of ``reference_times``).
+
+    Parameters
+    ----------
+    ds
+        A cube (Dataset, or a DataArray for one variable).
+    model
+        A registered model name, a checkpoint path, or a :class:`FittedForecaster`.
+    steps
+        Lead times to produce (any number >= 1: models roll out beyond what they were trained for).
+    reference_times
+        Initial times; the output then has a leading ``time`` dim.
+    variables
+        Which variables to forecast (default: all of the cube's).
+    model_args
+        Constructor arguments when ``model`` is a name.
+    fit_minutes
+        Time budget for fitting a learned model on ``ds`` when ``model`` is a name.
+    use_store
+        Look up / save a model fitted on ``ds`` in the local model store.
+    device
+        ``auto`` (GPU when available), ``cpu`` or ``cuda``.
+    tile
+        Forecast large grids in overlapping tiles of this size (pixels), blended.
+    progress
+        Progress bars while fitting and forecasting.
+    """
+    from geostp import models as registry
+
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset(name=ds.name or "data")
+    if isinstance(model, FittedForecaster):
+        fitted = model
+    elif isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()):
+        fitted = load_forecaster(model)
+    elif isinstance(model, str):
+        from geostp.fit import fit
+
+        registry.model_class(model)  # unknown names fail here, listing the registered ones
+        fitted = fit(ds, model, variables=variables, model_args=model_args, max_minutes=fit_minutes,
+                     use_store=use_store, device=device, progress=progress)
+    else:
+        raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
+                          f"got {type(model).__name__}")
+    return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
+                          progress=progress)
