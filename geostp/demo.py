@@ -57,7 +57,7 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
     history = cube.isel(time=slice(0, cube.sizes["time"] - n_test))
     t1 = time.perf_counter()
     fitted = fit(history, model, max_minutes=minutes, progress=progress)
-    how = "loaded from the model store" if time.perf_counter() - t1 < 5 else "trained"
+    how = "loaded from the model store" if fitted.metadata.get("from_store") else "trained"
     print(f"[2/4] {model}: {how} ({fitted.metadata.get('stopped', 'ready')}) in "
           f"{time.perf_counter() - t1:.0f} s; checkpoint {fitted.checkpoint}")
 

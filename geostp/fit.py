@@ -132,9 +132,12 @@ def fit(
     rain = RainFilter(variable=variables[0]) if _is_rain(ds[variables[0]]) and patch is not None else None
     spec = WindowSpec(input_steps=net.input_steps, output_steps=net.output_steps, patch_size=patch,
                       random_patches=4 if patch is not None else 0, rain=rain)
+    # OneCycle is sized to a step count known in advance. Under a time budget alone that count is
+    # unknown, and a schedule sized to the epoch budget would stop while still warming up (at lr/25):
+    # then the learning rate is constant.
+    schedule = "constant" if (max_minutes is not None and max_steps is None) else "onecycle"
     settings = TrainSettings(epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, lr=lr, seed=seed,
-                             device=device,
-                             progress=progress, checkpoint_every=50)
+                             schedule=schedule, device=device, progress=progress, checkpoint_every=50)
 
     key_parts = {
         "model": net.name, "config": net.config, "variables": variables, "spec": spec.to_dict(),
@@ -145,7 +148,9 @@ def fit(
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
     stored = model_store_dir() / f"{net.name}-{key}.pt"
     if use_store and stored.exists():
-        return load_forecaster(stored)
+        cached = load_forecaster(stored)
+        cached.metadata["from_store"] = True
+        return cached
 
     n_val = int(round(validation_fraction * info.sizes["time"]))
     if n_val >= spec.length and info.sizes["time"] - n_val >= spec.length:

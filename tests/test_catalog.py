@@ -67,10 +67,24 @@ def test_environment_variables_expand(tmp_path, monkeypatch, radar_cube):
         cat.open("d")
 
 
-def test_cli_demo_ingest_and_info(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
+def test_cli_demo_runs_the_nowcast_and_reuses_the_stored_model(tmp_path, capsys, monkeypatch):
+    import xarray as xr
+
+    monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path / "store"))
+    assert main(["demo", "--out", str(tmp_path), "--quiet", "--minutes", "0.1"]) == 0
     out = capsys.readouterr().out
-    assert "time=96, y=128, x=128" in out and "synthetic_radar.zarr" in out
+    assert "time=192, y=128, x=128" in out and "synthetic_radar.zarr" in out
+    assert "tau: trained" in out
+    for model in ("tau", "persistence", "optical_flow"):
+        assert any(line.split()[:2] == [model, "csi_1"] for line in out.splitlines())
+    written = sorted(tmp_path.glob("nowcast_*.nc"))
+    assert len(written) == 1
+    with xr.open_dataset(written[0]) as fc:
+        assert fc["precipitation"].sizes["lead_time"] == 12 and fc["precipitation"].attrs["model"] == "tau"
+    assert list((tmp_path / "store").glob("tau-*.pt"))
+    # the second run loads the model from the store instead of training again
+    assert main(["demo", "--out", str(tmp_path), "--quiet", "--minutes", "0.1"]) == 0
+    assert "tau: loaded from the model store" in capsys.readouterr().out
     assert main(["info", str(tmp_path / "synthetic_radar.zarr")]) == 0
     assert "precipitation [mm h-1]" in capsys.readouterr().out
 

@@ -40,7 +40,8 @@ ds = CubeDataset(cube, ["precipitation"], spec, normalizer=norm, batch_size=glob
 net = models.get("predrnn", input_steps=3, output_steps=3, channels=1, hidden_channels=8, num_layers=2,
                  patch_size=2, sampling_start_iteration=0, sampling_end_iteration=1)
 settings = TrainSettings(epochs=3, max_steps=max_steps, lr=3e-3, schedule="constant", device="cpu",
-                         progress=False, checkpoint_every=3, seed=0, grad_clip=1.0)
+                         progress=False, checkpoint_every=3, seed=0, grad_clip=1.0,
+                         bf16=False)  # fp32: bf16 rounding differs between batch 4 and 2 x 2
 trainer = Trainer(net, settings, checkpoint_dir=os.path.join(out, "ck"))
 result = trainer.fit(make_loader(ds, 0), make_loader(CubeDataset(cube, ["precipitation"], spec,
                      normalizer=norm, batch_size=4, shuffle=False), 0))

@@ -318,6 +318,8 @@ class CubeDataset(IterableDataset):
     reader
         ``"auto"``, ``"zarr"`` (read the store directly) or ``"xarray"``.
 
+    Notes
+    -----
     Each batch is a dict of tensors: ``x`` ``[B, T_in, C, H, W]`` and ``y``
     ``[B, T_out, C, H, W]`` (float32, encoded, ``fill_value`` where the data is
     NaN), ``mask_x``/``mask_y`` (bool, True where the data is valid),
