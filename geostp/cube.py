@@ -21,6 +21,7 @@ import xarray as xr
 from geostp.errors import CubeError
 
 __all__ = [
+    "is_precipitation",
     "CubeInfo",
     "Gap",
     "SPATIAL_DIMS",
@@ -303,6 +304,12 @@ def grid_mapping_name_safe(ds: xr.Dataset) -> str | None:
         return grid_mapping_name(ds)
     except CubeError:
         return None
+
+
+def is_precipitation(da: xr.DataArray) -> bool:
+    """Whether a cube variable is a precipitation field (by its CF ``standard_name``): rain rates and
+    amounts are never negative, and rainy samples are the ones worth training on."""
+    return str(da.attrs.get("standard_name", "")).startswith(("lwe_precipitation", "precipitation"))
 
 
 def _check_not_all_nan(ds: xr.Dataset, variables: Sequence[str], n: int, source: str | None) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from geostp.cube import validate_cube
+from geostp.cube import is_precipitation, validate_cube
 from geostp.errors import ConfigError
 from geostp.forecast import (
     FittedForecaster,
@@ -42,9 +42,6 @@ QUICK_MODEL_ARGS: dict[str, dict[str, Any]] = {
     "predrnn": {"hidden_channels": 32, "num_layers": 2, "patch_size": 4},
 }
 
-
-def _is_rain(da: xr.DataArray) -> bool:
-    return str(da.attrs.get("standard_name", "")).startswith(("lwe_precipitation", "precipitation"))
 
 
 def fit(
@@ -129,7 +126,7 @@ def fit(
             raise ConfigError(f"whole-domain training needs a grid that is a multiple of {m}; got {ny} x {nx} "
                               "(use patch_size)")
         patch = None
-    rain = RainFilter(variable=variables[0]) if _is_rain(ds[variables[0]]) and patch is not None else None
+    rain = RainFilter(variable=variables[0]) if is_precipitation(ds[variables[0]]) and patch is not None else None
     spec = WindowSpec(input_steps=net.input_steps, output_steps=net.output_steps, patch_size=patch,
                       random_patches=4 if patch is not None else 0, rain=rain)
     # OneCycle is sized to a step count known in advance. Under a time budget alone that count is
@@ -142,7 +139,7 @@ def fit(
     key_parts = {
         "model": net.name, "config": net.config, "variables": variables, "spec": spec.to_dict(),
         "settings": settings.model_dump(exclude={"progress", "device"}), "batch_size": batch_size,
-        "validation_fraction": validation_fraction, "data": data_fingerprint(ds, variables),
+        "validation_fraction": validation_fraction, "data": data_fingerprint(ds, variables, info),
         "version": __version__,
     }
     key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]

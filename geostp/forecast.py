@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.cube import CubeInfo, forecast_to_dataarray, validate_cube
+from geostp.cube import CubeInfo, forecast_to_dataarray, is_precipitation, validate_cube
 from geostp.errors import CheckpointError, ConfigError, CubeError
 
 if TYPE_CHECKING:
@@ -47,6 +47,14 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- schema
+
+
+def check_steps(steps: Any) -> int:
+    """``steps`` as an int, or a ConfigError: forecasts have at least one lead time."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    return int(steps)
+
 
 
 def cube_schema(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | None = None) -> dict[str, Any]:
@@ -66,7 +74,7 @@ def cube_schema(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | Non
 
 
 def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "the checkpoint",
-                 same_grid: bool = True) -> None:
+                 same_grid: bool = True, info: CubeInfo | None = None) -> None:
     """Refuse a cube whose variables, grid or time step differ from what a model was trained on."""
     missing = [v for v in expected["variables"] if v not in cube.data_vars]
     if missing:
@@ -74,7 +82,7 @@ def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "t
             f"{source} was trained on variables {expected['variables']}; the data lacks {missing} "
             f"(it has {sorted(map(str, cube.data_vars))})"
         )
-    got = cube_schema(cube, expected["variables"])
+    got = cube_schema(cube, expected["variables"], info)
     for v in expected["variables"]:
         if got["units"][v] != expected["units"][v]:
             raise CheckpointError(f"variable {v!r} has units {got['units'][v]!r}; {source} was trained on "
@@ -181,8 +189,7 @@ class FittedForecaster:
         """
         from geostp.train.trainer import pick_device
 
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_steps(steps)
         if isinstance(cube, xr.DataArray):
             cube = cube.to_dataset(name=cube.name or self.variables[0])
         info = validate_cube(cube, check_values=False)
@@ -190,7 +197,7 @@ class FittedForecaster:
             raise ConfigError("forecast on a cube with a 'sequence' dim: select one sequence first "
                               "(cube.isel(sequence=i))")
         if self.schema is not None:
-            check_schema(self.schema, cube, source=f"model {self.name!r}", same_grid=check_grid)
+            check_schema(self.schema, cube, source=f"model {self.name!r}", same_grid=check_grid, info=info)
         else:
             missing = [v for v in self.variables if v not in cube.data_vars]
             if missing:
@@ -240,7 +247,7 @@ class FittedForecaster:
             out = self._decode(pred)
             out = np.where(nodata[None], np.nan, out)
             for i, v in enumerate(self.variables):
-                if cube[v].attrs.get("standard_name", "").startswith(("lwe_precipitation", "precipitation")):
+                if is_precipitation(cube[v]):
                     out[:, i] = np.where(np.isnan(out[:, i]), np.nan, np.clip(out[:, i], 0, None))
             outputs.append(out.astype(np.float32))
         values = np.stack(outputs) if several else outputs[0]
@@ -337,10 +344,10 @@ def model_store_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "geostp" / "models"
 
 
-def data_fingerprint(cube: xr.Dataset, variables: Sequence[str]) -> str:
+def data_fingerprint(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | None = None) -> str:
     """A cheap key for a cube: schema, time axis and the bytes of a few sampled frames."""
     h = hashlib.sha256()
-    h.update(json.dumps(cube_schema(cube, variables), sort_keys=True).encode())
+    h.update(json.dumps(cube_schema(cube, variables, info), sort_keys=True).encode())
     times = cube["time"].values
     h.update(np.ascontiguousarray(times).tobytes())
     nt = cube.sizes["time"]
@@ -396,8 +403,7 @@ def forecast(
     """
     from geostp import models as registry
 
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+    steps = check_steps(steps)
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
     if isinstance(model, FittedForecaster):

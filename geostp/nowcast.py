@@ -81,6 +81,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.errors import CheckpointError, ConfigError, CubeError, DataError, GeostpError
+from geostp.forecast import check_steps
 
 __all__ = [
     "FeedPolicy",
@@ -410,8 +411,7 @@ class NowcastRunner:
     ) -> None:
         if not formats or any(f not in _SUFFIX for f in formats):
             raise ConfigError(f"formats={list(formats)}; expected one or more of {list(_SUFFIX)}")
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        steps = check_steps(steps)
         self.feed = feed
         self.forecaster = forecaster
         self.t_in = int(forecaster.model.input_steps)
