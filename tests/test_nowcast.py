@@ -23,20 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 NOWCAST_RECIPE = REPO / "recipes" / "mch_nowcast.yaml"
 
 
-def require_models(*names: str) -> None:
-    """Skip, saying why, while a model this test runs is not registered yet (the models land separately)."""
-    import geostp.models as models
-    from geostp.errors import UnknownNameError
-    from geostp.recipes.schema import model_class
-
-    if not hasattr(models, "get"):
-        pytest.skip("geostp.models.get (the model registry's front) is not written yet")
-    for name in names:
-        try:
-            model_class(name)
-        except UnknownNameError:
-            pytest.skip(f"model {name!r} is not registered yet")
-
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -105,7 +91,6 @@ def _times(paths: list[Path]) -> list[np.datetime64]:
 
 @pytest.mark.realdata
 def test_watch_forecasts_each_new_reference_time_once(shared_data, tmp_path):
-    require_models("optical_flow")
     frames = sorted((shared_data / "radar" / "mch" / "20160711").glob("AQC*_00005.801.gif"))[:7]
     assert len(frames) == 7
     feed, out = tmp_path / "feed", tmp_path / "out"
@@ -166,7 +151,6 @@ def test_watch_forecasts_each_new_reference_time_once(shared_data, tmp_path):
 @pytest.mark.realdata
 def test_nowcast_once_is_idempotent(shared_data, tmp_path, monkeypatch, capsys):
     """The example recipe, run once on real frames: the newest complete set; a rerun changes nothing."""
-    require_models("optical_flow")
     from geostp.cli import main
 
     feed, out = tmp_path / "feed", tmp_path / "out"
@@ -242,7 +226,6 @@ def _soak_recipe(tmp: Path, feed: Path, out: Path) -> Path:
 
 def test_soak_with_injected_faults(tmp_path):
     """Many cycles; late, missing, corrupt, half-written and wrong-grid files; a runner killed mid-write."""
-    require_models("optical_flow")
     t0 = time.monotonic()
     staging, feed, out = tmp_path / "staging", tmp_path / "feed", tmp_path / "out"
     staging.mkdir()
@@ -344,7 +327,6 @@ def test_soak_with_injected_faults(tmp_path):
 
 def test_nowcast_from_a_trained_checkpoint_with_a_filled_frame(tmp_path):
     """Train a tiny TAU with a recipe, then nowcast with its checkpoint; one input missing is filled."""
-    require_models("tau")
     from geostp.data.synthetic import synthetic_radar
     from geostp.recipes import load_recipe, run_recipe
     from geostp.train.checkpoint import load_checkpoint

@@ -17,20 +17,6 @@ RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 TINY_TAU = {"spatial_hidden_channels": 4, "temporal_hidden_channels": 8, "spatial_blocks": 2, "temporal_blocks": 2}
 
 
-def require_models(*names: str) -> None:
-    """Skip, saying why, while a model this test runs is not registered yet (the models land separately)."""
-    import geostp.models as models
-    from geostp.errors import UnknownNameError
-    from geostp.recipes.schema import model_class
-
-    if not hasattr(models, "get"):
-        pytest.skip("geostp.models.get (the model registry's front) is not written yet")
-    for name in names:
-        try:
-            model_class(name)
-        except UnknownNameError:
-            pytest.skip(f"model {name!r} is not registered yet")
-
 
 def _write(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     p = tmp_path / name
@@ -69,7 +55,6 @@ def _load(tmp_path, recipe, overrides=None):
 
 
 def test_valid_recipe_resolves_defaults(tmp_path):
-    require_models("tau", "persistence")
     recipe = _load(tmp_path, _synthetic_train(tmp_path))
     assert recipe.kind == "train" and recipe.name == "recipe"
     assert recipe.training.epochs == 10 and recipe.training.batch_size == 2  # TrainSettings defaults kept
@@ -103,7 +88,6 @@ def test_valid_recipe_resolves_defaults(tmp_path):
     ],
 )
 def test_errors_name_the_key_path(tmp_path, change, path, words):
-    require_models("tau", "persistence")
     with pytest.raises(ConfigError) as err:
         _load(tmp_path, _synthetic_train(tmp_path, **change))
     msg = str(err.value)
@@ -112,7 +96,6 @@ def test_errors_name_the_key_path(tmp_path, change, path, words):
 
 
 def test_kind_nowcast_needs_a_checkpoint_for_a_learned_model(tmp_path):
-    require_models("tau")
     r = {"kind": "nowcast", "data": {"adapter": "netcdf", "args": {"path": "x/*.nc"}, "variables": ["p"]},
          "model": {"name": "tau", "args": TINY_TAU}}
     with pytest.raises(ConfigError, match=r"recipe.yaml: model.checkpoint: kind 'nowcast' .* needs a trained"):
@@ -126,7 +109,6 @@ def test_kind_nowcast_needs_a_checkpoint_for_a_learned_model(tmp_path):
 
 
 def test_overrides_are_yaml_and_checked(tmp_path):
-    require_models("tau", "persistence")
     from geostp.recipes import load_recipe
 
     p = _write(tmp_path, _synthetic_train(tmp_path))
@@ -141,7 +123,6 @@ def test_overrides_are_yaml_and_checked(tmp_path):
 
 
 def test_cli_check_prints_resolved_recipe(tmp_path, capsys):
-    require_models("tau", "persistence")
     from geostp.cli import main
 
     p = _write(tmp_path, _synthetic_train(tmp_path))
@@ -156,7 +137,6 @@ def test_cli_check_prints_resolved_recipe(tmp_path, capsys):
 
 
 def test_train_saves_recipe_beside_outputs_and_in_checkpoints(tmp_path):
-    require_models("tau", "persistence")
     from geostp.recipes import load_recipe, run_recipe
     from geostp.train.checkpoint import load_checkpoint
 
@@ -219,10 +199,7 @@ def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
     raw = yaml.safe_load(path.read_text())
     _load_builtin_adapters()
     adapter = open_catalog(raw["data"]["catalog"]).entry(raw["data"]["source"]).adapter
-    if adapter not in adapters:
-        pytest.skip(f"adapter {adapter!r} that {path.name} needs is not registered yet")
-    require_models(raw["model"]["name"], *(b if isinstance(b, str) else b["name"]
-                                           for b in raw.get("evaluation", {}).get("baselines", [])))
+    assert adapter in adapters, f"adapter {adapter!r} that {path.name} needs is not registered"
     out = tmp_path / "out"
     args = ["run", str(path), "--quiet", "--set", f"output.dir={out}", *sum((["--set", s] for s in
                                                                          _tiny_overrides(raw)), [])]
