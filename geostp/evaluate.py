@@ -27,6 +27,7 @@ def evaluate(
     scales: Sequence[int] = (),
     data_range: float = 1.0,
     device: str = "auto",
+    transfer: bool = False,
     progress: bool = True,
     print_table: bool = True,
 ) -> xr.Dataset:
@@ -46,6 +47,9 @@ def evaluate(
         The variable to verify (default: the first forecast variable).
     metrics, thresholds, scales, data_range
         Passed to :func:`geostp.metrics.verify`.
+    transfer
+        Let trained models run on a grid or time step other than their training
+        data's (:meth:`geostp.forecast.FittedForecaster.predict`).
 
     Returns
     -------
@@ -60,7 +64,8 @@ def evaluate(
         raise ConfigError("evaluate needs at least one model")
     results = []
     for label, model in models.items():
-        fc = forecast(ds, model, steps, reference_times=list(reference_times), device=device, progress=progress)
+        fc = forecast(ds, model, steps, reference_times=list(reference_times), device=device, transfer=transfer,
+                      progress=progress)
         if "variable" in fc.dims:
             var = variable or str(fc["variable"].values[0])
             fc = fc.sel(variable=var)

@@ -74,8 +74,12 @@ def cube_schema(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | Non
 
 
 def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "the checkpoint",
-                 same_grid: bool = True, info: CubeInfo | None = None) -> None:
-    """Refuse a cube whose variables, grid or time step differ from what a model was trained on."""
+                 same_grid: bool = True, same_step: bool = True, info: CubeInfo | None = None) -> None:
+    """Refuse a cube whose variables, grid or time step differ from what a model was trained on.
+
+    ``same_grid=False`` / ``same_step=False`` leave the grid (shape, extent, CRS) / the time
+    step unchecked; variables and units are always checked.
+    """
     missing = [v for v in expected["variables"] if v not in cube.data_vars]
     if missing:
         raise CheckpointError(
@@ -87,23 +91,24 @@ def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "t
         if got["units"][v] != expected["units"][v]:
             raise CheckpointError(f"variable {v!r} has units {got['units'][v]!r}; {source} was trained on "
                                   f"{expected['units'][v]!r}")
-    if expected.get("time_step_seconds") and got["time_step_seconds"] and \
+    if same_step and expected.get("time_step_seconds") and got["time_step_seconds"] and \
             abs(got["time_step_seconds"] - expected["time_step_seconds"]) > 1e-6:
         raise CheckpointError(
             f"the data's time step is {got['time_step_seconds']:g} s; {source} was trained on a step of "
-            f"{expected['time_step_seconds']:g} s"
+            f"{expected['time_step_seconds']:g} s (transfer=True applies it anyway)"
         )
     if same_grid:
         for key in ("shape", "y", "x"):
             if not np.allclose(got[key], expected[key]):
                 raise CheckpointError(f"the data's grid ({key} = {got[key]}) differs from the grid {source} "
-                                      f"was trained on ({key} = {expected[key]})")
+                                      f"was trained on ({key} = {expected[key]}; transfer=True applies it anyway)")
         if (expected.get("crs_wkt") or None) != (got.get("crs_wkt") or None):
             import pyproj
 
             a, b = expected.get("crs_wkt"), got.get("crs_wkt")
             if a is None or b is None or not pyproj.CRS.from_wkt(a).equals(pyproj.CRS.from_wkt(b)):
-                raise CheckpointError(f"the data's CRS differs from the CRS {source} was trained on")
+                raise CheckpointError(f"the data's CRS differs from the CRS {source} was trained on "
+                                      "(transfer=True applies it anyway)")
 
 
 # ----------------------------------------------------------------------------- the fitted object
@@ -168,6 +173,24 @@ class FittedForecaster:
     def _decode(self, values: np.ndarray) -> np.ndarray:
         return values if self.normalizer is None else np.asarray(self.normalizer.decode(values, variables=self.variables))
 
+    def output_bounds(self) -> tuple[list[float], list[float]] | None:
+        """Per-variable ``(low, high)`` in model units: the range of the training data, or ``None`` if unknown.
+
+        Learned models' frames are clamped to it as they are produced (and
+        before they are fed back): see :meth:`geostp.models.base.Forecaster.predict`.
+        """
+        norm = self.normalizer
+        if norm is None:
+            return None
+        low, high = [], []
+        for v in self.variables:
+            lo, hi = norm.extra.get(v, {}).get("min"), norm.extra.get(v, {}).get("max")
+            if lo is None or hi is None or not (np.isfinite(lo) and np.isfinite(hi)):
+                return None
+            low.append((float(lo) - norm.mean[v]) / norm.std[v])
+            high.append((float(hi) - norm.mean[v]) / norm.std[v])
+        return low, high
+
     def predict(
         self,
         cube: xr.Dataset,
@@ -177,15 +200,22 @@ class FittedForecaster:
         device: str | torch.device = "auto",
         tile: int | None = None,
         overlap: int = 32,
-        check_grid: bool = True,
+        transfer: bool = False,
         progress: bool = False,
     ) -> xr.DataArray:
         """Forecast ``steps`` frames after each reference time (default: the last time of ``cube``).
 
-        The data must have the variables, units and time step the model was
-        trained on; with ``check_grid`` (default) also the same grid and CRS
-        (the models are convolutional and run on other grids, but an
-        operational feed whose grid changed is more often a fault than a wish).
+        The data must have the variables and units the model was trained on
+        and, unless ``transfer``, the same grid, CRS and time step: an
+        operational feed whose grid or step changed is more often a fault
+        than a wish.
+
+        ``transfer=True`` applies the model to another grid or time step on
+        purpose.  The models are convolutional and run on any grid, but what
+        they learned is motion in *pixels per step*: keep the new data's pixel
+        size / time step near the training data's (coarsen or resample it)
+        for the model to see the speeds it knows.  The output's ``transfer``
+        attribute records the training grid and step.
         """
         from geostp.train.trainer import pick_device
 
@@ -197,7 +227,8 @@ class FittedForecaster:
             raise ConfigError("forecast on a cube with a 'sequence' dim: select one sequence first "
                               "(cube.isel(sequence=i))")
         if self.schema is not None:
-            check_schema(self.schema, cube, source=f"model {self.name!r}", same_grid=check_grid, info=info)
+            check_schema(self.schema, cube, source=f"model {self.name!r}", same_grid=not transfer,
+                         same_step=not transfer, info=info)
         else:
             missing = [v for v in self.variables if v not in cube.data_vars]
             if missing:
@@ -236,6 +267,7 @@ class FittedForecaster:
         outputs = []
         from tqdm.auto import tqdm
 
+        bounds = self.output_bounds()
         for start, end in tqdm(positions, disable=not progress or len(positions) < 2, desc="forecast"):
             window = cube[self.variables].isel(time=slice(start, end + 1))
             raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
@@ -243,7 +275,7 @@ class FittedForecaster:
             nodata = ~np.isfinite(raw[-1])  # [C, H, W]: no data in the newest frame
             x = self._encode(raw).astype(np.float32)
             x = np.where(np.isfinite(x), x, np.float32(self.fill_value))
-            pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap)
+            pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
             out = self._decode(pred)
             out = np.where(nodata[None], np.nan, out)
             for i, v in enumerate(self.variables):
@@ -256,16 +288,20 @@ class FittedForecaster:
         from geostp import __version__
 
         attrs["geostp_version"] = __version__
+        if transfer and self.schema is not None:
+            attrs["transfer"] = (f"applied outside its training data: trained on a {self.schema['shape'][0]} x "
+                                 f"{self.schema['shape'][1]} grid with a step of "
+                                 f"{self.schema.get('time_step_seconds')} s")
         return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
                                      variables=self.variables, step=step, attrs=attrs)
 
     def _run(self, model, x: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
-             overlap: int) -> np.ndarray:
+             overlap: int, bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:
         """Model output ``[steps, C, H, W]`` for one window, padded (and tiled) as the model needs."""
         t, c, h, w = x.shape
         m = int(getattr(model, "spatial_multiple", 1))
         if tile is None or (h <= tile and w <= tile):
-            return _padded_predict(model, x, steps, m, device)
+            return _padded_predict(model, x, steps, m, device, bounds)
         if tile % m or tile <= 2 * overlap:
             raise ConfigError(f"tile={tile} must be a multiple of {m} and larger than 2 x overlap={overlap}")
         # Overlapping tiles blended with weights that fall to ~0 at tile edges (no seams).
@@ -280,14 +316,15 @@ class FittedForecaster:
         for y0 in ys:
             for x0 in xs:
                 part = x[:, :, y0:y0 + tile, x0:x0 + tile]
-                pred = _padded_predict(model, part, steps, m, device)
+                pred = _padded_predict(model, part, steps, m, device, bounds)
                 wy, wx = pred.shape[-2:]
                 out[..., y0:y0 + wy, x0:x0 + wx] += pred * win[:wy, :wx]
                 weight[y0:y0 + wy, x0:x0 + wx] += win[:wy, :wx]
         return (out / weight).astype(np.float32)
 
 
-def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: torch.device) -> np.ndarray:
+def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: torch.device,
+                    bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:
     import torch
 
     t, c, h, w = x.shape
@@ -297,7 +334,7 @@ def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: tor
         # replicate the border: no artificial edge for convolutions to react to
         xt = torch.nn.functional.pad(xt.flatten(1, 2), (0, pw, 0, ph), mode="replicate").unflatten(1, (t, c))
     if hasattr(model, "predict"):
-        pred = model.predict(xt, steps)
+        pred = model.predict(xt, steps, bounds=bounds) if bounds is not None else model.predict(xt, steps)
     else:
         with torch.inference_mode():
             pred = model(xt, steps)
@@ -372,6 +409,7 @@ def forecast(
     use_store: bool = True,
     device: str = "auto",
     tile: int | None = None,
+    transfer: bool = False,
     progress: bool = True,
 ) -> xr.DataArray:
     """Forecast ``steps`` frames after the last time of ``ds`` (or after each of ``reference_times``).
@@ -398,6 +436,9 @@ def forecast(
         ``auto`` (GPU when available), ``cpu`` or ``cuda``.
     tile
         Forecast large grids in overlapping tiles of this size (pixels), blended.
+    transfer
+        Apply a trained model to a grid or time step other than its training data's
+        (:meth:`FittedForecaster.predict`); otherwise such data is refused.
     progress
         Progress bars while fitting and forecasting.
     """
@@ -420,4 +461,4 @@ def forecast(
         raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
                           f"got {type(model).__name__}")
     return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
-                          progress=progress)
+                          transfer=transfer, progress=progress)

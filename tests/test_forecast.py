@@ -185,3 +185,67 @@ def test_bad_forecast_requests_get_clear_errors(cube, fitted):
         geostp.forecast(gappy, model=fitted, steps=2, progress=False)
     with pytest.raises(ConfigError, match="registered name, a checkpoint path"):
         geostp.forecast(cube, model=3, steps=2)
+
+
+def test_transfer_applies_a_model_to_another_grid_and_step_and_says_so(cube, fitted):
+    coarse = cube.isel(time=slice(None, None, 2), x=slice(0, 40))
+    coarse.attrs = {k: v for k, v in coarse.attrs.items() if k != "time_step"}  # 10-min steps, narrower grid
+    with pytest.raises(CheckpointError, match="transfer=True"):
+        geostp.forecast(coarse, model=fitted, steps=3, progress=False)
+    fc = geostp.forecast(coarse, model=fitted, steps=3, transfer=True, progress=False)
+    assert fc.sizes == {"lead_time": 3, "y": 32, "x": 40}
+    # lead times follow the data's own step, not the training step
+    np.testing.assert_array_equal(fc["lead_time"].values, np.arange(1, 4) * np.timedelta64(10, "m"))
+    assert "trained on a 32 x 48 grid with a step of 300.0 s" in fc.attrs["transfer"]
+    has_data = np.isfinite(coarse["precipitation"].values[-1])
+    assert np.array_equal(np.isfinite(fc.values), np.broadcast_to(has_data, fc.shape))
+    # variables are still checked under transfer
+    with pytest.raises(CheckpointError, match="lacks"):
+        geostp.forecast(coarse.rename(precipitation="rain"), model=fitted, steps=2, transfer=True, progress=False)
+
+
+def test_forecasts_stay_in_the_training_range_however_wild_the_model(cube, fitted):
+    """A model pushed far outside its data is clamped to the training range as it produces frames."""
+    import copy
+
+    import torch
+
+    wild = copy.deepcopy(fitted)
+    with torch.no_grad():
+        wild.model.readout.bias.fill_(50.0)  # 50 std above the mean in log space: ~1e20 mm/h once decoded
+    low, high = wild.output_bounds()
+    stats = wild.normalizer.extra["precipitation"]
+    rmax = 10 ** stats["max"] - 0.01  # the largest rain rate the model was trained on
+    fc = geostp.forecast(cube, model=wild, steps=9, progress=False)  # 9 > output_steps: fed back twice
+    assert float(fc.max()) == pytest.approx(rmax, rel=1e-3)
+    assert float(cube["precipitation"].max()) == pytest.approx(rmax, rel=1e-3)
+    # without the bounds the same model is absurd: the clamp is what keeps it sane
+    x = torch.from_numpy(wild.normalizer.encode(cube["precipitation"].values[-4:, None]).astype("float32"))[None]
+    raw = wild.model.predict(torch.nan_to_num(x), 9)
+    assert float(raw.max()) > high[0] + 10
+    clamped = wild.model.predict(torch.nan_to_num(x), 9, bounds=(low, high))
+    assert float(clamped.max()) <= high[0] + 1e-5 and float(clamped.min()) >= low[0] - 1e-5
+
+
+@pytest.mark.parametrize("name", ["predrnn_v2", "tau"])
+def test_bounds_clamp_the_frames_that_are_fed_back(name):
+    """Clamping happens inside the rollout: a step fed a clamped frame differs from one fed a wild frame."""
+    import torch
+
+    from geostp import models
+
+    torch.manual_seed(0)
+    args = dict(input_steps=2, output_steps=2, channels=1)
+    args.update(dict(hidden_channels=8, num_layers=2, patch_size=2) if name.startswith("predrnn") else
+                dict(spatial_hidden_channels=4, temporal_hidden_channels=8, spatial_blocks=2, temporal_blocks=2))
+    net = models.get(name, **args)
+    x = torch.randn(1, 2, 1, 16, 16) * 3
+    free = net.predict(x, 6, bf16=False)
+    low, high = float(free.min()) / 4, float(free.max()) / 4
+    bounded = net.predict(x, 6, bf16=False, bounds=([low], [high]))
+    assert float(bounded.max()) <= high + 1e-6 and float(bounded.min()) >= low - 1e-6
+    # not a mere clip of the free run: later frames were computed from clamped feedback
+    assert not torch.allclose(bounded[:, 3:], free[:, 3:].clamp(low, high), atol=1e-4)
+    assert net._bounds is None  # bounds only hold during predict
+    with pytest.raises(ConfigError, match="bounds must be"):
+        net.predict(x, 2, bounds=([1.0], [0.0]))

@@ -14,9 +14,10 @@ import inspect
 import json
 import numbers
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -197,6 +198,8 @@ class Forecaster(nn.Module):
         self.channels = check_int("channels", channels, minimum=1)
         self.spatial_multiple = check_int("spatial_multiple", spatial_multiple, minimum=1)
         self._config: dict[str, Any] = {}
+        # Per-channel (low, high) bounds on produced frames, set only for the duration of ``predict``.
+        self._bounds: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ config
     def _remember_config(self, **kwargs: Any) -> None:
@@ -287,22 +290,60 @@ class Forecaster(nn.Module):
         raise NotImplementedError
 
     @torch.inference_mode()
-    def predict(self, x: torch.Tensor, steps: int | None = None, *, bf16: bool | None = None) -> torch.Tensor:
+    def predict(
+        self,
+        x: torch.Tensor,
+        steps: int | None = None,
+        *,
+        bf16: bool | None = None,
+        bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+    ) -> torch.Tensor:
         """Forecast in eval mode without autograd bookkeeping (faster than ``forward``).
 
         ``bf16=None`` (default) runs under bf16 autocast where the device does
         bf16 natively (:func:`native_bf16`: recent GPUs, CPUs with AMX) and in
         fp32 elsewhere; the output has ``x``'s dtype either way.  The module's
         training flag is restored afterwards.
+
+        ``bounds=(low, high)``, one value per channel in model units, clamps
+        every produced frame *before* it is fed back (autoregressive blocks,
+        recurrent steps) as well as in the output.  A model far outside the
+        range of its training data is extrapolating; after a decoding such as
+        ``10**z`` one wild pixel becomes an absurd rain rate, and fed back it
+        compounds.  :class:`~geostp.forecast.FittedForecaster` passes the range
+        of the training data.
         """
         was_training = self.training
         self.eval()
+        if bounds is not None:
+            low, high = (torch.as_tensor(np.asarray(b, dtype=np.float32).reshape(-1), device=x.device)
+                         for b in bounds)
+            if low.numel() != self.channels or high.numel() != self.channels or bool((low > high).any()):
+                raise ConfigError(f"bounds must be (low, high) with {self.channels} value(s) each and low <= high; "
+                                  f"got {bounds!r}")
+            self._bounds = (low, high)
         try:
             with bf16_autocast(x.device, enabled=bf16 is not False):
                 out = self(x, steps)
             return out.to(x.dtype)
         finally:
             self.train(was_training)
+            self._bounds = None
+
+    def clamp_output(self, y: torch.Tensor, *, channel_axis: int = -3, repeat: int = 1) -> torch.Tensor:
+        """``y`` clamped to the bounds ``predict`` was given (unchanged without bounds).
+
+        ``repeat``: each channel's bound covers that many consecutive channels of
+        ``y`` (PredRNN's folded patches put ``p²`` channels per input channel).
+        """
+        if self._bounds is None:
+            return y
+        low, high = self._bounds
+        if repeat > 1:
+            low, high = low.repeat_interleave(repeat), high.repeat_interleave(repeat)
+        shape = [1] * y.ndim
+        shape[channel_axis] = -1
+        return torch.clamp(y, low.view(shape).to(y.dtype), high.view(shape).to(y.dtype))
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self._config.items())

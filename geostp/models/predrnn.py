@@ -277,7 +277,8 @@ class PredRNN(Forecaster):
             if collect_increments:
                 deltas_c.append(torch.stack(step_dc))
                 deltas_m.append(torch.stack(step_dm))
-            predictions.append(self.readout(h[-1]))
+            # clamped only under ``predict(bounds=...)``: the frame fed back stays in the data's range
+            predictions.append(self.clamp_output(self.readout(h[-1]), repeat=self.patch_size ** 2))
         return torch.stack(predictions, dim=1), deltas_c, deltas_m
 
     # ------------------------------------------------------------------ API

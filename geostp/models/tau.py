@@ -365,7 +365,7 @@ class TAU(Forecaster):
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
-        return autoregressive_rollout(self._predict_block, x, steps)
+        return autoregressive_rollout(lambda window: self.clamp_output(self._predict_block(window)), x, steps)
 
     def training_loss(
         self,
