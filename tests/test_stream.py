@@ -211,6 +211,24 @@ def test_rain_filter_keeps_only_patches_meeting_the_rule(store):
     assert set(keys(kept)) <= set(keys(a)) and set(keys(a)) != set(keys(c))
 
 
+def test_a_loader_whose_epochs_differ_in_length_does_not_warn(cube):
+    """Random patches through the rain filter give each epoch its own count of batches."""
+    import warnings
+
+    spec = WindowSpec(3, 2, patch_size=8, random_patches=2, rain=RainFilter(1.0, 0.22, keep_dry=0.3))
+    dset = CubeDataset(cube, None, spec, batch_size=2, shuffle=True, seed=1)
+    counts = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "Length of IterableDataset ... was reported to be" included
+        loader = make_loader(dset, 0)
+        len(loader)  # as a training loop asks once, before its first epoch
+        for epoch in range(4):
+            dset.set_epoch(epoch)
+            counts.append(sum(1 for _ in loader))
+            assert counts[-1] == dset.batches_per_epoch(epoch)
+    assert len(set(counts)) > 1, f"the epochs should differ in length for this test to mean anything: {counts}"
+
+
 # ----------------------------------------------------------------------------- normalisation
 
 

@@ -78,6 +78,27 @@ def test_step_and_time_budgets(tmp_path):
     assert result.stopped.startswith("max_minutes") and len(result.history) < 50 * 2
 
 
+def test_a_time_budget_that_cuts_the_schedule_short_is_warned_about_once(monkeypatch):
+    import warnings
+
+    from geostp.train import trainer
+    from geostp.train.trainer import TrainingBudgetWarning
+
+    monkeypatch.setattr(trainer, "_PACE_STEPS", 3)  # judge the pace early: a loaded machine still gets there
+
+    # 10,000 steps of OneCycle cannot fit in 2 seconds: warned after the pace is measured, once
+    settings = TrainSettings(epochs=1000, max_minutes=2 / 60, progress=False)
+    with pytest.warns(TrainingBudgetWarning, match=r"stops training near step \d+ of the 10000 .*onecycle") as rec:
+        Trainer(tiny_tau(), settings).fit(Batches(n=10))
+    assert len([w for w in rec if w.category is TrainingBudgetWarning]) == 1
+    # a budget that the schedule fits, or a constant rate, is not warned about
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingBudgetWarning)
+        Trainer(tiny_tau(), TrainSettings(epochs=3, max_minutes=30, progress=False)).fit(Batches(n=10))
+        Trainer(tiny_tau(), TrainSettings(epochs=1000, max_minutes=1 / 60, schedule="constant",
+                                          progress=False)).fit(Batches(n=10))
+
+
 def test_early_stopping():
     settings = TrainSettings(epochs=30, lr=1e-9, early_stopping_patience=2, progress=False, schedule="constant")
     result = Trainer(tiny_tau(), settings).fit(Batches(n=2), Batches(n=2, seed=3))

@@ -690,6 +690,10 @@ class CubeLoader(DataLoader):
         dataset = self.dataset
         releaser = Releaser(dataset._slots) if isinstance(dataset, CubeDataset) and self.num_workers > 0 else None
         self.releaser = releaser  # the last iteration's, for diagnostics (releaser.released)
+        if isinstance(dataset, CubeDataset):
+            # An epoch's length depends on the epoch (random patches through the rain filter): take it
+            # now, or DataLoader compares the batches of this epoch with an earlier epoch's count and warns.
+            len(self)
         for batch in super().__iter__():
             if releaser is not None:
                 releaser.track(batch)

@@ -42,7 +42,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from geostp.errors import CheckpointError, ConfigError
 from geostp.train.checkpoint import load_checkpoint, save_checkpoint
 
-__all__ = ["TrainSettings", "TrainResult", "Trainer", "pick_device"]
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
+
+
+_PACE_STEPS = 20  # optimiser steps timed before judging whether the time budget fits the schedule
+
+
+class TrainingBudgetWarning(UserWarning):
+    """The time budget will stop training long before the learning-rate schedule ends."""
 
 
 class TrainSettings(BaseModel):
@@ -381,6 +388,7 @@ class Trainer:
         total_steps = s.epochs * steps_per_epoch
         if s.max_steps:
             total_steps = min(total_steps, s.max_steps)
+        first_step, first_elapsed = self.result.iteration, self.elapsed
         bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
                    desc=f"train {getattr(self.model, 'name', '')}", unit="step", dynamic_ncols=True)
         try:
@@ -393,6 +401,8 @@ class Trainer:
                     if not self._budget_left():
                         break
                     record = self._step(batch)
+                    if self.result.iteration - first_step == _PACE_STEPS:
+                        self._warn_if_time_cuts_schedule(total_steps, first_step, first_elapsed)
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch)
                     if self.checkpoint_dir and self.result.iteration % s.checkpoint_every == 0:
@@ -434,6 +444,30 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:], strict=True))}
         self.result.history.append(record)
         return record
+
+    def _warn_if_time_cuts_schedule(self, total_steps: int, first_step: int, first_elapsed: float) -> None:
+        """Warn once when, at the pace measured so far, ``max_minutes`` ends training early in the schedule.
+
+        A OneCycle or cosine schedule is sized to the epoch/step budget; a time
+        budget that runs out first leaves the learning rate wherever it was
+        (OneCycle still warming up, in the worst case).
+        """
+        s = self.settings
+        if s.max_minutes is None or self.scheduler is None or self.rank != 0:
+            return
+        pace = (self._elapsed_now() - first_elapsed) / max(self.result.iteration - first_step, 1)
+        left = s.max_minutes * 60 - self._elapsed_now()
+        reach = self.result.iteration + int(max(left, 0) / pace)
+        if reach < 0.9 * total_steps:
+            import warnings
+
+            warnings.warn(
+                f"at the measured {pace:.3g} s per step, max_minutes={s.max_minutes:g} stops training near step "
+                f"{reach} of the {total_steps} that the {s.schedule} schedule is sized to "
+                f"({100 * reach / total_steps:.0f} %), so the learning rate never anneals"
+                f"{' (OneCycle warms up over the first 30 %)' if s.schedule == 'onecycle' else ''}; set max_steps "
+                f"(or epochs) to what fits the time, or schedule='constant'",
+                TrainingBudgetWarning, stacklevel=3)
 
     def scheduler_total(self) -> int:
         total = getattr(self.scheduler, "total_steps", None)
