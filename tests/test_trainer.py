@@ -84,19 +84,30 @@ def test_a_time_budget_that_cuts_the_schedule_short_is_warned_about_once(monkeyp
     from geostp.train import trainer
     from geostp.train.trainer import TrainingBudgetWarning
 
-    monkeypatch.setattr(trainer, "_PACE_STEPS", 3)  # judge the pace early: a loaded machine still gets there
+    monkeypatch.setattr(trainer, "_PACE_STEPS", 2)  # judge the pace after steps 2..4
 
-    # 10,000 steps of OneCycle cannot fit in 2 seconds: warned after the pace is measured, once
-    settings = TrainSettings(epochs=1000, max_minutes=2 / 60, progress=False)
-    with pytest.warns(TrainingBudgetWarning, match=r"stops training near step \d+ of the 10000 .*onecycle") as rec:
-        Trainer(tiny_tau(), settings).fit(Batches(n=10))
+    class Enough(Exception):
+        pass
+
+    def run(settings: TrainSettings) -> None:
+        def stop(tr, record):  # the judgement is made at step 4; no need to train on
+            if record["step"] == 6:
+                raise Enough
+
+        t = Trainer(tiny_tau(), settings)
+        t.on_step = stop
+        with pytest.raises(Enough):
+            t.fit(Batches(n=10))
+
+    # a million steps of OneCycle cannot fit in 10 minutes: warned once the pace is measured, once
+    with pytest.warns(TrainingBudgetWarning, match=r"stops training near step \d+ of the 1000000 .*onecycle") as rec:
+        run(TrainSettings(epochs=100_000, max_minutes=10, progress=False))
     assert len([w for w in rec if w.category is TrainingBudgetWarning]) == 1
     # a budget that the schedule fits, or a constant rate, is not warned about
     with warnings.catch_warnings():
         warnings.simplefilter("error", TrainingBudgetWarning)
-        Trainer(tiny_tau(), TrainSettings(epochs=3, max_minutes=30, progress=False)).fit(Batches(n=10))
-        Trainer(tiny_tau(), TrainSettings(epochs=1000, max_minutes=1 / 60, schedule="constant",
-                                          progress=False)).fit(Batches(n=10))
+        run(TrainSettings(epochs=3, max_minutes=10, progress=False))
+        run(TrainSettings(epochs=100_000, max_minutes=10, schedule="constant", progress=False))
 
 
 def test_early_stopping():

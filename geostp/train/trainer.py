@@ -45,7 +45,7 @@ from geostp.train.checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
 
 
-_PACE_STEPS = 20  # optimiser steps timed before judging whether the time budget fits the schedule
+_PACE_STEPS = 10  # warm-up steps skipped, then as many timed, before judging whether the time fits the schedule
 
 
 class TrainingBudgetWarning(UserWarning):
@@ -388,7 +388,8 @@ class Trainer:
         total_steps = s.epochs * steps_per_epoch
         if s.max_steps:
             total_steps = min(total_steps, s.max_steps)
-        first_step, first_elapsed = self.result.iteration, self.elapsed
+        first_step = self.result.iteration
+        pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up steps
         bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
                    desc=f"train {getattr(self.model, 'name', '')}", unit="step", dynamic_ncols=True)
         try:
@@ -401,8 +402,11 @@ class Trainer:
                     if not self._budget_left():
                         break
                     record = self._step(batch)
-                    if self.result.iteration - first_step == _PACE_STEPS:
-                        self._warn_if_time_cuts_schedule(total_steps, first_step, first_elapsed)
+                    done = self.result.iteration - first_step
+                    if done == _PACE_STEPS:  # the first steps are slow (kernels, caches): time the next ones
+                        pace_from = (self.result.iteration, self._elapsed_now())
+                    elif done == 2 * _PACE_STEPS and pace_from is not None:
+                        self._warn_if_time_cuts_schedule(total_steps, *pace_from)
                     bar.update(1)
                     bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch)
                     if self.checkpoint_dir and self.result.iteration % s.checkpoint_every == 0:
@@ -446,7 +450,7 @@ class Trainer:
         return record
 
     def _warn_if_time_cuts_schedule(self, total_steps: int, first_step: int, first_elapsed: float) -> None:
-        """Warn once when, at the pace measured so far, ``max_minutes`` ends training early in the schedule.
+        """Warn once when, at the pace since ``first_step``, ``max_minutes`` ends training early in the schedule.
 
         A OneCycle or cosine schedule is sized to the epoch/step budget; a time
         budget that runs out first leaves the learning rate wherever it was
