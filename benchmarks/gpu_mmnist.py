@@ -800,14 +800,15 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
     if hasattr(model, "sampling_start_iteration"):
         # The schedule's marks (25k / 50k / 5k iterations) are 20 % / 40 % / 4 % of OpenSTL's 200 epochs
         # of 625 steps; a budget run keeps those fractions of its own length.
-        scale = total_steps / OPENSTL_TOTAL_STEPS
-        model.sampling_start_iteration = round(model.sampling_start_iteration * scale)
-        model.sampling_end_iteration = max(model.sampling_start_iteration + 1,
-                                           round(model.sampling_end_iteration * scale))
-        model.sampling_exp_scale = max(1.0, model.sampling_exp_scale * scale)
+        from geostp.train.schedules import schedule_marks_for
+
+        marks = schedule_marks_for(total_steps)
+        model.sampling_start_iteration = marks["sampling_start_iteration"]
+        model.sampling_end_iteration = marks["sampling_end_iteration"]
+        model.sampling_exp_scale = marks["sampling_exp_scale"]
         sampling = {"start_iteration": model.sampling_start_iteration,
                     "end_iteration": model.sampling_end_iteration, "exp_scale": model.sampling_exp_scale,
-                    "scaled_by": scale}
+                    "scaled_by": total_steps / OPENSTL_TOTAL_STEPS}
         log(f"{name}: scheduled-sampling marks scaled to the budget: {sampling}")
     log(f"{name}: compile/first step {compile_s:.1f}s, {1e3 * step_s:.1f} ms/step, "
         f"{left:.0f}s left -> {total_steps} steps ({total_steps / steps_per_epoch:.2f} epochs of {per_epoch})")

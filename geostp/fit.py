@@ -96,6 +96,7 @@ def fit(
         make_loader,
         split_cube,
     )
+    from geostp.train.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks
     from geostp.train.trainer import Trainer, TrainSettings
 
     info = validate_cube(ds, check_values=False)
@@ -162,6 +163,15 @@ def fit(
             f"no training sample: {info.sizes['time']} frames with {len(info.gaps)} gap(s) hold no run of "
             f"{spec.length} consecutive frames{' with rain' if rain else ''}"
         )
+    schedule_info = None
+    if hasattr(net, "sampling_start_iteration") and not any(k in args for k in SCHEDULE_MARK_ARGS):
+        # The papers' scheduled-sampling marks belong to a 125k-step run: keep their fractions of this one.
+        planned = max_steps or (_steps_in_minutes(net, next(iter(train_set)), max_minutes, device)
+                                if max_minutes else epochs * len(train_set))
+        planned = int(min(planned, epochs * len(train_set)))
+        args = fit_schedule_marks(net, args, planned)
+        net = registry.get(model, **args)
+        schedule_info = {"planned_steps": planned, **{k: args[k] for k in SCHEDULE_MARK_ARGS}}
     # Worker processes pay off when batches are read from a store; in-memory cubes stream in-process.
     workers = 2 if ds.encoding.get("source") else 0
     val_loader = None
@@ -170,7 +180,8 @@ def fit(
                               batch_size=batch_size, shuffle=False, seed=seed)
         val_loader = make_loader(val_set, workers) if len(val_set) else None
     metadata = {"variables": variables, "normalizer": normalizer.to_dict(), "schema": schema,
-                "fill_value": normalizer.fill_value, "window": spec.to_dict(), "geostp_version": __version__}
+                "fill_value": normalizer.fill_value, "window": spec.to_dict(), "geostp_version": __version__,
+                "sampling_schedule": schedule_info}
     with tempfile.TemporaryDirectory(prefix="geostp-fit-") as tmp:
         trainer = Trainer(net, settings, checkpoint_dir=tmp, metadata=metadata)
         result = trainer.fit(make_loader(train_set, workers), val_loader, resume=False)
@@ -180,10 +191,39 @@ def fit(
     fitted = FittedForecaster(
         model=net.cpu().eval(), variables=variables, normalizer=normalizer, schema=schema,
         metadata={"fitted": True, "window": spec.to_dict(), "stopped": result.stopped,
-                  "steps": result.iteration, "epochs": result.epochs,
+                  "steps": result.iteration, "epochs": result.epochs, "sampling_schedule": schedule_info,
                   "final_loss": float(np.mean([h["loss"] for h in result.history[-10:]]))},
         fill_value=normalizer.fill_value,
     )
     if use_store:
         fitted.save(stored)
     return fitted
+
+
+def _steps_in_minutes(net, batch: dict[str, Any], minutes: float, device: str) -> int:
+    """About how many optimiser steps of ``net`` on batches like ``batch`` fit in ``minutes`` (timed on a copy)."""
+    import copy
+    import time
+
+    import torch
+
+    from geostp.models.base import bf16_autocast
+    from geostp.train.trainer import pick_device
+
+    dev = pick_device(device)
+    probe = copy.deepcopy(net).to(dev).train()
+    optimizer = torch.optim.Adam(probe.parameters(), lr=1e-3)
+    x, y = batch["x"].to(dev), batch["y"].to(dev)
+    mask = batch["mask_y"].to(dev) if batch.get("mask_y") is not None else None
+    times: list[float] = []
+    # The first steps are slow (kernel selection, caches, page faults; far slower on a busy machine):
+    # time up to 6, the fastest after the first counts; stop early once 15 % of the budget is spent.
+    while len(times) < 6 and (len(times) < 2 or sum(times) < minutes * 9):
+        start = time.perf_counter()
+        with bf16_autocast(dev):
+            loss, _ = probe.training_loss(x, y, iteration=0, mask=mask)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return max(1, int(minutes * 60 / min(times[1:])))

@@ -249,3 +249,50 @@ def test_bounds_clamp_the_frames_that_are_fed_back(name):
     assert net._bounds is None  # bounds only hold during predict
     with pytest.raises(ConfigError, match="bounds must be"):
         net.predict(x, 2, bounds=([1.0], [0.0]))
+
+
+def test_fit_scales_predrnn_sampling_schedule_to_its_own_budget(cube, monkeypatch):
+    """The papers' marks (25k/50k iterations) would leave a short run's decoder teacher-forced throughout."""
+    import importlib
+
+    from geostp.train.schedules import schedule_marks_for
+
+    fit_module = importlib.import_module("geostp.fit")
+    small = dict(hidden_channels=4, num_layers=1, patch_size=4, input_steps=4, output_steps=4)
+    by_steps = fit(cube, "predrnn", model_args=small, patch_size=16, batch_size=4, max_steps=40,
+                   max_minutes=None, use_store=False, progress=False, device="cpu")
+    marks = schedule_marks_for(40)
+    assert by_steps.metadata["sampling_schedule"] == {"planned_steps": 40, **marks}
+    assert by_steps.model.config["sampling_end_iteration"] == marks["sampling_end_iteration"] == 16
+    # by the end of the run the decoder reads its own predictions, as it will at inference
+    assert by_steps.model.teacher_forcing_probabilities(39)[1] == 0.0
+    # under a time budget the steps that fit are timed first (here: pretend 300 fit)
+    monkeypatch.setattr(fit_module, "_steps_in_minutes", lambda net, batch, minutes, device: 300)
+    by_time = fit(cube, "predrnn_v2", model_args=small, patch_size=16, batch_size=4, max_minutes=0.02,
+                  use_store=False, progress=False, device="cpu")
+    assert by_time.metadata["sampling_schedule"]["planned_steps"] == 300
+    assert by_time.model.config["sampling_start_iteration"] == schedule_marks_for(300)["sampling_start_iteration"]
+    # marks the user chose are kept
+    mine = fit(cube, "predrnn", model_args={**small, "sampling_start_iteration": 3, "sampling_end_iteration": 7},
+               patch_size=16, batch_size=4,
+               max_steps=2, max_minutes=None, use_store=False, progress=False, device="cpu")
+    assert mine.model.config["sampling_end_iteration"] == 7 and mine.metadata["sampling_schedule"] is None
+
+
+def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
+    import importlib
+
+    import torch
+
+    from geostp import models
+    from geostp.stream import CubeDataset, WindowSpec
+
+    fit_module = importlib.import_module("geostp.fit")
+    net = models.get("predrnn", hidden_channels=4, num_layers=1, patch_size=4, input_steps=4, output_steps=4,
+                     channels=1)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    data = cube.fillna(0)
+    batch = next(iter(CubeDataset(data, ["precipitation"], WindowSpec(4, 4, patch_size=16), batch_size=2)))
+    n = fit_module._steps_in_minutes(net, batch, 0.5, "cpu")
+    assert 1 <= n < 30 * 60 / 1e-4  # at least one step; not faster than 0.1 ms a step
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the probe changed the model"

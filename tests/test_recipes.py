@@ -164,6 +164,31 @@ def test_train_saves_recipe_beside_outputs_and_in_checkpoints(tmp_path):
         model="tau")[0]), rel=1e-5)
 
 
+def test_a_recipe_places_predrnn_sampling_marks_for_its_own_run(tmp_path):
+    from geostp.recipes import load_recipe, run_recipe
+    from geostp.train.checkpoint import load_checkpoint
+    from geostp.train.schedules import schedule_marks_for
+
+    small = {"hidden_channels": 4, "num_layers": 1, "patch_size": 4}
+    recipe = _synthetic_train(tmp_path, **{"model.args": small, "model.name": "predrnn_v2",
+                                           "training.max_steps": 10, "evaluation.baselines": []})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_recipe(load_recipe(_write(tmp_path, recipe)), progress=False)
+    config = load_checkpoint(tmp_path / "run" / "model.pt")["model_config"]
+    assert {k: config[k] for k in schedule_marks_for(10)} == schedule_marks_for(10)
+    # marks written in the recipe stay as written
+    mine = _synthetic_train(tmp_path, **{"model.args": {**small, "sampling_start_iteration": 4,
+                                                         "sampling_end_iteration": 9},
+                                         "model.name": "predrnn_v2", "training.max_steps": 1,
+                                         "evaluation.baselines": [], "output.dir": str(tmp_path / "mine")})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_recipe(load_recipe(_write(tmp_path, mine, "mine.yaml")), progress=False)
+    config = load_checkpoint(tmp_path / "mine" / "model.pt")["model_config"]
+    assert config["sampling_end_iteration"] == 9 and config["sampling_start_iteration"] == 4
+
+
 #: Per-source --set values: a short stretch of time (splits to match) so a run reads a few dozen frames.
 SPLITS_20 = "data.splits={train: 0.5, validation: 0.2, test: 0.3}"  # of 20 frames: 10, 4, 6
 SMALL_DATA = {

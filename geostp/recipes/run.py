@@ -266,6 +266,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     from geostp.stream import CubeDataset, compute_statistics, make_loader
     from geostp.stream.windows import cube_variables
     from geostp.train.checkpoint import load_checkpoint
+    from geostp.train.schedules import fit_schedule_marks
     from geostp.train.trainer import Trainer, TrainSettings
 
     where = _where(recipe)
@@ -303,6 +304,13 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     if len(train_set) == 0:
         raise ConfigError(f"{where}: data.splits.train: no training sample (windows of {spec.length} consecutive "
                           f"frames{' with rain' if spec.rain else ''} in the training split)")
+    # Recurrent models: the papers' scheduled-sampling marks at their fractions of this run's steps
+    # (unless model.args sets them); the same recipe and data give the same marks, so a resume agrees.
+    planned = tr.epochs * len(train_set) if not tr.max_steps else min(tr.epochs * len(train_set), tr.max_steps)
+    scaled = fit_schedule_marks(net, args, planned)
+    if scaled is not None:
+        args = scaled
+        net = _build(recipe.model.name, args)  # type: ignore[arg-type]
     recipe_dict = recipe.model_dump(mode="json")
     metadata = {"variables": variables, "normalizer": normalizer.to_dict(), "schema": cube_schema(cube, variables),
                 "fill_value": normalizer.fill_value, "window": spec.to_dict(), "recipe": recipe_dict,
