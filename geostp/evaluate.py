@@ -27,6 +27,8 @@ def evaluate(
     scales: Sequence[int] = (),
     data_range: float = 1.0,
     device: str = "auto",
+    tile: int | None = None,
+    overlap: int = 32,
     transfer: bool = False,
     progress: bool = True,
     print_table: bool = True,
@@ -47,6 +49,9 @@ def evaluate(
         The variable to verify (default: the first forecast variable).
     metrics, thresholds, scales, data_range
         Passed to :func:`geostp.metrics.verify`.
+    tile, overlap
+        Forecast in overlapping tiles of ``tile`` pixels (:meth:`geostp.forecast.FittedForecaster.predict`),
+        e.g. the patch size a model was trained on.
     transfer
         Let trained models run on a grid or time step other than their training
         data's (:meth:`geostp.forecast.FittedForecaster.predict`).
@@ -64,8 +69,8 @@ def evaluate(
         raise ConfigError("evaluate needs at least one model")
     results = []
     for label, model in models.items():
-        fc = forecast(ds, model, steps, reference_times=list(reference_times), device=device, transfer=transfer,
-                      progress=progress)
+        fc = forecast(ds, model, steps, reference_times=list(reference_times), device=device, tile=tile, overlap=overlap,
+                      transfer=transfer, progress=progress)
         if "variable" in fc.dims:
             var = variable or str(fc["variable"].values[0])
             fc = fc.sel(variable=var)

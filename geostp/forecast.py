@@ -300,7 +300,8 @@ class FittedForecaster:
         """Model output ``[steps, C, H, W]`` for one window, padded (and tiled) as the model needs."""
         t, c, h, w = x.shape
         m = int(getattr(model, "spatial_multiple", 1))
-        if tile is None or (h <= tile and w <= tile):
+        # Baselines run whole: their cost is small, and optical flow needs the whole field for its motion.
+        if tile is None or (h <= tile and w <= tile) or not getattr(model, "trainable", True):
             return _padded_predict(model, x, steps, m, device, bounds)
         if tile % m or tile <= 2 * overlap:
             raise ConfigError(f"tile={tile} must be a multiple of {m} and larger than 2 x overlap={overlap}")
@@ -409,6 +410,7 @@ def forecast(
     use_store: bool = True,
     device: str = "auto",
     tile: int | None = None,
+    overlap: int = 32,
     transfer: bool = False,
     progress: bool = True,
 ) -> xr.DataArray:
@@ -434,8 +436,9 @@ def forecast(
         Look up / save a model fitted on ``ds`` in the local model store.
     device
         ``auto`` (GPU when available), ``cpu`` or ``cuda``.
-    tile
-        Forecast large grids in overlapping tiles of this size (pixels), blended.
+    tile, overlap
+        Forecast large grids in tiles of ``tile`` pixels that overlap by ``overlap``, blended (learned
+        models; baselines run on the whole grid).
     transfer
         Apply a trained model to a grid or time step other than its training data's
         (:meth:`FittedForecaster.predict`); otherwise such data is refused.
@@ -461,4 +464,4 @@ def forecast(
         raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
                           f"got {type(model).__name__}")
     return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
-                          transfer=transfer, progress=progress)
+                          overlap=overlap, transfer=transfer, progress=progress)
