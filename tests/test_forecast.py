@@ -296,3 +296,18 @@ def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
     n = fit_module._steps_in_minutes(net, batch, 0.5, "cpu")
     assert 1 <= n < 30 * 60 / 1e-4  # at least one step; not faster than 0.1 ms a step
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the probe changed the model"
+
+
+def test_tiles_apply_to_learned_models_and_baselines_run_whole(cube, fitted):
+    whole = geostp.forecast(cube, model=fitted, steps=3, progress=False)
+    tiled = geostp.forecast(cube, model=fitted, steps=3, tile=16, overlap=4, progress=False)
+    assert tiled.shape == whole.shape
+    assert not np.allclose(np.nan_to_num(tiled.values), np.nan_to_num(whole.values))  # tiles were used
+    flow = geostp.fit(cube, "optical_flow", model_args={"input_steps": 3})
+    a = geostp.forecast(cube, model=flow, steps=3, progress=False)
+    b = geostp.forecast(cube, model=flow, steps=3, tile=16, overlap=4, progress=False)
+    np.testing.assert_array_equal(a.values, b.values)
+    scores = evaluate(cube, {"tau": fitted, "persistence": "persistence"}, steps=2,
+                      reference_times=cube["time"].values[[20, 30]], tile=16, overlap=4, progress=False,
+                      print_table=False)
+    assert np.isfinite(scores["mse"].values).all()
