@@ -465,12 +465,12 @@ class Trainer:
         if reach < 0.9 * total_steps:
             import warnings
 
+            where = ("still warming up" if s.schedule == "onecycle" and reach < 0.3 * total_steps
+                     else "before the learning rate has annealed")
             warnings.warn(
                 f"at the measured {pace:.3g} s per step, max_minutes={s.max_minutes:g} stops training near step "
                 f"{reach} of the {total_steps} that the {s.schedule} schedule is sized to "
-                f"({100 * reach / total_steps:.0f} %), so the learning rate never anneals"
-                f"{' (OneCycle warms up over the first 30 %)' if s.schedule == 'onecycle' else ''}; set max_steps "
-                f"(or epochs) to what fits the time, or schedule='constant'",
+                f"({100 * reach / total_steps:.0f} %), {where}; set max_steps (or epochs) to what fits the time, or schedule='constant'",
                 TrainingBudgetWarning, stacklevel=3)
 
     def scheduler_total(self) -> int:
