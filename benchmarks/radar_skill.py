@@ -128,8 +128,7 @@ def main() -> None:
                     help="average BoM over N x N pixels (4: 2 km / 10 min = MeteoSwiss' 1 km / 5 min in pixels per step)")
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--tile", type=int, default=0,
-                    help="forecast the learned model in overlapping tiles of this size (0: the whole domain; "
-                         "geostp's own default tiles TAU at its training patch size)")
+                    help="forecast the learned model in overlapping tiles of this size (0: the whole domain)")
     ap.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels")
     ap.add_argument("--save-model", type=Path, default=None, help="also write the fitted model here")
     ap.add_argument("--load-model", type=Path, default=None,
@@ -143,7 +142,7 @@ def main() -> None:
     n_refs = args.refs if args.refs is not None else (3 if args.quick else 12)
     size = args.crop if args.crop is not None else (256 if args.quick else None)
     scales = [int(s) for s in args.scales.split(",") if s]
-    tile = args.tile  # 0: the whole domain at once (not the library's default choice, which tiles TAU)
+    tile = args.tile or None
     os.environ.setdefault("GEOSTP_DATA", str(REPO.parent / "shared" / "data"))
     warnings.filterwarnings("ignore", category=RuntimeWarning)
 

@@ -50,8 +50,8 @@ def evaluate(
     metrics, thresholds, scales, data_range
         Passed to :func:`geostp.metrics.verify`.
     tile, overlap
-        ``None``: each model's choice; ``0``: whole grids; ``N``: overlapping tiles of ``N`` pixels
-        (:meth:`geostp.forecast.FittedForecaster.predict`).
+        Forecast in overlapping tiles of ``tile`` pixels (:meth:`geostp.forecast.FittedForecaster.predict`),
+        e.g. the patch size a model was trained on.
     transfer
         Let trained models run on a grid or time step other than their training
         data's (:meth:`geostp.forecast.FittedForecaster.predict`).

@@ -216,15 +216,6 @@ class FittedForecaster:
         size / time step near the training data's (coarsen or resample it)
         for the model to see the speeds it knows.  The output's ``transfer``
         attribute records the training grid and step.
-
-        ``tile``: ``None`` (default) lets the model choose. A model whose
-        layers average over the whole input (TAU's squeeze-and-excitation)
-        and that was trained on patches forecasts in tiles of its training
-        patch size, overlapping by a quarter of it: on a whole domain it
-        would meet statistics it never saw. Other models run on the whole
-        grid. ``0`` forces the whole grid; ``N`` tiles of ``N`` pixels
-        overlapping by ``overlap``. The output's ``tile`` attribute says
-        which ran.
         """
         from geostp.train.trainer import pick_device
 
@@ -277,7 +268,6 @@ class FittedForecaster:
         from tqdm.auto import tqdm
 
         bounds = self.output_bounds()
-        tile, overlap = self._tiling(tile, overlap, int(cube.sizes["y"]), int(cube.sizes["x"]))
         for start, end in tqdm(positions, disable=not progress or len(positions) < 2, desc="forecast"):
             window = cube[self.variables].isel(time=slice(start, end + 1))
             raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
@@ -298,28 +288,12 @@ class FittedForecaster:
         from geostp import __version__
 
         attrs["geostp_version"] = __version__
-        attrs["tile"] = f"{tile} x {tile} pixels, overlap {overlap}" if tile else "whole grid"
         if transfer and self.schema is not None:
             attrs["transfer"] = (f"applied outside its training data: trained on a {self.schema['shape'][0]} x "
                                  f"{self.schema['shape'][1]} grid with a step of "
                                  f"{self.schema.get('time_step_seconds')} s")
         return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
                                      variables=self.variables, step=step, attrs=attrs)
-
-    def _tiling(self, tile: int | None, overlap: int, ny: int, nx: int) -> tuple[int | None, int]:
-        """``(tile, overlap)`` to run with: ``tile=None`` resolved (see :meth:`predict`), ``0`` meaning whole."""
-        if tile is not None:
-            if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 0:
-                raise ConfigError(f"tile must be None (the model's choice), 0 (whole grid) or a size in pixels; "
-                                  f"got {tile!r}")
-            return (int(tile) or None), overlap
-        patch = (self.metadata.get("window") or {}).get("patch_size")
-        if not getattr(self.model, "pools_globally", False) or patch is None:
-            return None, overlap
-        side = min(patch) if isinstance(patch, (list, tuple)) else int(patch)
-        if ny <= side and nx <= side:
-            return None, overlap
-        return side, side // 4
 
     def _run(self, model, x: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
              overlap: int, bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:
@@ -463,9 +437,8 @@ def forecast(
     device
         ``auto`` (GPU when available), ``cpu`` or ``cuda``.
     tile, overlap
-        ``None``: the model's choice (TAU trained on patches runs in tiles of its patch size, others
-        whole); ``0``: the whole grid; ``N``: tiles of ``N`` pixels overlapping by ``overlap``, blended
-        (learned models; baselines always run whole). See :meth:`FittedForecaster.predict`.
+        Forecast large grids in tiles of ``tile`` pixels that overlap by ``overlap``, blended (learned
+        models; baselines run on the whole grid).
     transfer
         Apply a trained model to a grid or time step other than its training data's
         (:meth:`FittedForecaster.predict`); otherwise such data is refused.

@@ -299,7 +299,7 @@ def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
 
 
 def test_tiles_apply_to_learned_models_and_baselines_run_whole(cube, fitted):
-    whole = geostp.forecast(cube, model=fitted, steps=3, tile=0, progress=False)
+    whole = geostp.forecast(cube, model=fitted, steps=3, progress=False)
     tiled = geostp.forecast(cube, model=fitted, steps=3, tile=16, overlap=4, progress=False)
     assert tiled.shape == whole.shape
     assert not np.allclose(np.nan_to_num(tiled.values), np.nan_to_num(whole.values))  # tiles were used
@@ -311,21 +311,3 @@ def test_tiles_apply_to_learned_models_and_baselines_run_whole(cube, fitted):
                       reference_times=cube["time"].values[[20, 30]], tile=16, overlap=4, progress=False,
                       print_table=False)
     assert np.isfinite(scores["mse"].values).all()
-
-
-def test_tau_trained_on_patches_forecasts_in_tiles_of_its_patch_by_default(cube, fitted):
-    """TAU's squeeze-and-excitation averages over its input: by default it runs at the size it was trained on."""
-    assert fitted.metadata["window"]["patch_size"] == 16
-    auto = geostp.forecast(cube, model=fitted, steps=2, progress=False)
-    tiled = geostp.forecast(cube, model=fitted, steps=2, tile=16, overlap=4, progress=False)
-    whole = geostp.forecast(cube, model=fitted, steps=2, tile=0, progress=False)
-    assert auto.attrs["tile"] == "16 x 16 pixels, overlap 4" and whole.attrs["tile"] == "whole grid"
-    np.testing.assert_array_equal(auto.values, tiled.values)
-    assert not np.allclose(np.nan_to_num(auto.values), np.nan_to_num(whole.values))
-    # a grid no larger than the patch runs whole; models without global pooling run whole
-    small = geostp.forecast(cube.isel(y=slice(0, 16), x=slice(0, 16)), model=fitted, steps=2, transfer=True,
-                            progress=False)
-    assert small.attrs["tile"] == "whole grid"
-    assert geostp.forecast(cube, model="persistence", steps=2, progress=False).attrs["tile"] == "whole grid"
-    with pytest.raises(ConfigError, match="tile must be None"):
-        geostp.forecast(cube, model=fitted, steps=2, tile=-1, progress=False)

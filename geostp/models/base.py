@@ -184,15 +184,10 @@ class Forecaster(nn.Module):
         Registry name (class attribute).
     trainable : bool
         False for baselines: they have no parameters to optimise.
-    pools_globally : bool
-        True when a layer averages over the whole input (TAU's squeeze-and-
-        excitation): the output then depends on the input's extent, and a
-        model trained on patches should forecast in tiles of that size.
     """
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
-    pools_globally: ClassVar[bool] = False
 
     def __init__(
         self, *, input_steps: int, output_steps: int, channels: int, spatial_multiple: int = 1

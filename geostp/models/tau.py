@@ -234,8 +234,6 @@ class TAU(Forecaster):
         ``τ`` of its softmax.
     """
 
-    pools_globally = True  # the temporal attention's squeeze-and-excitation averages over H x W
-
     def __init__(
         self,
         *,

@@ -211,8 +211,7 @@ class NowcastSection(_Strict):
     max_attempts: int = Field(3, ge=1, description="tries of a cycle that fails unexpectedly")
     expected_shape: tuple[int, int] | None = Field(None, description="(ny, nx) every frame must have")
     device: str = "cpu"
-    tile: int | None = Field(None, ge=0, description="null: the model's choice (TAU trained on patches runs in "
-                             "tiles of its patch size); 0: the whole grid; N: tiles of N pixels")
+    tile: int | None = Field(None, ge=8)
     reference_time: str | None = Field(None, description="one-shot runs: this reference time, not the newest")
 
 
