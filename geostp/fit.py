@@ -96,7 +96,7 @@ def fit(
         make_loader,
         split_cube,
     )
-    from geostp.train.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks
+    from geostp.train.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks, takes_schedule_marks
     from geostp.train.trainer import Trainer, TrainSettings
 
     info = validate_cube(ds, check_values=False)
@@ -164,11 +164,11 @@ def fit(
             f"{spec.length} consecutive frames{' with rain' if rain else ''}"
         )
     schedule_info = None
-    if hasattr(net, "sampling_start_iteration") and not any(k in args for k in SCHEDULE_MARK_ARGS):
+    if takes_schedule_marks(net, args):
         # The papers' scheduled-sampling marks belong to a 125k-step run: keep their fractions of this one.
-        planned = max_steps or (_steps_in_minutes(net, next(iter(train_set)), max_minutes, device)
-                                if max_minutes else epochs * len(train_set))
-        planned = int(min(planned, epochs * len(train_set)))
+        planned = settings.planned_steps(len(train_set))
+        if max_steps is None and max_minutes:  # a time budget: as many as fit in it, timed
+            planned = min(planned, _steps_in_minutes(net, next(iter(train_set)), max_minutes, device))
         args = fit_schedule_marks(net, args, planned)
         net = registry.get(model, **args)
         schedule_info = {"planned_steps": planned, **{k: args[k] for k in SCHEDULE_MARK_ARGS}}

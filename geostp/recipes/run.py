@@ -306,8 +306,8 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
                           f"frames{' with rain' if spec.rain else ''} in the training split)")
     # Recurrent models: the papers' scheduled-sampling marks at their fractions of this run's steps
     # (unless model.args sets them); the same recipe and data give the same marks, so a resume agrees.
-    planned = tr.epochs * len(train_set) if not tr.max_steps else min(tr.epochs * len(train_set), tr.max_steps)
-    scaled = fit_schedule_marks(net, args, planned)
+    settings = TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"}))
+    scaled = fit_schedule_marks(net, args, settings.planned_steps(len(train_set)))
     if scaled is not None:
         args = scaled
         net = _build(recipe.model.name, args)  # type: ignore[arg-type]
@@ -315,7 +315,6 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     metadata = {"variables": variables, "normalizer": normalizer.to_dict(), "schema": cube_schema(cube, variables),
                 "fill_value": normalizer.fill_value, "window": spec.to_dict(), "recipe": recipe_dict,
                 "geostp_version": __version__}
-    settings = TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"}))
     if not progress:
         settings = settings.model_copy(update={"progress": False})
     trainer = Trainer(net, settings, checkpoint_dir=out / "checkpoints", metadata=metadata)

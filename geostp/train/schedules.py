@@ -19,6 +19,7 @@ __all__ = [
     "REFERENCE_TRAINING_STEPS",
     "schedule_marks_for",
     "SCHEDULE_MARK_ARGS",
+    "takes_schedule_marks",
     "fit_schedule_marks",
     "reverse_scheduled_sampling",
     "scheduled_sampling",
@@ -54,13 +55,15 @@ def schedule_marks_for(total_steps: int) -> dict[str, int | float]:
 SCHEDULE_MARK_ARGS = ("sampling_start_iteration", "sampling_end_iteration", "sampling_exp_scale")
 
 
-def fit_schedule_marks(model: object, args: dict, total_steps: int) -> dict | None:
-    """``args`` with the marks placed for a run of ``total_steps`` (:func:`schedule_marks_for`), or ``None``.
+def takes_schedule_marks(model: object, args: dict) -> bool:
+    """Whether ``model`` has a sampling schedule whose marks ``args`` leaves to the run (marks a user chose are theirs)."""
+    return hasattr(model, "sampling_start_iteration") and not any(k in args for k in SCHEDULE_MARK_ARGS)
 
-    ``None`` when ``model`` has no sampling schedule or ``args`` already sets a
-    mark: marks a user chose are theirs.
-    """
-    if not hasattr(model, "sampling_start_iteration") or any(k in args for k in SCHEDULE_MARK_ARGS):
+
+def fit_schedule_marks(model: object, args: dict, total_steps: int) -> dict | None:
+    """``args`` with the marks placed for a run of ``total_steps`` (:func:`schedule_marks_for`), or ``None``
+    when :func:`takes_schedule_marks` says no."""
+    if not takes_schedule_marks(model, args):
         return None
     return {**args, **schedule_marks_for(int(total_steps))}
 

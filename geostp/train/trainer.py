@@ -76,6 +76,11 @@ class TrainSettings(BaseModel):
     find_unused_parameters: bool = Field(False, description="DDP: allow parameters that a step does not use")
     sync_batchnorm: bool = Field(False, description="DDP on CUDA: convert BatchNorm to SyncBatchNorm")
 
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """Optimiser steps the epoch and step budgets allow: what the schedules are sized to."""
+        total = self.epochs * steps_per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
 
 @dataclass
 class TrainResult:
@@ -197,10 +202,7 @@ class Trainer:
     # ------------------------------------------------------------------ schedule
     def _make_scheduler(self, steps_per_epoch: int) -> None:
         s = self.settings
-        total = s.epochs * steps_per_epoch
-        if s.max_steps:
-            total = min(total, s.max_steps)
-        total = max(total, 1)
+        total = max(s.planned_steps(steps_per_epoch), 1)
         if s.schedule == "onecycle":
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer, max_lr=s.lr, total_steps=total + 1)
@@ -385,9 +387,7 @@ class Trainer:
             self.restore(last)
         self.model.train()
         self._clock = time.perf_counter()
-        total_steps = s.epochs * steps_per_epoch
-        if s.max_steps:
-            total_steps = min(total_steps, s.max_steps)
+        total_steps = s.planned_steps(steps_per_epoch)
         first_step = self.result.iteration
         pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up steps
         bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
