@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
+from geostp._version import __version__
 from geostp.errors import (
     CheckpointError,
     ConfigError,
@@ -13,11 +12,6 @@ from geostp.errors import (
     StoreError,
     UnknownNameError,
 )
-
-try:
-    __version__ = version("geostp")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
 
 __all__ = [
     "__version__",

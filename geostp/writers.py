@@ -1,0 +1,263 @@
+"""Writing files: the one atomic write and the one CF forecast encoding.
+
+Atomic writes
+    Every file geostp writes for others to read (forecasts, checkpoints,
+    resolved recipes, scores, maps, the runner's grid record) goes to a
+    temporary name in the same folder (``.<name>.tmp-<token>``), is flushed to
+    disk (fsync, the whole tree for a zarr store), then renamed onto its final
+    name (``os.replace``) and the folder is fsynced: a reader sees the complete
+    file or the previous one, never a half-written one.  If the writer raises,
+    the temporary is removed and the previous file is left as it was.
+    :func:`atomic_path` is the context manager (it yields the temporary path
+    for writers such as ``to_netcdf``); :func:`atomic_write_text` and
+    :func:`atomic_write_bytes` wrap it.  The zarr store's own swap
+    (:mod:`geostp.data.ingest`) is the only other rename in the package.
+
+Forecast files
+    :func:`forecast_dataset` gives a forecast its global attributes
+    (``Conventions``, ``title``, ``source``, ``history``, ``geostp_version``,
+    ``forecast_reference_time``, and any provenance passed in ``attrs``) and its
+    encoding (``lead_time`` as int32 minutes; data variables of two dimensions
+    or more compressed with zlib level 1 in netCDF, zarr's default compressor in
+    zarr); :func:`write_forecast` writes one file and :func:`write_forecasts`
+    several formats at once (all or none).  ``geostp demo``, nowcast recipes and
+    the operational runner all write through them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import xarray as xr
+
+from geostp._version import __version__
+from geostp.errors import ConfigError
+
+__all__ = [
+    "TMP_MARK",
+    "temp_path",
+    "is_temp_name",
+    "atomic_path",
+    "atomic_paths",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "remove_path",
+    "FORMATS",
+    "SUFFIXES",
+    "CONVENTIONS",
+    "forecast_dataset",
+    "forecast_encoding",
+    "write_forecast",
+    "write_forecasts",
+]
+
+#: Marks a temporary name: ``.<final name>.tmp-<token>``.
+TMP_MARK = ".tmp-"
+Format = Literal["netcdf", "zarr"]
+FORMATS: tuple[str, ...] = ("netcdf", "zarr")
+SUFFIXES: dict[str, str] = {"netcdf": ".nc", "zarr": ".zarr"}
+CONVENTIONS = "CF-1.8"
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def temp_path(path: str | os.PathLike[str], token: str | None = None) -> Path:
+    """The temporary name :func:`atomic_path` writes ``path`` under: hidden, in the same folder."""
+    path = Path(path)
+    hidden = path.name if path.name.startswith(".") else "." + path.name
+    return path.with_name(f"{hidden}{TMP_MARK}{token or uuid.uuid4().hex[:8]}")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is a temporary of :func:`atomic_path` (a leftover if no writer is running)."""
+    return name.startswith(".") and TMP_MARK in name
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file or a folder tree, ignoring one that is already gone."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    if path.is_dir():
+        for p in sorted(path.rglob("*")):
+            _fsync(p)
+    _fsync(path)
+
+
+@contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike[str]], *, keep_existing: bool = False,
+                 before_commit: Callable[[], None] | None = None) -> Iterator[list[Path]]:
+    """Temporary paths for ``paths``, renamed onto them together once the block succeeds.
+
+    The block writes each temporary (a file or a folder); on success every one
+    is fsynced, ``before_commit`` is called, each is renamed onto its final
+    name and the folders are fsynced.  If the block (or anything before the
+    renames) raises, every temporary is removed and the finals are untouched.
+    With ``keep_existing`` a final that exists at commit time is kept and its
+    temporary discarded (the forecast of a reference time never changes).
+    """
+    finals = [Path(p) for p in paths]
+    token = uuid.uuid4().hex[:8]
+    tmps = [temp_path(p, token) for p in finals]
+    for p in finals:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmps
+        for tmp in tmps:
+            if tmp.exists():
+                _fsync_tree(tmp)
+        if before_commit is not None:
+            before_commit()
+        for tmp, final in zip(tmps, finals, strict=True):
+            if not tmp.exists():
+                raise FileNotFoundError(f"the writer of {final} wrote nothing to {tmp}")
+            if keep_existing and final.exists():
+                remove_path(tmp)
+                continue
+            os.replace(tmp, final)
+        for folder in dict.fromkeys(p.parent for p in finals):
+            _fsync(folder)
+    except BaseException:
+        for tmp in tmps:
+            with contextlib.suppress(OSError):
+                remove_path(tmp)
+        raise
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, keep_existing: bool = False,
+                before_commit: Callable[[], None] | None = None) -> Iterator[Path]:
+    """A temporary path for ``path`` (write to it in the block): renamed onto ``path`` only if the block succeeds.
+
+    Examples
+    --------
+    >>> with atomic_path(folder / "scores.nc") as tmp:  # doctest: +SKIP
+    ...     scores.to_netcdf(tmp)
+    """
+    with atomic_paths([path], keep_existing=keep_existing, before_commit=before_commit) as (tmp,):
+        yield tmp
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- forecast files
+
+
+def _attr_value(v: Any) -> Any:
+    return v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)
+
+
+def forecast_dataset(data: xr.DataArray | xr.Dataset, *, attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """A forecast as the Dataset geostp writes: the CF global attributes and the one encoding.
+
+    ``data`` is what :func:`geostp.forecast` returns (a DataArray, with a
+    ``variable`` dimension for several variables) or a Dataset of it.  The
+    model's name is read from its ``model`` attribute, the reference time from
+    its ``forecast_reference_time`` coordinate; ``attrs`` add provenance (the
+    input files, the recipe; values that are not str/int/float become JSON).
+    """
+    if isinstance(data, xr.Dataset):
+        ds = data.copy()
+        model = next((str(ds[v].attrs["model"]) for v in ds.data_vars if "model" in ds[v].attrs),
+                     str(ds.attrs.get("model", "")))
+    elif "variable" in data.dims:
+        ds, model = data.to_dataset(dim="variable").copy(), str(data.attrs.get("model", ""))
+    else:
+        ds, model = data.to_dataset(name=data.name or "forecast").copy(), str(data.attrs.get("model", ""))
+    extra = dict(attrs or {})
+    model = str(extra.pop("model", model)) or "unknown"
+    ref = ""
+    if "forecast_reference_time" in ds.coords and ds["forecast_reference_time"].size == 1:
+        ref = pd.Timestamp(ds["forecast_reference_time"].values.item()).isoformat()
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ds.attrs = {
+        "Conventions": CONVENTIONS,
+        "title": f"geostp nowcast from {ref}" if ref else "geostp nowcast",
+        "source": f"geostp {__version__}, model {model}",
+        "history": f"{now} written by geostp {__version__}",
+        "geostp_version": __version__,
+        "forecast_reference_time": ref,
+        **{k: _attr_value(v) for k, v in extra.items()},
+    }
+    for name in ds.variables:  # the encoding is ours, not whatever the inputs were read with
+        ds[name].encoding = {}
+    if "lead_time" in ds.coords:
+        ds["lead_time"].encoding.update({"units": "minutes", "dtype": "int32"})
+    return ds
+
+
+def forecast_encoding(ds: xr.Dataset, format: Format = "netcdf") -> dict[str, dict[str, Any]]:
+    """Per-variable encoding of a forecast file: zlib level 1 for netCDF data variables of 2+ dims."""
+    if format == "netcdf":
+        return {str(v): {"zlib": True, "complevel": 1} for v in ds.data_vars if ds[v].ndim >= 2}
+    if format == "zarr":
+        return {}
+    raise ConfigError(f"format={format!r}; expected one of {list(FORMATS)}")
+
+
+def _write_one(ds: xr.Dataset, tmp: Path, format: str) -> None:
+    if format == "netcdf":
+        ds.to_netcdf(tmp, encoding=forecast_encoding(ds, "netcdf"), engine="netcdf4")
+    else:
+        ds.to_zarr(tmp, mode="w-", consolidated=True, encoding=forecast_encoding(ds, "zarr"))
+
+
+def _format_of(path: Path, format: str | None) -> str:
+    if format is None:
+        format = next((f for f, s in SUFFIXES.items() if path.suffix == s), None)
+        if format is None:
+            raise ConfigError(f"cannot tell the format of {path.name} from its suffix; give format= "
+                              f"(one of {list(FORMATS)})")
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r}; expected one of {list(FORMATS)}")
+    return format
+
+
+def write_forecasts(data: xr.DataArray | xr.Dataset, targets: Sequence[tuple[str | None, str | os.PathLike[str]]], *,
+                    attrs: Mapping[str, Any] | None = None, keep_existing: bool = False,
+                    before_commit: Callable[[], None] | None = None) -> list[Path]:
+    """Write one forecast in several ``(format, path)`` at once, atomically: all appear, or none."""
+    targets = [(_format_of(Path(p), f), Path(p)) for f, p in targets]
+    ds = forecast_dataset(data, attrs=attrs)
+    with atomic_paths([p for _, p in targets], keep_existing=keep_existing, before_commit=before_commit) as tmps:
+        for (fmt, _), tmp in zip(targets, tmps, strict=True):
+            _write_one(ds, tmp, fmt)
+    return [p for _, p in targets]
+
+
+def write_forecast(data: xr.DataArray | xr.Dataset, path: str | os.PathLike[str], *,
+                   format: Format | None = None, attrs: Mapping[str, Any] | None = None) -> Path:
+    """Write a forecast as CF netCDF or zarr (``format`` defaults to the suffix: ``.nc`` or ``.zarr``), atomically."""
+    (out,) = write_forecasts(data, [(format, path)], attrs=attrs)
+    return out

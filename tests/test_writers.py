@@ -1,0 +1,94 @@
+"""The one atomic write and the one CF forecast encoding (geostp.writers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from geostp.writers import (
+    atomic_path,
+    atomic_paths,
+    atomic_write_bytes,
+    atomic_write_text,
+    forecast_dataset,
+    is_temp_name,
+    write_forecast,
+    write_forecasts,
+)
+
+
+def _forecast(model: str = "persistence") -> xr.DataArray:
+    leads = pd.to_timedelta([5, 10, 15], unit="min")
+    ref = np.datetime64("2024-05-01T12:00", "ns")
+    da = xr.DataArray(np.random.default_rng(0).random((3, 8, 6), dtype=np.float32),
+                      dims=("lead_time", "y", "x"), name="precipitation",
+                      coords={"lead_time": leads, "y": np.arange(8.0) * 1000, "x": np.arange(6.0) * 1000,
+                              "forecast_reference_time": ref, "valid_time": ("lead_time", ref + leads.values)},
+                      attrs={"model": model, "units": "mm h-1"})
+    return da
+
+
+def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):
+    p = atomic_write_text(tmp_path / "a.txt", "one")
+    atomic_write_text(p, "two")
+    atomic_write_bytes(tmp_path / "sub" / "b.bin", b"\x00\x01")
+    assert p.read_text() == "two" and (tmp_path / "sub" / "b.bin").read_bytes() == b"\x00\x01"
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.txt", "sub"]
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_writer_that_raises_leaves_no_partial_file(tmp_path, existing):
+    target = tmp_path / "out.nc"
+    if existing:
+        target.write_text("previous")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and is_temp_name(tmp.name)
+        tmp.write_bytes(b"half a file")
+        raise RuntimeError("disk full")
+    assert [f.name for f in tmp_path.iterdir()] == (["out.nc"] if existing else [])
+    if existing:
+        assert target.read_text() == "previous"
+
+
+def test_a_failing_forecast_writer_leaves_nothing(tmp_path, monkeypatch):
+    def broken(self, path, *args, **kwargs):
+        open(path, "wb").write(b"CDF half")  # noqa: SIM115
+        raise OSError("disk full")
+
+    monkeypatch.setattr(xr.Dataset, "to_netcdf", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_forecast(_forecast(), tmp_path / "nowcast_202405011200.nc")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_paths_commit_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b"
+    with pytest.raises(ValueError), atomic_paths([a, b]) as (ta, tb):
+        ta.write_text("a")
+        tb.mkdir()
+        (tb / "inner").write_text("b")
+        raise ValueError("second writer failed")
+    assert list(tmp_path.iterdir()) == []
+    a.write_text("stale")
+    with atomic_paths([a, b], keep_existing=True) as (ta, tb):
+        ta.write_text("new")
+        tb.mkdir()
+    assert a.read_text() == "stale" and b.is_dir() and not [p for p in tmp_path.iterdir() if is_temp_name(p.name)]
+
+
+def test_forecast_files_carry_the_cf_attrs_and_encoding(tmp_path):
+    da = _forecast("tau")
+    ds = forecast_dataset(da, attrs={"input_files": "a.nc, b.nc", "geostp_recipe": {"kind": "nowcast"}})
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["source"].endswith("model tau")
+    assert ds.attrs["forecast_reference_time"] == "2024-05-01T12:00:00"
+    assert ds.attrs["geostp_recipe"] == '{"kind": "nowcast"}'
+    nc, zarr = write_forecasts(da, [("netcdf", tmp_path / "f.nc"), ("zarr", tmp_path / "f.zarr")])
+    with xr.open_dataset(nc, decode_timedelta=False) as f:
+        assert f["precipitation"].encoding["zlib"] and f["precipitation"].encoding["complevel"] == 1
+        assert f["lead_time"].attrs["units"] == "minutes" and f["lead_time"].dtype == np.int32
+        assert f.attrs["title"] == "geostp nowcast from 2024-05-01T12:00:00"
+    with xr.open_zarr(zarr) as z:
+        np.testing.assert_array_equal(z["precipitation"].values, da.values)
+    assert da.encoding == {} and "units" not in da["lead_time"].encoding  # the caller's array is untouched
