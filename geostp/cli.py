@@ -102,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(recipe_to_yaml(recipe), end="")
         return 0
-    from geostp import distributed
+    import geostp.distributed as distributed
 
     nproc = getattr(args, "nproc", None)
     if nproc is not None:
@@ -155,7 +155,7 @@ def _add_run_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from geostp import __version__
+    from geostp._version import __version__
 
     parser = argparse.ArgumentParser(prog="geostp", description=__doc__)
     parser.add_argument("--version", action="version", version=f"geostp {__version__}")

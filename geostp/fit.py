@@ -86,8 +86,8 @@ def fit(
     use_store
         Load an identical earlier fit from the model store, and store this one.
     """
-    from geostp import __version__
-    from geostp import models as registry
+    import geostp.models as registry
+    from geostp._version import __version__
     from geostp.stream import (
         CubeDataset,
         RainFilter,

@@ -150,7 +150,7 @@ class FittedForecaster:
     # -------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write a checkpoint (atomic, weights-only loadable) that :func:`load_forecaster` reads."""
-        from geostp import __version__
+        from geostp._version import __version__
         from geostp.train.checkpoint import save_checkpoint
 
         meta = {
@@ -285,7 +285,7 @@ class FittedForecaster:
         values = np.stack(outputs) if several else outputs[0]
         attrs = {"model": self.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "",
                  "model_config": json.dumps(getattr(self.model, "config", {}))}
-        from geostp import __version__
+        from geostp._version import __version__
 
         attrs["geostp_version"] = __version__
         if transfer and self.schema is not None:
@@ -347,7 +347,7 @@ def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: tor
 
 def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> FittedForecaster:
     """Read a checkpoint written by :meth:`FittedForecaster.save` or by the trainer."""
-    from geostp import models
+    import geostp.models as models
     from geostp.train.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, map_location=device)
@@ -445,7 +445,7 @@ def forecast(
     progress
         Progress bars while fitting and forecasting.
     """
-    from geostp import models as registry
+    import geostp.models as registry
 
     steps = check_steps(steps)
     if isinstance(ds, xr.DataArray):

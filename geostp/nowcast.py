@@ -712,7 +712,7 @@ class NowcastRunner:
 
     # ------------------------------------------------------------------ writing
     def _dataset(self, fc: xr.DataArray, t, inputs: Sequence[str], filled: Sequence[str]) -> xr.Dataset:
-        from geostp import __version__
+        from geostp._version import __version__
 
         ds = fc.to_dataset(dim="variable") if "variable" in fc.dims else fc.to_dataset(name=fc.name or "forecast")
         ds.attrs = {

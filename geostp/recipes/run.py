@@ -261,7 +261,7 @@ def _window_spec(recipe: Recipe, model: Any, cube: xr.Dataset):
 
 def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     """Train the recipe's model; then evaluate it when the recipe has an evaluation section."""
-    from geostp import __version__
+    from geostp._version import __version__
     from geostp.forecast import FittedForecaster, cube_schema
     from geostp.stream import CubeDataset, compute_statistics, make_loader
     from geostp.stream.windows import cube_variables
