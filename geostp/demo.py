@@ -3,34 +3,19 @@
 Generate the synthetic radar, ingest it into zarr, fit a small TAU on the
 first hours (or load it from the model store), forecast the last hour from
 several reference times, print the verification table against persistence
-and optical-flow extrapolation, and write the forecast as CF netCDF.
+and optical-flow extrapolation, and write the forecast as CF netCDF (:func:`geostp.writers.write_forecast`,
+the encoding and global attributes of the operational runner's files).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 __all__ = ["run_demo"]
-
-
-def write_netcdf_atomic(da, path: Path) -> Path:
-    """Write a DataArray to netCDF through a temporary file and a rename (never half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        ds = da.to_dataset(name=da.name or "forecast")
-        ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model: str = "tau",
@@ -44,6 +29,7 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
     from geostp.evaluate import evaluate
     from geostp.fit import fit
     from geostp.forecast import forecast
+    from geostp.writers import write_forecast
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -79,7 +65,7 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
 
     fc = forecast(cube, fitted, steps, progress=False)
     ref = pd.Timestamp(fc["forecast_reference_time"].values).strftime("%Y%m%d%H%M")
-    path = write_netcdf_atomic(fc, out / f"nowcast_{ref}.nc")
+    path = write_forecast(fc, out / f"nowcast_{ref}.nc")
     print(f"[4/4] wrote the {steps}-step forecast from {ref} to {path} "
           f"(total {time.perf_counter() - t0:.0f} s)")
     return {"store": store, "forecast": path, "scores": scores,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,6 +26,7 @@ from geostp.recipes.schema import (
     recipe_to_yaml,
     resolved_model_args,
 )
+from geostp.writers import atomic_path, atomic_write_text
 
 __all__ = ["RunResult", "run_recipe", "run_file", "open_data", "crop_slices", "build_forecaster"]
 
@@ -49,14 +49,7 @@ def _where(recipe: Recipe) -> str:
 
 
 def _atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def save_resolved(recipe: Recipe, out_dir: Path) -> Path:
@@ -452,9 +445,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     if progress:
         print(table)
     nc = out / "scores.nc"
-    tmp = nc.with_name(f".{nc.name}.tmp-{uuid.uuid4().hex[:8]}")
-    scores.to_netcdf(tmp)
-    os.replace(tmp, nc)
+    with atomic_path(nc) as tmp:
+        scores.to_netcdf(tmp)
     leads = scores["lead_time"].values
     lead_labels = ([f"{int(v / np.timedelta64(1, 'm'))}min" for v in leads]
                    if np.issubdtype(leads.dtype, np.timedelta64) else [str(v) for v in leads])

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geostp.errors import CheckpointError
+from geostp.writers import atomic_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
 
@@ -27,7 +27,7 @@ _JSON_KEYS = ("model_config", "metadata", "train_state")
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically: a temporary file in the same folder, fsync, then rename.
+    """Write ``payload`` atomically (:func:`geostp.writers.atomic_path`): a complete file or the previous one.
 
     The keys ``model_config``, ``metadata`` and ``train_state`` are serialised
     as JSON text; everything else must be tensors or plain containers.
@@ -37,16 +37,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     data = {"format": FORMAT}
     for key, value in payload.items():
         data[key] = json.dumps(value, default=_json_default) if key in _JSON_KEYS else value
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(data, f)
     return path
 
 
