@@ -1,0 +1,324 @@
+"""The conventions every cube follows, beside the data model (:mod:`geostp.cube`) rather than inside an adapter.
+
+What every adapter, the store, the nowcast feed and the plots share:
+
+Time steps
+    :func:`to_timedelta` reads an interval given as minutes (a number:
+    pysteps' and the command line's convention) or as anything pandas reads
+    (``'5min'``, ``'PT10M'``, a timedelta); :func:`parse_step` adds the check
+    that it is positive, :func:`format_step` writes one back as the short
+    string a cube's ``attrs['time_step']`` holds, and :func:`finish_cube`
+    declares it on a cube and counts its gaps.
+Georeferencing
+    Rows run north to south, ``x``/``y`` are projection coordinates of pixel
+    centres in metres (:func:`projected_coords`), ``lat``/``lon`` are 2-D
+    (:func:`lonlat_grid`), and the CRS is the CF grid-mapping variable
+    :data:`GRID_MAPPING` (:func:`crs_attrs`).
+Units
+    Rain is a rate, :data:`RAIN_RATE_ATTRS` (``lwe_precipitation_rate`` in
+    ``mm h-1``); the unit spellings of amounts and rates that providers use are
+    listed here for the adapters that convert them.
+Files
+    :func:`resolve_files` turns a path, a glob pattern or a list into files
+    (:func:`glob_problem` says why a pattern found none) and
+    :func:`times_from_names` reads the time in each file name by a pysteps-style
+    ``fn_pattern``.  :func:`check_on_error` validates the corrupt-file policy
+    every file adapter accepts.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from geostp.cube import find_gaps
+from geostp.errors import ConfigError, DataError
+
+__all__ = [
+    "GRID_MAPPING",
+    "RAIN_RATE_ATTRS",
+    "AMOUNT_UNITS",
+    "AMOUNT_NAMES",
+    "RATE_PER_HOUR_UNITS",
+    "RATE_PER_SECOND_UNITS",
+    "KM_UNITS",
+    "ON_ERROR_CHOICES",
+    "to_timedelta",
+    "parse_step",
+    "format_step",
+    "finish_cube",
+    "crs_attrs",
+    "lonlat_grid",
+    "projected_coords",
+    "resolve_files",
+    "glob_problem",
+    "is_zarr_store",
+    "times_from_names",
+    "check_on_error",
+]
+
+#: Name of the CF grid-mapping variable every adapter writes.
+GRID_MAPPING = "crs"
+
+#: CF attributes of a rain-rate variable.
+RAIN_RATE_ATTRS = {"standard_name": "lwe_precipitation_rate", "units": "mm h-1"}
+
+#: Units of precipitation amounts (accumulations), as CF files and providers spell them.
+AMOUNT_UNITS = frozenset({"mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2", "millimeter", "millimetre",
+                          "millimeters", "millimetres"})
+#: CF standard names of precipitation amounts.
+AMOUNT_NAMES = frozenset({"precipitation_amount", "lwe_thickness_of_precipitation_amount",
+                          "thickness_of_rainfall_amount", "rainfall_amount"})
+#: Spellings of rain rates per hour and per second.
+RATE_PER_HOUR_UNITS = frozenset({"mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1", "kg m-2 h-1"})
+RATE_PER_SECOND_UNITS = frozenset({"mm s-1", "mm/s", "kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s"})
+#: Spellings of kilometres (projection coordinates some files give in km).
+KM_UNITS = frozenset({"km", "kilometre", "kilometer", "kilometres", "kilometers"})
+
+#: The corrupt-file policies of the file adapters.
+ON_ERROR_CHOICES = ("raise", "gap")
+
+
+# ----------------------------------------------------------------------------- time steps
+
+
+def to_timedelta(value: Any) -> pd.Timedelta:
+    """An interval from minutes (a number) or anything :class:`pandas.Timedelta` reads ('5min', 'PT10M', a timedelta).
+
+    The one place where "a number means minutes" is decided.  Raises :class:`TypeError` or
+    :class:`ValueError` (as pandas does) for what is not an interval, a boolean included;
+    callers turn those into their own message.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{value!r} is a boolean, not an interval")
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return pd.Timedelta(minutes=float(value))
+    return pd.Timedelta(value)
+
+
+def parse_step(step: Any, *, what: str = "time step") -> pd.Timedelta:
+    """A positive time step from minutes (a number, pysteps' convention) or a pandas/ISO interval string."""
+    try:
+        td = to_timedelta(step)
+    except (ValueError, TypeError):
+        td = None
+    if td is None or pd.isna(td) or td <= pd.Timedelta(0):
+        raise ConfigError(f"{what} {step!r} is not a positive interval; expected minutes (e.g. 5) "
+                          "or an interval string (e.g. '5min', '1h', 'PT10M')")
+    return td
+
+
+def format_step(step: Any) -> str:
+    """An interval as a short string that :class:`pandas.Timedelta` reads back ('5min', '1h', '30s')."""
+    seconds = pd.Timedelta(step).total_seconds()
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)}h"
+    if seconds % 60 == 0:
+        return f"{int(seconds // 60)}min"
+    return f"{seconds:g}s"
+
+
+def finish_cube(ds: xr.Dataset, *, step: pd.Timedelta | None, source: str) -> xr.Dataset:
+    """Declare the nominal time step, count the missing steps and check the axis (raises on irregular times)."""
+    times = ds["time"].values
+    if step is None and times.size >= 2:
+        diffs = np.diff(times.astype("datetime64[ns]"))
+        values, counts = np.unique(diffs, return_counts=True)
+        step = pd.Timedelta(values[np.argmax(counts)])
+        ds.attrs["time_step_inferred"] = 1
+    if step is not None:
+        ds.attrs["time_step"] = format_step(step)
+    gaps = find_gaps(ds, source=source)
+    ds.attrs["n_missing_steps"] = int(sum(g.missing for g in gaps))
+    ds.attrs["n_gaps"] = len(gaps)
+    return ds
+
+
+# ----------------------------------------------------------------------------- georeferencing
+
+
+def crs_attrs(crs) -> dict[str, Any]:
+    """CF grid-mapping attributes of a :class:`pyproj.CRS` (``CRS.to_cf()``), quietly."""
+    with warnings.catch_warnings():
+        # Oblique projections: pyproj notes CF has no skew-angle parameter (90 degrees for
+        # Swiss LV03, so nothing is lost; the WKT written beside it keeps everything).
+        warnings.filterwarnings("ignore", message=".*skew.*")
+        warnings.filterwarnings("ignore", category=UserWarning, module="pyproj")
+        return crs.to_cf()
+
+
+_LONLAT_CACHE: dict[tuple[str, bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """2-D longitude and latitude (float32, about 0.5 m) of the pixel centres ``x`` (columns) by ``y`` (rows).
+
+    Computed a band of rows at a time, so the peak memory is the two float32 results.  The last few
+    grids are remembered (copies are returned): a feed opened one file at a time, as the nowcast
+    runner does, pays the projection once rather than once per file.
+    """
+    import pyproj
+
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    key = (pyproj.CRS(crs).to_wkt(), x.tobytes(), y.tobytes())
+    if key in _LONLAT_CACHE:
+        lon, lat = _LONLAT_CACHE[key]
+        return lon.copy(), lat.copy()
+    lon, lat = _lonlat_grid(crs, x, y)
+    if len(_LONLAT_CACHE) >= 4:
+        _LONLAT_CACHE.pop(next(iter(_LONLAT_CACHE)))
+    _LONLAT_CACHE[key] = (lon, lat)
+    return lon.copy(), lat.copy()
+
+
+def _lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    import pyproj
+
+    transformer = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    lon = np.empty((y.size, x.size), np.float32)
+    lat = np.empty((y.size, x.size), np.float32)
+    band = max(1, 2**16 // max(1, x.size))
+    for r in range(0, y.size, band):
+        yy = np.repeat(y[r: r + band], x.size)
+        xx = np.tile(x, yy.size // x.size)
+        lo, la = transformer.transform(xx, yy)
+        lon[r: r + band] = np.reshape(lo, (-1, x.size))
+        lat[r: r + band] = np.reshape(la, (-1, x.size))
+    return lon, lat
+
+
+def projected_coords(x: np.ndarray, y: np.ndarray, crs=None) -> dict[str, Any]:
+    """Coordinates of a cube on a projected grid: ``x``/``y`` in metres, plus 2-D ``lat``/``lon`` when ``crs`` is given."""
+    coords: dict[str, Any] = {
+        "y": ("y", np.asarray(y, float), {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y",
+                                          "long_name": "y of pixel centre"}),
+        "x": ("x", np.asarray(x, float), {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X",
+                                          "long_name": "x of pixel centre"}),
+    }
+    if crs is not None:
+        lon, lat = lonlat_grid(crs, x, y)
+        coords["lat"] = (("y", "x"), lat, {"standard_name": "latitude", "units": "degrees_north"})
+        coords["lon"] = (("y", "x"), lon, {"standard_name": "longitude", "units": "degrees_east"})
+    return coords
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, what: str,
+                  suffixes: Sequence[str] = ()) -> list[Path]:
+    """Files named by a path, a glob pattern (``**`` allowed) or a list of either; sorted, never empty.
+
+    A directory stands for the files in it whose name ends with one of ``suffixes``.
+    """
+    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    if not items:
+        raise ConfigError(f"no {what} given: expected a file, a glob pattern or a list of files")
+    out: list[Path] = []
+    for item in items:
+        s = os.fspath(item)
+        if glob.has_magic(s):
+            found = sorted(Path(p) for p in glob.glob(s, recursive=True) if Path(p).is_file())
+            if not found:
+                raise DataError(f"pattern {s} matched no {what} ({glob_problem(s)}); expected at least one file")
+            out.extend(found)
+        else:
+            p = Path(s)
+            if not p.exists():
+                raise DataError(f"{what} {p} does not exist")
+            if p.is_dir() and suffixes and not is_zarr_store(p):
+                found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(tuple(suffixes)))
+                if not found:
+                    raise DataError(f"folder {p} holds no {what} (no file ending in {', '.join(suffixes)})")
+                out.extend(found)
+            else:
+                out.append(p)
+    return out
+
+
+def glob_problem(pattern: str) -> str:
+    """Why a glob pattern found nothing: the folder before its first wildcard is missing, or nothing in it matches."""
+    base = Path()
+    for part in Path(pattern).parts:
+        if glob.has_magic(part):
+            break
+        base = base / part
+    return f"folder {base} does not exist" if not base.exists() else f"nothing matches in {base}"
+
+
+def is_zarr_store(p: Path) -> bool:
+    """A folder that holds zarr (v2 or v3) metadata at its root."""
+    return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
+
+
+_CODES = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}",
+          "S": r"\d{2}", "j": r"\d{3}"}
+
+
+def _pattern_regex(fn_pattern: str, fn_ext: str | None) -> tuple[re.Pattern[str], list[str]]:
+    """A regex for pysteps' ``fn_pattern`` (strftime codes, ``?`` and ``*`` wildcards) plus ``.fn_ext``."""
+    out, codes, i = [], [], 0
+    while i < len(fn_pattern):
+        c = fn_pattern[i]
+        if c == "%" and i + 1 < len(fn_pattern):
+            code = fn_pattern[i + 1]
+            if code == "%":
+                out.append("%")
+            elif code in _CODES:
+                out.append(f"({_CODES[code]})")
+                codes.append(code)
+            else:
+                raise ConfigError(f"fn_pattern {fn_pattern!r}: time code %{code} is not supported; "
+                                  f"use %{', %'.join(_CODES)}")
+            i += 2
+            continue
+        out.append("." if c == "?" else ".*" if c == "*" else re.escape(c))
+        i += 1
+    if fn_ext:
+        out.append(re.escape("." + fn_ext.lstrip(".")))
+    return re.compile("^" + "".join(out) + "$"), codes
+
+
+def times_from_names(paths: Sequence[Path], fn_pattern: str, fn_ext: str | None = None) -> list[datetime]:
+    """The time encoded in each file name by ``fn_pattern`` (pysteps' convention: strftime codes, ``?`` wildcards).
+
+    Raises
+    ------
+    DataError
+        Naming the first file whose name does not match the pattern.
+    """
+    regex, codes = _pattern_regex(fn_pattern, fn_ext)
+    if not {"Y", "y"} & set(codes):
+        raise ConfigError(f"fn_pattern {fn_pattern!r} has no year (%Y or %y): file times cannot be read from names")
+    fmt = "".join(f"%{c}" for c in codes)
+    out = []
+    for p in paths:
+        m = regex.match(p.name)
+        if m is None:
+            raise DataError(f"file name {p.name} (in {p.parent}) does not match fn_pattern {fn_pattern!r}"
+                            f"{' with extension ' + repr(fn_ext) if fn_ext else ''}; expected every file of the "
+                            "series to follow it (narrow the glob pattern, or fix fn_pattern)")
+        try:
+            out.append(datetime.strptime("".join(m.groups()), fmt))
+        except ValueError as exc:
+            raise DataError(f"file name {p.name}: the time in it is not a valid date ({exc})") from None
+    return out
+
+
+def check_on_error(on_error: str) -> str:
+    """Validate the corrupt-file policy argument of a file adapter."""
+    if on_error not in ON_ERROR_CHOICES:
+        raise ConfigError(f"on_error={on_error!r} is not a policy; expected one of {', '.join(ON_ERROR_CHOICES)} "
+                          "('raise': stop with an error naming the file; 'gap': leave the frame out as a gap)")
+    return on_error
