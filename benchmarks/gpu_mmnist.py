@@ -362,7 +362,7 @@ def loss_function(model: torch.nn.Module) -> LossFunction:
     name = getattr(model, "name", "")
     if name == "tau":
         from geostp.models.base import autoregressive_rollout
-        from geostp.train.losses import differential_divergence, masked_mse
+        from geostp.models.objectives import differential_divergence, masked_mse
 
         def tau_core(x, y):
             pred = autoregressive_rollout(model._predict_block, x, model.output_steps)
@@ -385,8 +385,8 @@ def loss_function(model: torch.nn.Module) -> LossFunction:
 def _predrnn_loss(model) -> LossFunction:
     """PredRNN's ``training_loss`` (next-frame MSE over all 19 steps plus ``β`` x decoupling), sync-free."""
     from geostp.models.layers import fold_patches, unfold_patches
-    from geostp.train.losses import masked_mse
-    from geostp.train.schedules import draw_teacher_forcing
+    from geostp.models.objectives import masked_mse
+    from geostp.models.schedules import draw_teacher_forcing
 
     def prepare(x, y, iteration, generator=None):
         p_encoder, p_decoder = model.teacher_forcing_probabilities(iteration)
@@ -800,7 +800,7 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
     if hasattr(model, "sampling_start_iteration"):
         # The schedule's marks (25k / 50k / 5k iterations) are 20 % / 40 % / 4 % of OpenSTL's 200 epochs
         # of 625 steps; a budget run keeps those fractions of its own length.
-        from geostp.train.schedules import schedule_marks_for
+        from geostp.models.schedules import schedule_marks_for
 
         marks = schedule_marks_for(total_steps)
         model.sampling_start_iteration = marks["sampling_start_iteration"]

@@ -255,7 +255,7 @@ def test_fit_scales_predrnn_sampling_schedule_to_its_own_budget(cube, monkeypatc
     """The papers' marks (25k/50k iterations) would leave a short run's decoder teacher-forced throughout."""
     import importlib
 
-    from geostp.train.schedules import schedule_marks_for
+    from geostp.models.schedules import schedule_marks_for
 
     fit_module = importlib.import_module("geostp.fit")
     small = dict(hidden_channels=4, num_layers=1, patch_size=4, input_steps=4, output_steps=4)

@@ -12,8 +12,8 @@ import geostp.models as models
 from geostp.errors import ConfigError, UnknownNameError
 from geostp.models.predrnn import SpatioTemporalLSTMCell
 from geostp.models.tau import TAUBlock, TemporalAttentionModule
-from geostp.train.losses import differential_divergence, masked_mse, memory_decoupling
-from geostp.train.schedules import (
+from geostp.models.objectives import differential_divergence, masked_mse, memory_decoupling
+from geostp.models.schedules import (
     draw_teacher_forcing,
     reverse_scheduled_sampling,
     scheduled_sampling,

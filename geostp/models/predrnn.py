@@ -11,7 +11,7 @@ The two versions share this file and class; V2 differs only by flags:
 * memory decoupling: ``β · mean |cos(ΔC, ΔM)|`` over the memory increments,
   after a shared 1x1 adapter, added to the loss;
 * reverse scheduled sampling instead of plain scheduled sampling
-  (see :mod:`geostp.train.schedules`).
+  (see :mod:`geostp.models.schedules`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from geostp.models.base import (
     register_model,
 )
 from geostp.models.layers import fold_patches, unfold_patches
-from geostp.train.losses import masked_mse, memory_decoupling
-from geostp.train.schedules import draw_teacher_forcing, teacher_forcing_probabilities
+from geostp.models.objectives import masked_mse, memory_decoupling
+from geostp.models.schedules import draw_teacher_forcing, teacher_forcing_probabilities
 
 __all__ = ["PredRNN", "PredRNNv2", "SpatioTemporalLSTMCell"]
 

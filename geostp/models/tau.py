@@ -28,7 +28,7 @@ from geostp.models.base import (
     register_model,
 )
 from geostp.models.layers import ConvNormAct, DropPath, LayerScale
-from geostp.train.losses import differential_divergence, masked_mse
+from geostp.models.objectives import differential_divergence, masked_mse
 
 __all__ = ["TAU", "TAUBlock", "TemporalAttentionModule"]
 

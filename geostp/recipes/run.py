@@ -259,7 +259,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     from geostp.stream import CubeDataset, compute_statistics, make_loader
     from geostp.stream.windows import cube_variables
     from geostp.train.checkpoint import load_checkpoint
-    from geostp.train.schedules import fit_schedule_marks
+    from geostp.models.schedules import fit_schedule_marks
     from geostp.train.trainer import Trainer, TrainSettings
 
     where = _where(recipe)
