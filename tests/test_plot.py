@@ -71,7 +71,7 @@ def _mch_from_pysteps(shared_data: Path) -> xr.Dataset:
     from pysteps.io import import_mch_gif
     from pysteps.utils import conversion
 
-    from geostp.data.synthetic import _crs_to_cf
+    from geostp.conventions import crs_attrs
 
     files = sorted((shared_data / "radar" / "mch" / EVENT).glob("AQC*.gif"))[:N_FRAMES]
     assert len(files) == N_FRAMES, f"expected MeteoSwiss frames in {shared_data / 'radar/mch' / EVENT}"
@@ -91,7 +91,7 @@ def _mch_from_pysteps(shared_data: Path) -> xr.Dataset:
             "precipitation": (("time", "y", "x"), np.stack(frames),
                               {"units": "mm h-1", "standard_name": "lwe_precipitation_rate",
                                "long_name": "rain rate", "grid_mapping": "crs"}),
-            "crs": ((), np.int32(0), _crs_to_cf(crs)),
+            "crs": ((), np.int32(0), crs_attrs(crs)),
         },
         coords={"time": pd.DatetimeIndex(times).values, "y": ("y", y, {"units": "m"}),
                 "x": ("x", x, {"units": "m"}), "lat": (("y", "x"), lat), "lon": (("y", "x"), lon)},

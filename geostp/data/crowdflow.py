@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.data.netcdf import finish_cube, resolve_files
+from geostp.conventions import finish_cube, resolve_files
 from geostp.errors import ConfigError, DataError
 
 __all__ = ["open_taxibj", "DUPLICATE_POLICIES"]

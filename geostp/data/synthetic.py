@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.conventions import crs_attrs
 from geostp.errors import DataError
 
 __all__ = [
@@ -170,7 +171,7 @@ def synthetic_radar(
                     "grid_mapping": "crs",
                 },
             ),
-            "crs": ((), np.int32(0), _crs_to_cf(crs)),
+            "crs": ((), np.int32(0), crs_attrs(crs)),
         },
         coords={
             "time": ("time", times, {"standard_name": "time"}),
@@ -187,16 +188,6 @@ def synthetic_radar(
         },
     )
     return ds
-
-
-def _crs_to_cf(crs) -> dict:
-    import warnings
-
-    with warnings.catch_warnings():
-        # Swiss oblique Mercator: pyproj notes that CF has no skew-angle parameter; the
-        # angle is 90 degrees for LV03, so nothing is lost (tests round-trip the transform).
-        warnings.filterwarnings("ignore", message="angle from rectified to skew grid")
-        return crs.to_cf()
 
 
 # ----------------------------------------------------------------------------- Moving MNIST

@@ -23,7 +23,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from geostp.data.netcdf import resolve_files
+from geostp.conventions import resolve_files
 from geostp.errors import ConfigError, DataError
 
 __all__ = ["open_moving_mnist_npy", "open_frame_folders", "open_video_files", "IMAGE_SUFFIXES"]

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.conventions import to_timedelta
 from geostp.errors import CubeError, GeostpError
 from geostp.plot import basemap
 from geostp.plot.colours import ColourScale, colour_scale, legend_ticks
@@ -84,11 +85,7 @@ def _is_timedelta(coord: xr.DataArray) -> bool:
 def _to_timedelta(value: Any, argname: str) -> pd.Timedelta:
     """Lead times: timedeltas, strings such as ``"30min"``/``"PT30M"``, or numbers of minutes."""
     try:
-        if isinstance(value, (bool, np.bool_)):
-            raise TypeError
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            return pd.Timedelta(minutes=float(value))
-        return pd.Timedelta(value)
+        return to_timedelta(value)
     except (TypeError, ValueError):
         raise GeostpError(
             f"{argname}={value!r} is not a lead time; give a timedelta, a string such as '30min', "
