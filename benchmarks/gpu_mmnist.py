@@ -1087,6 +1087,9 @@ def main(argv=None) -> int:
         args.val_clips = min(args.val_clips, 8)
         args.max_steps = args.max_steps or 6
     out.mkdir(parents=True, exist_ok=True)
+    from geostp.models.allocator import tune_allocator
+
+    tune_allocator()  # what geostp's trainer does when training starts (GEOSTP_NO_MALLOPT=1 opts out)
     t_all = time.perf_counter()
     log_lines: list[str] = []
 

@@ -150,8 +150,10 @@ def count_flops(model: torch.nn.Module) -> float:
 
 def measure(config: str, train_repeats: int, infer_repeats: int, max_wait: float) -> dict[str, Any]:
     import geostp.models as models
-    from geostp.models.allocator import ALLOCATOR_TUNED
+    from geostp.models.allocator import tune_allocator
     from geostp.models.base import bf16_autocast, native_bf16
+
+    allocator_tuned = tune_allocator()  # as training does (a no-op in the untuned child: GEOSTP_NO_MALLOPT=1)
 
     name, kwargs = CONFIGS[config]
     torch.manual_seed(0)
@@ -183,7 +185,7 @@ def measure(config: str, train_repeats: int, infer_repeats: int, max_wait: float
         config=config,
         model=name,
         kwargs=kwargs,
-        allocator_tuned=ALLOCATOR_TUNED,
+        allocator_tuned=allocator_tuned,
         bf16=native_bf16("cpu"),
         params=params,
         forward_flops_per_sample=flops,

@@ -213,3 +213,26 @@ def test_pickle_is_not_needed_for_our_own_checkpoints(tmp_path):
     assert raw["format"] == "geostp-checkpoint-1"
     assert isinstance(pickle.dumps(raw), bytes)
     assert Path(tmp_path / "last.pt").stat().st_size > 1000
+
+
+def test_the_allocator_is_tuned_when_training_starts_not_on_import():
+    code = textwrap.dedent("""
+        import geostp.models, geostp.models.allocator as allocator
+        from geostp.train.trainer import Trainer, TrainSettings
+        print(allocator.ALLOCATOR_TUNED)
+    """) + HELPERS + textwrap.dedent(f"""
+        Trainer(geostp.models.get("tau", **{TINY_TAU!r}), TrainSettings(max_steps=1, progress=False)).fit(Batches(n=1))
+        print(allocator.ALLOCATOR_TUNED)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "GEOSTP_NO_MALLOPT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    on_import, after_fit = out.stdout.split()[-2:]
+    assert on_import == "False"  # listing models or loading a checkpoint leaves glibc alone
+    import platform
+
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert after_fit == "True"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "GEOSTP_NO_MALLOPT": "1"})
+    assert out.stdout.split()[-2:] == ["False", "False"]  # the opt-out holds

@@ -8,15 +8,15 @@ Registered here: ``tau``, ``predrnn``, ``predrnn_v2``, ``persistence`` and
     class MyModel(geostp.models.Forecaster):
         ...
 
-Importing this package also tunes glibc's allocator for CPU training (see
-:mod:`geostp.models.allocator`; ``GEOSTP_NO_MALLOPT=1`` opts out).
+Importing this package has no side effect beyond registering the models: the
+allocator tuning for CPU training (:mod:`geostp.models.allocator`) runs when
+training starts, not here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from geostp.models.allocator import tune_allocator
 from geostp.models.base import (
     MODEL_REGISTRY,
     Forecaster,
@@ -25,13 +25,11 @@ from geostp.models.base import (
     register_model,
 )
 
-tune_allocator()
-
 # Imported for their registration side effect.
-from geostp.models import baselines, predrnn, tau  # noqa: E402,F401
-from geostp.models.baselines import OpticalFlow, Persistence  # noqa: E402
-from geostp.models.predrnn import PredRNN, PredRNNv2  # noqa: E402
-from geostp.models.tau import TAU  # noqa: E402
+from geostp.models import baselines, predrnn, tau  # noqa: F401
+from geostp.models.baselines import OpticalFlow, Persistence
+from geostp.models.predrnn import PredRNN, PredRNNv2
+from geostp.models.tau import TAU
 
 __all__ = [
     "Forecaster",

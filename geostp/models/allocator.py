@@ -8,8 +8,12 @@ a two-core machine this page churn took well over half of the step.  Keeping
 large blocks on the heap and never trimming it makes freed memory reusable at
 once; the cost is that the process keeps its peak memory until it exits.
 
-:func:`tune_allocator` runs when :mod:`geostp.models` is imported.  Set the
-environment variable ``GEOSTP_NO_MALLOPT=1`` to leave the allocator alone.
+Because of that cost it is never applied on import: :func:`tune_allocator`
+runs at the start of training (:meth:`geostp.train.trainer.Trainer.fit`, and
+the benchmark scripts that train or time models), so a program that only
+lists models, reads a checkpoint or plots keeps glibc's defaults.  Set the
+environment variable ``GEOSTP_NO_MALLOPT=1`` to leave the allocator alone
+everywhere.
 """
 
 from __future__ import annotations

@@ -371,6 +371,9 @@ class Trainer:
         """
         from tqdm.auto import tqdm
 
+        from geostp.models.allocator import tune_allocator
+
+        tune_allocator()  # glibc keeps freed tensor memory for reuse from here on (GEOSTP_NO_MALLOPT=1 opts out)
         s = self.settings
         try:
             steps_per_epoch = self._steps_this_epoch(train_loader)
