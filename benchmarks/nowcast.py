@@ -1,7 +1,7 @@
 """Nowcast cycle benchmark: wall time per operational cycle on a 512 x 512 domain with 12 lead times.
 
 What one cycle is here: a new MeteoSwiss frame (2016-07-11, the shared pysteps example data) lands in
-a feed folder; the :class:`geostp.nowcast.NowcastRunner` notices it, reads it through the radar adapter
+a feed folder; the :class:`geostp.operate.NowcastRunner` notices it, reads it through the radar adapter
 (the earlier inputs are cached), crops the central 512 x 512 pixels, forecasts 12 lead times (1 h at 5 min)
 and writes ``nowcast_YYYYmmddHHMM.nc`` atomically.  Measured, in one run (the machine's load is shared):
 
@@ -102,7 +102,7 @@ def make_tau_checkpoint(frames: list[Path], size: int, path: Path) -> Path:
 def geostp_cycles(name: str, forecaster, frames: list[Path], size: int, steps: int, cycles: int,
                   work: Path) -> Iterator[dict]:
     """Feed frames one by one to a runner; yield the timings of each cycle (the first is a warm-up)."""
-    from geostp.nowcast import FeedPolicy, FileFeed, NowcastRunner
+    from geostp.operate import FeedPolicy, FileFeed, NowcastRunner
 
     feed, out = work / f"feed-{name}", work / f"out-{name}"
     feed.mkdir()

@@ -1,7 +1,7 @@
 """Run a recipe: wiring only (open the data, build the model, call the trainer / forecaster / metrics / nowcast runner).
 
 Every decision lives in the library (``geostp.stream``, ``geostp.train``,
-``geostp.forecast``, ``geostp.metrics``, ``geostp.nowcast``); this module maps
+``geostp.forecast``, ``geostp.metrics``, ``geostp.operate``); this module maps
 the recipe's sections onto those calls, writes the resolved recipe beside
 every output and inside every checkpoint (``metadata["recipe"]``), and turns
 data-dependent problems into errors that name the recipe key.
@@ -463,27 +463,19 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
 
 
 def nowcast_runner(recipe: Recipe, *, echo: TextIO | str | None = "stdout"):
-    """A :class:`geostp.nowcast.NowcastRunner` for a nowcast recipe (not yet started)."""
-    from geostp.nowcast import FeedPolicy, FileFeed, NowcastRunner
+    """A :class:`geostp.operate.NowcastRunner` for a nowcast recipe (not yet started)."""
+    from geostp.operate import FeedPolicy, FileFeed, NowcastRunner
 
     where = _where(recipe)
     nc = recipe.nowcast
     assert nc is not None
     adapter, args, _label = _source(recipe)
-    files = nc.files or args.get(nc.file_arg)
-    if not isinstance(files, str):
-        raise ConfigError(f"{where}: nowcast.files: required (a glob of the arriving files), or data.args."
-                          f"{nc.file_arg} as one glob string; got {files!r}")
-    time_pattern = nc.time_pattern or args.get("fn_pattern")
-    if not time_pattern:
-        raise ConfigError(f"{where}: nowcast.time_pattern: required (the file-name time pattern, e.g. "
-                          "'AQC%y%j%H%M?_00005.801'), or data.args.fn_pattern")
-    step = nc.time_step or args.get("timestep") or args.get("time_step")
-    if step is None:
-        raise ConfigError(f"{where}: nowcast.time_step: required (e.g. 5min), or data.args.timestep")
+    # nowcast.files, time_pattern, extension, time_step default to the adapter's own arguments in data.args,
+    # as its FeedSupport names them; nowcast.file_arg, if not the default, must be the one it declares
+    file_arg = nc.file_arg if nc.file_arg != type(nc).model_fields["file_arg"].default else None
     try:
-        feed = FileFeed(adapter, args, files=files, time_pattern=time_pattern,
-                        extension=nc.extension or args.get("fn_ext"), file_arg=nc.file_arg, time_step=step,
+        feed = FileFeed(adapter, args, files=nc.files or None, time_pattern=nc.time_pattern or None,
+                        extension=nc.extension or None, file_arg=file_arg, time_step=nc.time_step or None,
                         variables=recipe.data.variables)
     except ConfigError as exc:
         raise ConfigError(f"{where}: nowcast: {exc}") from None

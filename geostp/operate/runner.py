@@ -1,0 +1,619 @@
+"""The operational runner: forecast from the newest frames of a folder that files arrive in, cycle after cycle.
+
+A :class:`NowcastRunner` watches a :class:`~geostp.operate.feed.FileFeed`
+(files of one source, their times read from their names, each read through
+the source's adapter), and for every new reference time runs a forecaster on
+the ``T_in`` frames ending there, writes the forecast atomically as
+``nowcast_YYYYmmddHHMM.nc`` (and/or ``.zarr``), optionally map images
+(:func:`geostp.plot.plot_map`), and one JSON log line per cycle.
+
+Feed policy (what real feeds do; ``docs/nowcast.md`` says the same)
+-------------------------------------------------------------------
+Reference times
+    Every time whose file is present and lies within ``catch_up`` steps of
+    the newest file's time is a candidate; candidates run oldest first, each
+    exactly once: a cycle whose outputs all exist is complete and never
+    rerun (a rerun after a restart is a no-op).
+Late file
+    A cycle with an input missing or unreadable waits up to
+    ``wait_for_late`` seconds from when the runner first saw its
+    reference-time file; a file that is still being written reads as corrupt
+    and is simply waited for.  Once the inputs are complete the cycle runs,
+    even late.
+Missing frame
+    After the wait, ``on_missing='skip'`` skips the cycle, logging which
+    frames were missing (outcome ``skipped``); ``'fill_previous'`` fills up
+    to ``max_filled`` missing inputs with the nearest earlier frame (never
+    the reference-time frame itself), logging which (outcome ``written``,
+    ``filled`` listed).  A skipped cycle is reconsidered when its files
+    change, so a frame arriving after the skip still gets its forecast.
+Corrupt file
+    A file the adapter cannot read (empty, truncated, wrong format) is
+    logged once (``bad_file``) and counts as missing; it is read again if it
+    changes (size or modification time).  Nothing a file holds crashes the
+    runner.
+Different grid
+    Every frame must have the grid of the runner's reference grid: the
+    ``expected_shape`` if given, and the grid of the first cycle this output
+    folder ever ran (recorded in ``.geostp-nowcast-grid.json``); a model
+    checkpoint also checks its training grid.  A cycle with a frame on another
+    grid is refused (outcome ``refused``, the message names the frame and both
+    grids) and reconsidered only if that file changes.
+Failures
+    Any other error in a cycle is logged (outcome ``failed``) and retried at
+    the next poll, ``max_attempts`` times in all.
+Outputs
+    Written through :mod:`geostp.writers` (the CF encoding and global
+    attributes of every geostp forecast file): to a temporary name in the
+    output folder, flushed to disk (fsync), then renamed onto the final name
+    (``os.replace``): a reader sees a complete forecast or none.  Temporary
+    leftovers of a killed runner are removed when the next runner starts.
+Lock
+    A runner holds ``fcntl.flock`` on ``.geostp-nowcast.lock`` in the output
+    folder; a second runner on the same folder stops at once with
+    :class:`NowcastLockedError`.  The kernel releases the lock of a killed
+    process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from geostp.errors import CheckpointError, ConfigError, DataError, GeostpError
+from geostp.forecast import check_steps
+from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
+from geostp.writers import (
+    SUFFIXES,
+    atomic_path,
+    atomic_write_text,
+    is_temp_name,
+    remove_path,
+    write_forecasts,
+)
+
+__all__ = [
+    "NowcastRunner",
+    "NowcastLockedError",
+    "output_stem",
+    "COMMIT_DELAY_ENV",
+    "LOCK_NAME",
+    "GRID_NAME",
+]
+
+#: Seconds to pause between writing a forecast's temporary file and renaming it
+#: (fault-injection tests use it to kill a runner in the middle of a write).
+COMMIT_DELAY_ENV = "GEOSTP_NOWCAST_COMMIT_DELAY"
+LOCK_NAME = ".geostp-nowcast.lock"
+GRID_NAME = ".geostp-nowcast-grid.json"
+
+
+class NowcastLockedError(GeostpError):
+    """Another nowcast runner holds the output folder's lock."""
+
+
+def output_stem(reference_time: Any) -> str:
+    """``nowcast_YYYYmmddHHMM`` for a reference time."""
+    return "nowcast_" + pd.Timestamp(reference_time).strftime("%Y%m%d%H%M")
+
+
+@dataclass
+class _Cycle:
+    first_seen: float
+    status: str = "new"  # new | waiting | skipped | refused | failed | done
+    key: tuple = ()
+    attempts: int = 0
+
+
+def _iso(t: Any) -> str:
+    return pd.Timestamp(t).isoformat()
+
+
+@dataclass
+class _Log:
+    path: Path | None
+    echo: TextIO | str | None  # "stdout": whatever sys.stdout is when a line is written
+    _fh: Any = field(default=None, repr=False)
+
+    def write(self, record: dict[str, Any]) -> None:
+        line = json.dumps(record, default=str, separators=(",", ":"))
+        if self.path is not None:
+            if self._fh is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the runner's life
+            self._fh.write(line + "\n")
+            self._fh.flush()
+        stream = sys.stdout if self.echo == "stdout" else self.echo
+        if stream is not None:
+            stream.write(line + "\n")  # type: ignore[union-attr]
+            stream.flush()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class NowcastRunner:
+    """Forecast each new reference time of a feed exactly once (module docstring for the policy).
+
+    Parameters
+    ----------
+    feed
+        A :class:`FileFeed`.
+    forecaster
+        A :class:`geostp.forecast.FittedForecaster` (a checkpoint, or a baseline
+        wrapped with no normaliser).
+    steps
+        Lead times per cycle.
+    out_dir
+        The output folder (created; locked while the runner lives).
+    formats
+        ``"netcdf"`` and/or ``"zarr"``.
+    maps
+        Lead times (minutes, or strings such as ``"30min"``) drawn as PNG maps
+        when :mod:`geostp.plot` is available; failures are logged, never fatal.
+    policy
+        :class:`FeedPolicy`.
+    crop
+        ``crop(ny, nx) -> {"y": slice, "x": slice}``: a sub-domain of every frame.
+    log_path
+        The JSON-lines log (default ``out_dir/nowcast.log.jsonl``).
+    echo
+        A stream that also gets every log line (default ``"stdout"``: the current
+        ``sys.stdout``; None for none).
+    attrs
+        Global attributes of every output file (the resolved recipe, say).
+    device, tile
+        Passed to :meth:`FittedForecaster.predict`.
+    clock
+        Monotonic seconds (tests replace it).
+    """
+
+    def __init__(
+        self,
+        feed: FileFeed,
+        forecaster: Any,
+        *,
+        steps: int,
+        out_dir: str | os.PathLike[str],
+        formats: Sequence[str] = ("netcdf",),
+        maps: Sequence[Any] = (),
+        policy: FeedPolicy | None = None,
+        crop: Callable[[int, int], dict[str, slice]] | None = None,
+        log_path: str | os.PathLike[str] | None = None,
+        echo: TextIO | str | None = "stdout",
+        attrs: Mapping[str, Any] | None = None,
+        device: str = "cpu",
+        tile: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not formats or any(f not in SUFFIXES for f in formats):
+            raise ConfigError(f"formats={list(formats)}; expected one or more of {list(SUFFIXES)}")
+        steps = check_steps(steps)
+        self.feed = feed
+        self.forecaster = forecaster
+        self.t_in = int(forecaster.model.input_steps)
+        self.steps = int(steps)
+        self.out_dir = Path(out_dir)
+        self.formats = list(dict.fromkeys(formats))
+        self.maps = list(maps)
+        self.policy = policy or FeedPolicy()
+        self.crop = crop
+        self.log = _Log(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo)
+        self.attrs = dict(attrs or {})
+        self.device = device
+        self.tile = tile
+        self.clock = clock
+        self.stop_event = threading.Event()
+        self._cycles: dict[np.datetime64, _Cycle] = {}
+        self._frames: dict[Path, tuple[tuple[int, int] | None, Frame | BadFile]] = {}
+        self._bad_logged: set[tuple[Path, Any]] = set()
+        self._notes_logged: set[str] = set()
+        self._lock_fd: int | None = None
+        self._grid: dict[str, Any] | None = None
+        self.written: list[np.datetime64] = []
+
+    # ------------------------------------------------------------------ lock and lifecycle
+    def __enter__(self) -> NowcastRunner:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Create and lock the output folder; remove partial files a killed runner left."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = self.out_dir / LOCK_NAME
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise NowcastLockedError(
+                f"another nowcast runner holds the lock on {self.out_dir} ({holder or 'unknown holder'}); "
+                "two runners must not write the same output folder: stop the other one or choose another "
+                "output.dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_iso(datetime.now(timezone.utc))}"
+                      .encode(), 0)
+        self._lock_fd = fd
+        removed = []
+        for p in sorted(self.out_dir.iterdir()):
+            if is_temp_name(p.name) and (p.name.startswith(".nowcast_") or p.name.startswith(GRID_NAME)):
+                remove_path(p)
+                removed.append(p.name)
+        grid_file = self.out_dir / GRID_NAME
+        if grid_file.exists():
+            with contextlib.suppress(OSError, ValueError):
+                self._grid = json.loads(grid_file.read_text())
+        self._event("start", pid=os.getpid(), feed=self.feed.files, model=self.forecaster.name,
+                    input_steps=self.t_in, steps=self.steps, out_dir=str(self.out_dir),
+                    removed_partial_files=removed, policy=self.policy.__dict__)
+
+    def close(self, reason: str = "done") -> None:
+        if self._lock_fd is not None:
+            self._event("stop", reason=reason, written=len(self.written))
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+        self.log.close()
+
+    def _event(self, event: str, **fields: Any) -> None:
+        self.log.write({"event": event, "time": _iso(datetime.now(timezone.utc)), **fields})
+
+    # ------------------------------------------------------------------ frames
+    def _frame(self, path: Path, t: np.datetime64) -> Frame:
+        key = stat_key(path)
+        cached = self._frames.get(path)
+        if cached is not None and cached[0] == key:
+            result = cached[1]
+        else:
+            try:
+                result = self.feed.read(path, t)
+            except BadFile as exc:
+                result = exc
+            self._frames[path] = (key, result)
+        if isinstance(result, BadFile):
+            if (path, key) not in self._bad_logged:
+                self._bad_logged.add((path, key))
+                self._event("bad_file", path=str(path), kind=result.kind, reason=result.reason)
+            raise result
+        return result
+
+    def _check_grid(self, frame: Frame) -> None:
+        exp = self.policy.expected_shape
+        if exp is not None and list(frame.grid["shape"]) != list(exp):
+            raise BadFile(frame.path, "grid", f"has a grid of shape {tuple(frame.grid['shape'])}; expected "
+                                              f"{tuple(exp)} (nowcast.expected_shape)")
+        if self._grid is not None and (diff := grid_difference(self._grid, frame.grid)):
+            raise BadFile(frame.path, "grid", f"is on another grid: {diff} (the grid of this output folder's "
+                                              f"first cycle, recorded in {GRID_NAME}; delete that file if the "
+                                              "feed's grid changed on purpose)")
+
+    def _prune(self, newest: np.datetime64) -> None:
+        horizon = newest - (self.policy.catch_up + self.t_in + 2) * self.feed.step
+        for p in [p for p, (_, f) in self._frames.items()
+                  if isinstance(f, Frame) and f.time < horizon]:
+            del self._frames[p]
+        for t in [t for t in self._cycles if t < horizon]:
+            del self._cycles[t]
+
+    # ------------------------------------------------------------------ outputs
+    def output_paths(self, t: Any) -> list[Path]:
+        stem = output_stem(t)
+        return [self.out_dir / (stem + SUFFIXES[f]) for f in self.formats]
+
+    def complete(self, t: Any) -> bool:
+        """All outputs of reference time ``t`` exist (they appear only complete: atomic renames)."""
+        return all(p.exists() for p in self.output_paths(t))
+
+    # ------------------------------------------------------------------ one pass
+    def poll(self, *, wait: bool = True) -> list[dict[str, Any]]:
+        """Look at the feed once and run every cycle that is due; return the cycle records logged."""
+        files, notes = self.feed.scan()
+        for note in notes:
+            if note not in self._notes_logged:
+                self._notes_logged.add(note)
+                self._event("feed_note", note=note)
+        if not files:
+            return []
+        newest = max(files)
+        self._prune(newest)
+        first = newest - self.policy.catch_up * self.feed.step
+        records = []
+        for t in sorted(t for t in files if t >= first):
+            if self.stop_event.is_set():
+                break
+            rec = self._consider(t, files, wait=wait)
+            if rec is not None:
+                records.append(rec)
+        return records
+
+    def _inputs_key(self, needed: Sequence[np.datetime64], files: Mapping[np.datetime64, Path]) -> tuple:
+        return tuple((str(files[n]), stat_key(files[n])) if n in files else None for n in needed)
+
+    def _consider(self, t: np.datetime64, files: Mapping[np.datetime64, Path], *, wait: bool,
+                  forced: bool = False, read_before: float = 0.0) -> dict[str, Any] | None:
+        step = self.feed.step
+        needed = [t - k * step for k in range(self.t_in - 1, -1, -1)]
+        cyc = self._cycles.get(t)
+        if cyc is None:
+            cyc = self._cycles[t] = _Cycle(first_seen=self.clock())
+        if cyc.status == "done":
+            return None
+        if self.complete(t):
+            cyc.status = "done"
+            return None if not forced else self._record(t, "exists", inputs=[], reason="outputs already exist")
+        key = self._inputs_key(needed, files)
+        if cyc.status in ("skipped", "refused") and cyc.key == key:
+            return None  # nothing changed since it was given up
+        if cyc.status == "failed" and cyc.attempts >= self.policy.max_attempts and cyc.key == key:
+            return None
+        cyc.key = key
+
+        clock0 = self.clock()
+        started = time.perf_counter() - read_before  # frames already read for this cycle count as reading
+        frames: dict[np.datetime64, Frame] = {}
+        problems: dict[np.datetime64, str] = {}
+        refused: list[str] = []
+        for n in needed:
+            p = files.get(n)
+            if p is None:
+                problems[n] = "missing"
+                continue
+            try:
+                frame = self._frame(p, n)
+                self._check_grid(frame)
+                frames[n] = frame
+            except BadFile as exc:
+                if exc.kind == "grid":
+                    refused.append(f"{exc.path.name} {exc.reason}")
+                else:
+                    problems[n] = f"unreadable: {exc.path.name} {exc.reason}"
+        if not refused and frames and self._grid is None:
+            grids = [f.grid for f in frames.values()]
+            odd = [f for f in frames.values() if grid_difference(grids[-1], f.grid)]
+            if odd:
+                refused.append(f"the inputs are on different grids ({odd[0].path.name}: "
+                               f"{grid_difference(grids[-1], odd[0].grid)} compared with "
+                               f"{frames[max(frames)].path.name})")
+        read_s = time.perf_counter() - started
+        inputs = [str(frames[n].path.name) if n in frames else None for n in needed]
+        if refused:
+            cyc.status = "refused"
+            return self._record(t, "refused", inputs=inputs, reason="; ".join(refused),
+                                timings={"read_s": read_s})
+        filled: list[str] = []
+        if problems:
+            waited = clock0 - cyc.first_seen
+            if wait and waited < self.policy.wait_for_late:
+                if cyc.status != "waiting":
+                    cyc.status = "waiting"
+                    self._event("waiting", reference_time=_iso(t), for_frames={_iso(n): r for n, r in problems.items()},
+                                wait_limit_s=self.policy.wait_for_late)
+                return None
+            fill = self._fill(t, needed, frames, problems, files)
+            if fill is None:
+                cyc.status = "skipped"
+                head = f"incomplete inputs after waiting {waited:.1f} s" if wait else "incomplete inputs"
+                detail = "; ".join(f"{_iso(n)} {r}" for n, r in problems.items())
+                return self._record(t, "skipped", inputs=inputs, timings={"read_s": read_s},
+                                    reason=f"{head}: {detail}", missing=[_iso(n) for n in problems])
+            frames, filled = fill
+        return self._run(t, needed, frames, filled, cyc, read_s, started)
+
+    def _fill(self, t, needed, frames, problems, files):
+        """Fill missing inputs with the nearest earlier frame (policy fill_previous); None if not allowed."""
+        pol = self.policy
+        if pol.on_missing != "fill_previous" or t in problems or len(problems) > pol.max_filled:
+            return None
+        out = dict(frames)
+        filled = []
+        for n in needed:
+            if n in out:
+                continue
+            prev = None
+            for k in range(1, pol.max_filled + 2):  # search back a little beyond the window
+                c = n - k * self.feed.step
+                if c in out:
+                    prev = out[c]
+                    break
+                if c in files:
+                    with contextlib.suppress(BadFile):
+                        cand = self._frame(files[c], c)
+                        self._check_grid(cand)
+                        prev = cand
+                        break
+            if prev is None:
+                return None
+            out[n] = Frame(time=n, path=prev.path, data=prev.data.assign_coords(time=[n]), grid=prev.grid)
+            filled.append(f"{_iso(n)} from {prev.path.name}")
+        return out, filled
+
+    def _cube(self, needed: Sequence[np.datetime64], frames: Mapping[np.datetime64, Frame]) -> xr.Dataset:
+        parts = [frames[n].data for n in needed]
+        cube = parts[0] if len(parts) == 1 else xr.concat(
+            parts, dim="time", data_vars="minimal", coords="minimal", compat="override", join="override")
+        if self.crop is not None:
+            cube = cube.isel(self.crop(cube.sizes["y"], cube.sizes["x"]))
+        from geostp.data.netcdf import format_step
+
+        cube.attrs["time_step"] = format_step(pd.Timedelta(self.feed.step))
+        return cube
+
+    def _run(self, t, needed, frames, filled, cyc: _Cycle, read_s: float, started: float):
+        timings: dict[str, float] = {"read_s": read_s}
+        inputs = [frames[n].path.name for n in needed]
+        try:
+            cube = self._cube(needed, frames)
+            timings["read_s"] = time.perf_counter() - started
+            t1 = time.perf_counter()
+            fc = self.forecaster.predict(cube, self.steps, device=self.device, tile=self.tile)
+            timings["forecast_s"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            written = self._write(fc, t, inputs, filled)
+            timings["write_s"] = time.perf_counter() - t2
+        except CheckpointError as exc:  # the data do not fit the model: a grid or unit change
+            cyc.status = "refused"
+            return self._record(t, "refused", inputs=inputs, reason=str(exc), timings=timings)
+        except Exception as exc:
+            cyc.status = "failed"
+            cyc.attempts += 1
+            tb = traceback.format_exception_only(type(exc), exc)[-1].strip()
+            return self._record(t, "failed", inputs=inputs, timings=timings, attempt=cyc.attempts,
+                                reason=tb, retry=cyc.attempts < self.policy.max_attempts)
+        if self._grid is None:
+            self._grid = frames[needed[-1]].grid
+            atomic_write_text(self.out_dir / GRID_NAME, json.dumps(self._grid))
+        maps = self._maps(fc, t)
+        timings["total_s"] = time.perf_counter() - started
+        cyc.status = "done"
+        self.written.append(t)
+        leads = (fc["lead_time"].values / np.timedelta64(1, "m")).astype(float).tolist()
+        return self._record(t, "written", inputs=inputs, filled=filled, timings=timings,
+                            outputs=[p.name for p in written], maps=maps, lead_times_min=leads)
+
+    def _record(self, t, outcome: str, **fields: Any) -> dict[str, Any]:
+        timings = fields.pop("timings", None)
+        if timings is not None:
+            timings = {k: round(v, 4) for k, v in timings.items()}
+        rec = {"event": "cycle", "time": _iso(datetime.now(timezone.utc)), "reference_time": _iso(t),
+               "outcome": outcome, "model": self.forecaster.name, **fields}
+        if timings is not None:
+            rec["timings"] = timings
+        self.log.write(rec)
+        return rec
+
+    # ------------------------------------------------------------------ writing
+    def _write(self, fc: xr.DataArray, t, inputs: Sequence[str], filled: Sequence[str]) -> list[Path]:
+        """Every missing output of reference time ``t``, all at once (:func:`geostp.writers.write_forecasts`)."""
+        todo = [(f, p) for f, p in zip(self.formats, self.output_paths(t), strict=True) if not p.exists()]
+        attrs = {"model": self.forecaster.name, "input_files": ", ".join(inputs), "filled_inputs": "; ".join(filled),
+                 **self.attrs}
+        delay = float(os.environ.get(COMMIT_DELAY_ENV, "0") or 0)
+        # keep_existing: a concurrent writer cannot exist (lock); a final left by an earlier runner wins
+        return write_forecasts(fc, todo, attrs=attrs, keep_existing=True,
+                               before_commit=(lambda: time.sleep(delay)) if delay > 0 else None)
+
+    def _maps(self, fc: xr.DataArray, t) -> list[str]:
+        if not self.maps:
+            return []
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            from geostp.plot import plot_map
+        except ImportError as exc:
+            self._event("maps_unavailable", reason=str(exc))
+            return []
+        out = []
+        for lead in self.maps:
+            try:
+                ax = plot_map(fc, lead)
+                delta = pd.Timedelta(minutes=lead) if isinstance(lead, (int, float)) else pd.Timedelta(lead)
+                path = self.out_dir / f"{output_stem(t)}_{int(delta / pd.Timedelta(minutes=1)):03d}min.png"
+                with atomic_path(path) as tmp:
+                    ax.figure.savefig(tmp, dpi=90, format="png")
+                plt.close(ax.figure)
+                out.append(path.name)
+            except Exception as exc:  # a map is a by-product: never fail the cycle for it
+                plt.close("all")
+                self._event("map_failed", reference_time=_iso(t), lead_time=str(lead),
+                            reason=f"{type(exc).__name__}: {exc}"[:300])
+        return out
+
+    # ------------------------------------------------------------------ modes
+    def run_once(self, reference_time: Any = None) -> dict[str, Any]:
+        """One cycle now, no waiting: the newest reference time whose inputs are complete (or ``reference_time``).
+
+        With ``on_missing='fill_previous'`` the newest fillable set is used when no
+        complete one is within ``catch_up`` steps.
+        """
+        files, _ = self.feed.scan()
+        if not files:
+            raise DataError(f"no file matching {self.feed.files} (names like {self.feed.time_pattern}) is there yet")
+        if reference_time is not None:
+            t = np.datetime64(pd.Timestamp(reference_time).to_datetime64(), "ns")
+            if t not in files:
+                raise DataError(f"no input file for reference time {pd.Timestamp(t)} in {self.feed.files}")
+            rec = self._consider(t, files, wait=False, forced=True)
+            return rec if rec is not None else self._record(t, "exists", inputs=[], reason="already done")
+        newest = max(files)
+        first = newest - self.policy.catch_up * self.feed.step
+        candidates = sorted((t for t in files if t >= first), reverse=True)
+        for t in candidates:  # the newest complete set first
+            if self.complete(t):
+                return self._record(t, "exists", inputs=[], reason="outputs already exist")
+            checked = time.perf_counter()
+            needed = [t - k * self.feed.step for k in range(self.t_in - 1, -1, -1)]
+            ok = True
+            for n in needed:
+                try:
+                    if n not in files:
+                        raise KeyError(n)
+                    self._check_grid(self._frame(files[n], n))
+                except (KeyError, BadFile):
+                    ok = False
+                    break
+            if ok:
+                return self._consider(t, files, wait=False, forced=True,  # type: ignore[return-value]
+                                      read_before=time.perf_counter() - checked)
+        return self._consider(candidates[0], files, wait=False, forced=True)  # type: ignore[return-value]
+
+    def watch(self, poll_seconds: float = 30.0, *, max_polls: int | None = None,
+              handle_signals: bool = True) -> int:
+        """Poll until SIGTERM/SIGINT (or ``max_polls``); return the number of forecasts written."""
+        previous: dict[int, Any] = {}
+        reason = "max_polls reached"
+
+        def stop(signum, _frame):
+            nonlocal reason
+            reason = signal.Signals(signum).name
+            self.stop_event.set()
+
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, stop)
+        polls = 0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.poll()
+                except Exception as exc:  # never crash on what a feed holds: log it, keep polling
+                    self._event("poll_error", reason=f"{type(exc).__name__}: {exc}"[:500],
+                                where=traceback.format_exc(limit=3)[-800:])
+                polls += 1
+                if max_polls is not None and polls >= max_polls:
+                    break
+                self.stop_event.wait(poll_seconds)
+            if self.stop_event.is_set() and reason == "max_polls reached":
+                reason = "stopped"
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.close(reason)
+        return len(self.written)
