@@ -27,6 +27,7 @@ import xarray as xr
 
 from geostp.cube import find_gaps
 from geostp.data._locks import hdf5_reading
+from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.errors import ConfigError, DataError
 
 __all__ = [
@@ -240,6 +241,7 @@ class _Layout:
     flip_x: bool
 
 
+@serves_file_feed(FeedSupport(files_arg="path", step_arg="time_step", archive_args=("start", "end")))
 def open_netcdf(
     path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     variable: str | Sequence[str] | None = None,

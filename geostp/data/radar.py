@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.data.netcdf import (
     GRID_MAPPING,
     RAIN_RATE_ATTRS,
@@ -446,6 +447,8 @@ def _read_frames(paths: np.ndarray, importer: Callable[..., Any], name: str, kwa
 # ----------------------------------------------------------------------------- the adapter
 
 
+@serves_file_feed(FeedSupport(files_arg="pattern", time_pattern_arg="fn_pattern", step_arg="timestep",
+                             extension_arg="fn_ext", archive_args=("root", "path_fmt", "start", "end")))
 def open_radar(
     importer: str,
     *,
