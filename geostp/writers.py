@@ -11,7 +11,7 @@ Atomic writes
     :func:`atomic_path` is the context manager (it yields the temporary path
     for writers such as ``to_netcdf``); :func:`atomic_write_text` and
     :func:`atomic_write_bytes` wrap it.  The zarr store's own swap
-    (:mod:`geostp.data.ingest`) is the only other rename in the package.
+    (:mod:`geostp.store`) is the only other rename in the package.
 
 Forecast files
     :func:`forecast_dataset` gives a forecast its global attributes

@@ -92,3 +92,51 @@ def test_forecast_files_carry_the_cf_attrs_and_encoding(tmp_path):
     with xr.open_zarr(zarr) as z:
         np.testing.assert_array_equal(z["precipitation"].values, da.values)
     assert da.encoding == {} and "units" not in da["lead_time"].encoding  # the caller's array is untouched
+
+
+def test_the_demo_and_a_nowcast_recipe_write_the_same_kind_of_file(tmp_path, monkeypatch):
+    """``geostp demo`` and a nowcast recipe write through the one writer: same encoding, same global attrs."""
+    import warnings
+
+    import yaml
+
+    from geostp.data.synthetic import synthetic_radar
+    from geostp.demo import run_demo
+    from geostp.recipes import load_recipe, run_recipe
+
+    monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path / "store"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        demo = run_demo(tmp_path / "demo", model="persistence", minutes=0.01, progress=False)["forecast"]
+        cube = synthetic_radar(n_times=6, ny=32, nx=32, seed=0).load()
+    feed = tmp_path / "feed"
+    feed.mkdir()
+    for i in range(cube.sizes["time"]):
+        frame = cube.isel(time=[i])
+        frame.to_netcdf(feed / f"frame_{pd.Timestamp(frame.time.values[0]):%Y%m%d%H%M}.nc")
+    recipe = {
+        "kind": "nowcast",
+        "data": {"adapter": "netcdf", "args": {"variable": "precipitation", "time_step": "5min"},
+                 "variables": ["precipitation"]},
+        "model": {"name": "persistence"},
+        "nowcast": {"steps": 3, "files": f"{feed}/frame_*.nc", "time_pattern": "frame_%Y%m%d%H%M",
+                    "extension": "nc"},
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    (tmp_path / "nowcast.yaml").write_text(yaml.safe_dump(recipe))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_recipe(load_recipe(tmp_path / "nowcast.yaml"))
+    (nowcast,) = [p for p in result.files if p.suffix == ".nc"]
+    with xr.open_dataset(demo, decode_timedelta=False) as a, xr.open_dataset(nowcast, decode_timedelta=False) as b:
+        standard = {"Conventions", "title", "source", "history", "geostp_version", "forecast_reference_time"}
+        assert set(a.attrs) == standard
+        assert set(b.attrs) == standard | {"input_files", "filled_inputs", "geostp_recipe"}
+        for key in ("Conventions", "geostp_version"):
+            assert a.attrs[key] == b.attrs[key]
+        assert a.attrs["source"].endswith("model persistence") and b.attrs["source"].endswith("model persistence")
+        keys = ("zlib", "complevel", "shuffle", "dtype", "contiguous")
+        assert {k: a["precipitation"].encoding[k] for k in keys} == {k: b["precipitation"].encoding[k] for k in keys}
+        assert a["precipitation"].encoding["complevel"] == 1
+        for f in (a, b):
+            assert f["lead_time"].dtype == np.int32 and f["lead_time"].attrs["units"] == "minutes"

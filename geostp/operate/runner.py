@@ -46,7 +46,7 @@ Outputs
     Written through :mod:`geostp.writers` (the CF encoding and global
     attributes of every geostp forecast file): to a temporary name in the
     output folder, flushed to disk (fsync), then renamed onto the final name
-    (``os.replace``): a reader sees a complete forecast or none.  Temporary
+    (an atomic rename): a reader sees a complete forecast or none.  Temporary
     leftovers of a killed runner are removed when the next runner starts.
 Lock
     A runner holds ``fcntl.flock`` on ``.geostp-nowcast.lock`` in the output
