@@ -797,15 +797,12 @@ def train_model(registry, name: str, device: torch.device, args, synthetic, trai
         total_steps = min(total_steps, args.max_steps)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=settings["lr"], total_steps=total_steps)
     sampling = None
-    if hasattr(model, "sampling_start_iteration"):
+    if model.takes_schedule_marks:
         # The schedule's marks (25k / 50k / 5k iterations) are 20 % / 40 % / 4 % of OpenSTL's 200 epochs
         # of 625 steps; a budget run keeps those fractions of its own length.
         from geostp.models.schedules import schedule_marks_for
 
-        marks = schedule_marks_for(total_steps)
-        model.sampling_start_iteration = marks["sampling_start_iteration"]
-        model.sampling_end_iteration = marks["sampling_end_iteration"]
-        model.sampling_exp_scale = marks["sampling_exp_scale"]
+        model.set_schedule_marks(**schedule_marks_for(total_steps))
         sampling = {"start_iteration": model.sampling_start_iteration,
                     "end_iteration": model.sampling_end_iteration, "exp_scale": model.sampling_exp_scale,
                     "scaled_by": total_steps / OPENSTL_TOTAL_STEPS}

@@ -262,7 +262,7 @@ def test_fit_scales_predrnn_sampling_schedule_to_its_own_budget(cube, monkeypatc
     by_steps = fit(cube, "predrnn", model_args=small, patch_size=16, batch_size=4, max_steps=40,
                    max_minutes=None, use_store=False, progress=False, device="cpu")
     marks = schedule_marks_for(40)
-    with pytest.raises(ConfigError, match="total_steps must be a positive integer"):
+    with pytest.raises(ConfigError, match="total_iterations must be a positive integer"):
         schedule_marks_for(0)
     assert by_steps.metadata["sampling_schedule"] == {"planned_steps": 40, **marks}
     assert by_steps.model.config["sampling_end_iteration"] == marks["sampling_end_iteration"] == 16

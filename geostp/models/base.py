@@ -1,20 +1,26 @@
-"""The contract every forecaster follows, the model registry, and the shared autoregressive rollout.
+"""The contract every forecaster follows, its typed configuration, the model registry and the shared rollout.
 
 A forecaster maps ``x`` of shape ``[B, T_in, C, H, W]`` (normalised, with NaN
 already replaced by a fill value) to ``[B, steps, C, H, W]``.  Learned models
 and baselines share this interface so the trainer, the forecast API and the
-benchmarks never need to know which one they hold.
+benchmarks never need to know which one they hold: what differs between
+models is said by class attributes (``trainable``, ``recurrent``,
+``takes_schedule_marks``, ``needs_motion``), never guessed from names or
+attributes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import inspect
 import json
 import numbers
 import os
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
@@ -26,6 +32,7 @@ from geostp.registry import Registry
 
 __all__ = [
     "Forecaster",
+    "ModelConfig",
     "MODEL_REGISTRY",
     "register_model",
     "build_model",
@@ -74,17 +81,7 @@ def build_model(name: str, **kwargs: Any) -> Forecaster:
     them and listing the ones the model accepts.
     """
     cls = MODEL_REGISTRY.get(name)
-    accepted = [
-        p.name
-        for p in inspect.signature(cls.__init__).parameters.values()
-        if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    unknown = sorted(set(kwargs) - set(accepted))
-    if unknown:
-        raise ConfigError(
-            f"model {cls.name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
-            f"it accepts: {', '.join(accepted)}"
-        )
+    cls.check_arguments(kwargs)
     return cls(**kwargs)
 
 
@@ -130,6 +127,106 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
+C = TypeVar("C", bound="ModelConfig")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """A model's constructor arguments as one frozen, validated dataclass (subclassed per model).
+
+    ``__post_init__`` checks every field (a :class:`~geostp.errors.ConfigError`
+    names the argument and what it must be) and normalises its type, so that
+    :meth:`to_dict` is exactly the JSON a checkpoint stores as the model's
+    config (``Forecaster.config``) and ``geostp.models.get(name, **config)``
+    reads back.  A model built from a config class takes the same names as
+    keyword arguments: its constructor's signature is derived from the fields.
+
+    Parameters
+    ----------
+    input_steps
+        ``T_in``, the number of past frames the model reads.
+    output_steps
+        ``T_out``, the number of frames it is trained to produce (and produces
+        by default).
+    channels
+        ``C``, the number of variables per frame.
+    """
+
+    input_steps: int = 10
+    output_steps: int = 10
+    channels: int = 1
+
+    def __post_init__(self) -> None:
+        self._set("input_steps", check_int("input_steps", self.input_steps, minimum=1))
+        self._set("output_steps", check_int("output_steps", self.output_steps, minimum=1))
+        self._set("channels", check_int("channels", self.channels, minimum=1))
+
+    def _set(self, name: str, value: Any) -> None:
+        """Store a checked value on the frozen instance (only ever called from ``__post_init__``)."""
+        object.__setattr__(self, name, value)
+
+    @property
+    def spatial_multiple(self) -> int:
+        """``H`` and ``W`` must be multiples of this."""
+        return 1
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The field names, in declaration order: the model's keyword arguments."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The declared default of field ``name``."""
+        return {f.name: f.default for f in dataclasses.fields(cls)}[name]
+
+    @classmethod
+    def from_arguments(cls: type[C], config: C | None = None, /, **overrides: Any) -> C:
+        """``config`` (default: all defaults) with ``overrides`` applied, validated.
+
+        Raises ConfigError for an unknown name (listing the accepted ones) or a
+        ``config`` of another model.
+        """
+        unknown = sorted(set(overrides) - set(cls.names()))
+        if unknown:
+            raise ConfigError(f"{cls.__name__} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+                              f"it accepts: {', '.join(cls.names())}")
+        if config is None:
+            return cls(**overrides)
+        if not isinstance(config, cls):
+            raise ConfigError(f"expected a {cls.__name__}, got {type(config).__name__}")
+        return dataclasses.replace(config, **overrides) if overrides else config
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with ``changes`` applied and validated again."""
+        return type(self).from_arguments(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able config a checkpoint stores (field name -> value)."""
+        return {name: getattr(self, name) for name in self.names()}
+
+    @classmethod
+    def signature(cls) -> inspect.Signature:
+        """``(self, config=None, /, *, <field>: <type> = <default>, ...)``: the constructor a model derives."""
+        hints = typing.get_type_hints(cls)
+        params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY),
+                  inspect.Parameter("config", inspect.Parameter.POSITIONAL_ONLY, default=None,
+                                    annotation=cls | None)]
+        params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                     annotation=hints.get(f.name, inspect.Parameter.empty))
+                   for f in dataclasses.fields(cls)]
+        return inspect.Signature(params)
+
+
+def config_field(name: str) -> property:
+    """A read-only model attribute that reads field ``name`` of the model's typed config."""
+
+    def read(self: Forecaster) -> Any:
+        return getattr(self.typed_config, name)
+
+    return property(read, doc=f"``{name}`` of the model's config (read-only; see :attr:`Forecaster.typed_config`).")
+
+
 def native_bf16(device: torch.device | str) -> bool:
     """Whether ``device`` does bf16 matrix arithmetic natively (so bf16 autocast pays).
 
@@ -162,9 +259,15 @@ def bf16_autocast(device: torch.device | str, enabled: bool = True) -> contextli
 class Forecaster(nn.Module):
     """Base class of every geostp model, learned or not.
 
-    Subclasses call ``super().__init__(...)`` with the shape attributes, then
-    :meth:`_remember_config` with their constructor arguments, and implement
-    :meth:`forward` and :meth:`training_loss`.
+    A model with a typed configuration (TAU, PredRNN) sets ``config_class`` to
+    its :class:`ModelConfig` subclass, takes ``(config=None, /, **overrides)``
+    in its constructor (the keyword signature is derived from the config's
+    fields), builds the config with ``config_class.from_arguments``, calls
+    ``super().__init__(...)`` with the shape attributes and then
+    :meth:`_set_typed_config`.  Other models (the baselines, wrappers) call
+    ``super().__init__(...)`` and :meth:`_remember_config` with their
+    constructor arguments.  Both implement :meth:`forward` and
+    :meth:`training_loss`.
 
     Parameters
     ----------
@@ -184,10 +287,39 @@ class Forecaster(nn.Module):
         Registry name (class attribute).
     trainable : bool
         False for baselines: they have no parameters to optimise.
+    recurrent : bool
+        True for models that step through time with a hidden state (PredRNN):
+        they produce any number of frames one at a time.
+    takes_schedule_marks : bool
+        True for models with a scheduled-sampling schedule whose marks
+        (``sampling_start_iteration``, ``sampling_end_iteration``,
+        ``sampling_exp_scale``) a training run may place
+        (:func:`geostp.models.schedules.fit_schedule_marks`).
+    needs_motion : bool
+        True for models that work in the frame of a motion field they estimate.
+    config_class : type[ModelConfig] or None
+        The model's typed configuration, None for models configured by a plain dict.
+    quick_settings : Mapping
+        Constructor arguments of a small configuration (see :meth:`quick_config`).
     """
 
     name: ClassVar[str] = ""
     trainable: ClassVar[bool] = True
+    recurrent: ClassVar[bool] = False
+    takes_schedule_marks: ClassVar[bool] = False
+    needs_motion: ClassVar[bool] = False
+    config_class: ClassVar[type[ModelConfig] | None] = None
+    quick_settings: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        config_class = cls.__dict__.get("config_class")
+        if config_class is not None:
+            # The config's fields are the constructor's keyword arguments: inspect.signature (the registry,
+            # recipe validation, help(), the docs) sees them with their types and defaults.
+            if "__init__" not in cls.__dict__:
+                raise TypeError(f"{cls.__name__} declares config_class and must define its own __init__")
+            cls.__init__.__signature__ = config_class.signature()  # type: ignore[attr-defined]
 
     def __init__(
         self, *, input_steps: int, output_steps: int, channels: int, spatial_multiple: int = 1
@@ -198,6 +330,7 @@ class Forecaster(nn.Module):
         self.channels = check_int("channels", channels, minimum=1)
         self.spatial_multiple = check_int("spatial_multiple", spatial_multiple, minimum=1)
         self._config: dict[str, Any] = {}
+        self._typed_config: ModelConfig | None = None
         # Per-channel (low, high) bounds on produced frames, set only for the duration of ``predict``.
         self._bounds: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -211,10 +344,60 @@ class Forecaster(nn.Module):
             raise ConfigError(f"model {self.name!r} config is not JSON-serialisable: {err}") from None
         self._config = config
 
+    def _set_typed_config(self, config: ModelConfig) -> None:
+        """Adopt ``config`` as this model's configuration; :attr:`config` becomes its JSON form."""
+        self._typed_config = config
+        self._config = config.to_dict()
+
     @property
     def config(self) -> dict[str, Any]:
-        """Constructor keyword arguments; ``geostp.models.get(self.name, **config)`` rebuilds the model."""
+        """Constructor keyword arguments; ``geostp.models.get(self.name, **config)`` rebuilds the model.
+
+        This dict is what checkpoints store (``model_config``).
+        """
         return copy.deepcopy(self._config)
+
+    @property
+    def typed_config(self) -> ModelConfig | None:
+        """The frozen :class:`ModelConfig` the model was built from; None for a model configured by a dict."""
+        return self._typed_config
+
+    @classmethod
+    def argument_names(cls) -> list[str]:
+        """The keyword arguments the constructor accepts."""
+        return [p.name for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+    @classmethod
+    def check_arguments(cls, kwargs: Mapping[str, Any]) -> None:
+        """Raise ConfigError naming any of ``kwargs`` the constructor does not accept (and listing those it does)."""
+        accepted = cls.argument_names()
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown:
+            raise ConfigError(
+                f"model {cls.name!r} got unknown argument(s) {', '.join(map(repr, unknown))}; "
+                f"it accepts: {', '.join(accepted)}"
+            )
+
+    @classmethod
+    def quick_config(cls, **overrides: Any) -> dict[str, Any]:
+        """Constructor arguments of a small configuration that learns something within minutes on a CPU.
+
+        The class's ``quick_settings`` (only what differs from the defaults,
+        which are the papers' configurations) updated with ``overrides``;
+        ``geostp.models.get(name, **cls.quick_config(input_steps=6))`` builds
+        the model.  Empty for the baselines.  Unknown names raise ConfigError.
+        """
+        args = {**cls.quick_settings, **overrides}
+        cls.check_arguments(args)
+        return args
+
+    def output_layer(self) -> nn.Conv2d:
+        """The final convolution, the one that produces the frames (a wrapper may zero-initialise it).
+
+        Raises ConfigError for a model without learned parameters.
+        """
+        raise ConfigError(f"model {self.name!r} has no learned output layer")
 
     # ------------------------------------------------------------------ checks
     def check_input(self, x: torch.Tensor, steps: int | None = None) -> int:
@@ -283,7 +466,7 @@ class Forecaster(nn.Module):
         y
             ``[B, T_out, C, H, W]`` target frames.
         iteration
-            Count of optimiser steps taken so far; schedules depend on it.
+            Count of optimiser iterations taken so far; schedules depend on it.
         mask
             Optional bool tensor like ``y``; True marks valid pixels.
         """
@@ -346,7 +529,7 @@ class Forecaster(nn.Module):
         return torch.clamp(y, low.view(shape).to(y.dtype), high.view(shape).to(y.dtype))
 
     def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self._config.items())
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
 
 
 def autoregressive_rollout(

@@ -16,6 +16,10 @@ The two versions share this file and class; V2 differs only by flags:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, ClassVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,16 +27,18 @@ from torch import nn
 from geostp.errors import ConfigError
 from geostp.models.base import (
     Forecaster,
+    ModelConfig,
     check_bool,
     check_float,
     check_int,
+    config_field,
     register_model,
 )
 from geostp.models.layers import fold_patches, unfold_patches
 from geostp.models.objectives import masked_mse, memory_decoupling
-from geostp.models.schedules import draw_teacher_forcing, teacher_forcing_probabilities
+from geostp.models.schedules import SCHEDULE_MARK_ARGS, draw_teacher_forcing, teacher_forcing_probabilities
 
-__all__ = ["PredRNN", "PredRNNv2", "SpatioTemporalLSTMCell"]
+__all__ = ["PredRNN", "PredRNNv2", "PredRNNConfig", "PredRNNv2Config", "SpatioTemporalLSTMCell"]
 
 # Added to both forget gates so that a fresh network starts by remembering.
 FORGET_BIAS = 1.0
@@ -107,13 +113,9 @@ class SpatioTemporalLSTMCell(nn.Module):
         return h_new, c_new, m_new, delta_c, delta_m
 
 
-@register_model("predrnn")
-class PredRNN(Forecaster):
-    """PredRNN: stacked ST-LSTM cells with a zigzag spatiotemporal memory.
-
-    Defaults (``name = "predrnn"``) are the original PredRNN: no decoupling
-    loss, plain scheduled sampling.  :class:`PredRNNv2` is the same class with
-    the V2 defaults.  Both produce any number of output steps.
+@dataclass(frozen=True, kw_only=True)
+class PredRNNConfig(ModelConfig):
+    """PredRNN's settings; the defaults are the original PredRNN's Moving-MNIST configuration.
 
     Parameters
     ----------
@@ -130,16 +132,72 @@ class PredRNN(Forecaster):
         ``p``; H and W must be multiples of it.
     decouple_weight
         ``β`` of the memory decoupling loss; 0 turns it (and its adapter) off.
-        None means the class default (0 for PredRNN, 0.1 for V2).
+        None means the config class's default (0 for PredRNN, 0.1 for V2).
     reverse_scheduled_sampling
         True: reverse scheduled sampling (V2); False: plain scheduled sampling
-        (V1).  None means the class default.
+        (V1).  None means the config class's default.
     sampling_start_iteration, sampling_end_iteration
-        The schedule's marks (25,000 and 50,000).  Plain scheduled sampling
-        falls linearly from 1 at iteration 0 to 0 at ``sampling_end_iteration``
-        and ignores the start mark.
+        The schedule's marks (25,000 and 50,000 optimiser iterations).  Plain
+        scheduled sampling falls linearly from 1 at iteration 0 to 0 at
+        ``sampling_end_iteration`` and ignores the start mark.
     sampling_exp_scale
-        Time constant of the reverse schedule's encoder rise (5,000).
+        Time constant of the reverse schedule's encoder rise (5,000 iterations).
+    """
+
+    hidden_channels: int = 128
+    num_layers: int = 4
+    kernel_size: int = 5
+    patch_size: int = 4
+    decouple_weight: float | None = 0.0
+    reverse_scheduled_sampling: bool | None = False
+    sampling_start_iteration: int = 25_000
+    sampling_end_iteration: int = 50_000
+    sampling_exp_scale: float = 5_000.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("patch_size", check_int("patch_size", self.patch_size, minimum=1))
+        self._set("hidden_channels", check_int("hidden_channels", self.hidden_channels, minimum=1))
+        self._set("num_layers", check_int("num_layers", self.num_layers, minimum=1))
+        kernel_size = check_int("kernel_size", self.kernel_size, minimum=1)
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"kernel_size must be odd, got {kernel_size}")
+        self._set("kernel_size", kernel_size)
+        for name in ("decouple_weight", "reverse_scheduled_sampling"):
+            if getattr(self, name) is None:
+                self._set(name, self.default(name))
+        self._set("decouple_weight", check_float("decouple_weight", self.decouple_weight, minimum=0.0))
+        self._set("reverse_scheduled_sampling",
+                  check_bool("reverse_scheduled_sampling", self.reverse_scheduled_sampling))
+        start = check_int("sampling_start_iteration", self.sampling_start_iteration, minimum=0)
+        self._set("sampling_start_iteration", start)
+        self._set("sampling_end_iteration",
+                  check_int("sampling_end_iteration", self.sampling_end_iteration, minimum=start + 1))
+        self._set("sampling_exp_scale", check_float("sampling_exp_scale", self.sampling_exp_scale, minimum=1e-9))
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.patch_size
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredRNNv2Config(PredRNNConfig):
+    """PredRNN-V2's settings: :class:`PredRNNConfig` with memory decoupling (``β = 0.1``) and reverse
+    scheduled sampling by default."""
+
+    decouple_weight: float | None = 0.1
+    reverse_scheduled_sampling: bool | None = True
+
+
+@register_model("predrnn")
+class PredRNN(Forecaster):
+    """PredRNN: stacked ST-LSTM cells with a zigzag spatiotemporal memory.
+
+    Built from a :class:`PredRNNConfig` or from its fields as keyword
+    arguments.  Defaults (``name = "predrnn"``) are the original PredRNN: no
+    decoupling loss, plain scheduled sampling.  :class:`PredRNNv2` is the same
+    model with the V2 defaults (:class:`PredRNNv2Config`).  Both produce any
+    number of output steps; :meth:`quick_config` gives a small configuration.
 
     Attributes
     ----------
@@ -148,64 +206,26 @@ class PredRNN(Forecaster):
         generator.  Not saved in the state dict.
     """
 
-    default_decouple_weight: float = 0.0
-    default_reverse_scheduled_sampling: bool = False
+    config_class: ClassVar[type[PredRNNConfig]] = PredRNNConfig
+    recurrent = True
+    takes_schedule_marks = True
+    quick_settings = MappingProxyType({"hidden_channels": 32, "num_layers": 2, "patch_size": 4})
+    patch_size = config_field("patch_size")
+    hidden_channels = config_field("hidden_channels")
+    num_layers = config_field("num_layers")
+    decouple_weight = config_field("decouple_weight")
+    reverse_scheduled_sampling = config_field("reverse_scheduled_sampling")
+    sampling_start_iteration = config_field("sampling_start_iteration")
+    sampling_end_iteration = config_field("sampling_end_iteration")
+    sampling_exp_scale = config_field("sampling_exp_scale")
 
-    def __init__(
-        self,
-        *,
-        input_steps: int = 10,
-        output_steps: int = 10,
-        channels: int = 1,
-        hidden_channels: int = 128,
-        num_layers: int = 4,
-        kernel_size: int = 5,
-        patch_size: int = 4,
-        decouple_weight: float | None = None,
-        reverse_scheduled_sampling: bool | None = None,
-        sampling_start_iteration: int = 25_000,
-        sampling_end_iteration: int = 50_000,
-        sampling_exp_scale: float = 5_000.0,
-    ) -> None:
-        patch_size = check_int("patch_size", patch_size, minimum=1)
-        super().__init__(
-            input_steps=input_steps,
-            output_steps=output_steps,
-            channels=channels,
-            spatial_multiple=patch_size,
-        )
-        self.patch_size = patch_size
-        self.hidden_channels = check_int("hidden_channels", hidden_channels, minimum=1)
-        self.num_layers = check_int("num_layers", num_layers, minimum=1)
-        kernel_size = check_int("kernel_size", kernel_size, minimum=1)
-        if kernel_size % 2 == 0:
-            raise ConfigError(f"kernel_size must be odd, got {kernel_size}")
-        if decouple_weight is None:
-            decouple_weight = self.default_decouple_weight
-        if reverse_scheduled_sampling is None:
-            reverse_scheduled_sampling = self.default_reverse_scheduled_sampling
-        self.decouple_weight = check_float("decouple_weight", decouple_weight, minimum=0.0)
-        self.reverse_scheduled_sampling = check_bool("reverse_scheduled_sampling", reverse_scheduled_sampling)
-        self.sampling_start_iteration = check_int("sampling_start_iteration", sampling_start_iteration, minimum=0)
-        self.sampling_end_iteration = check_int(
-            "sampling_end_iteration", sampling_end_iteration, minimum=self.sampling_start_iteration + 1
-        )
-        self.sampling_exp_scale = check_float("sampling_exp_scale", sampling_exp_scale, minimum=1e-9)
+    def __init__(self, config: PredRNNConfig | None = None, /, **overrides: Any) -> None:
+        cfg = self.config_class.from_arguments(config, **overrides)
+        super().__init__(input_steps=cfg.input_steps, output_steps=cfg.output_steps, channels=cfg.channels,
+                         spatial_multiple=cfg.spatial_multiple)
+        self._set_typed_config(cfg)
         self.sampling_generator: torch.Generator | None = None
-        self._remember_config(
-            input_steps=self.input_steps,
-            output_steps=self.output_steps,
-            channels=self.channels,
-            hidden_channels=self.hidden_channels,
-            num_layers=self.num_layers,
-            kernel_size=kernel_size,
-            patch_size=patch_size,
-            decouple_weight=self.decouple_weight,
-            reverse_scheduled_sampling=self.reverse_scheduled_sampling,
-            sampling_start_iteration=self.sampling_start_iteration,
-            sampling_end_iteration=self.sampling_end_iteration,
-            sampling_exp_scale=self.sampling_exp_scale,
-        )
+        patch_size, kernel_size = cfg.patch_size, cfg.kernel_size
 
         patch_channels = self.channels * patch_size**2
         self.cells = nn.ModuleList(
@@ -282,6 +302,10 @@ class PredRNN(Forecaster):
         return torch.stack(predictions, dim=1), deltas_c, deltas_m
 
     # ------------------------------------------------------------------ API
+    def output_layer(self) -> nn.Module:
+        """The 1x1 convolution that produces the (folded) frames (a wrapper may zero it)."""
+        return self.readout
+
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
         patches = fold_patches(x, self.patch_size)
@@ -290,6 +314,25 @@ class PredRNN(Forecaster):
         truth[:, : self.input_steps - 1] = True
         predictions, _, _ = self._unroll(patches, num_steps, truth, collect_increments=False)
         return unfold_patches(predictions[:, self.input_steps - 1 :], self.patch_size)
+
+    @property
+    def typed_config(self) -> PredRNNConfig:
+        return self._typed_config
+
+    def output_layer(self) -> nn.Conv2d:
+        """The 1x1 readout (no bias) that turns the top layer's hidden state into patch frames."""
+        return self.readout
+
+    def set_schedule_marks(self, **marks: float) -> None:
+        """Place the scheduled-sampling marks (``sampling_start_iteration``, ``sampling_end_iteration``,
+        ``sampling_exp_scale``) for the run ahead, e.g. :func:`~geostp.models.schedules.schedule_marks_for`'s.
+
+        The config (and so the checkpoint) records them; nothing else changes.
+        """
+        unknown = sorted(set(marks) - set(SCHEDULE_MARK_ARGS))
+        if unknown:
+            raise ConfigError(f"set_schedule_marks takes {', '.join(SCHEDULE_MARK_ARGS)}; got {', '.join(unknown)}")
+        self._set_typed_config(self.typed_config.replace(**marks))
 
     def teacher_forcing_probabilities(self, iteration: int) -> tuple[float, float]:
         """Encoder and decoder teacher-forcing probabilities at ``iteration``."""
@@ -308,8 +351,9 @@ class PredRNN(Forecaster):
         *,
         iteration: int = 0,
         mask: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """MSE over every next-frame prediction plus ``β`` x decoupling loss.
+        """MSE over every next-frame prediction plus ``β`` x decoupling loss (``weight``: per-pixel, like ``y``).
 
         As in the papers, the MSE covers the predictions of input frames
         ``2 .. T_in`` as well as of the targets; ``mask`` only describes ``y``,
@@ -342,7 +386,10 @@ class PredRNN(Forecaster):
         if mask is not None:
             known = torch.ones_like(x[:, 1:], dtype=torch.bool)
             full_mask = torch.cat([known, mask], dim=1)
-        mse = masked_mse(predicted_frames, targets, full_mask)
+        full_weight = None
+        if weight is not None:
+            full_weight = torch.cat([torch.ones_like(x[:, 1:]), weight.expand_as(y).to(x.dtype)], dim=1)
+        mse = masked_mse(predicted_frames, targets, full_mask, full_weight)
         loss = mse
         decouple = mse.new_zeros(())
         if collect:
@@ -384,5 +431,7 @@ class PredRNN(Forecaster):
 class PredRNNv2(PredRNN):
     """PredRNN-V2: :class:`PredRNN` with memory decoupling (``β = 0.1``) and reverse scheduled sampling."""
 
-    default_decouple_weight = 0.1
-    default_reverse_scheduled_sampling = True
+    config_class = PredRNNv2Config
+
+    def __init__(self, config: PredRNNv2Config | None = None, /, **overrides: Any) -> None:
+        super().__init__(config, **overrides)

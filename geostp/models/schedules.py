@@ -1,4 +1,4 @@
-"""Scheduled-sampling schedules for recurrent models, as pure functions of the training iteration.
+"""Scheduled-sampling schedules of the recurrent models, as pure functions of the training iteration.
 
 A recurrent forecaster is fed, at each step, either the true frame (teacher
 forcing) or its own previous prediction.  These functions say how likely the
@@ -10,12 +10,18 @@ these, so a schedule is defined once.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from geostp.errors import ConfigError
 
+if TYPE_CHECKING:
+    from geostp.models.base import Forecaster
+
 __all__ = [
+    "REFERENCE_TRAINING_ITERATIONS",
     "REFERENCE_TRAINING_STEPS",
     "schedule_marks_for",
     "SCHEDULE_MARK_ARGS",
@@ -29,22 +35,24 @@ __all__ = [
 
 
 #: The run the papers' marks (25,000 / 50,000 / 5,000 iterations) belong to: OpenSTL's Moving MNIST,
-#: 200 epochs of 625 steps of 16 clips. The marks are 20 % / 40 % / 4 % of it.
-REFERENCE_TRAINING_STEPS = 200 * 625
+#: 200 epochs of 625 optimiser iterations on batches of 16 clips. The marks are 20 % / 40 % / 4 % of it.
+REFERENCE_TRAINING_ITERATIONS = 200 * 625
+#: Deprecated name of :data:`REFERENCE_TRAINING_ITERATIONS` (``steps`` are lead times); removed in the next release.
+REFERENCE_TRAINING_STEPS = REFERENCE_TRAINING_ITERATIONS
 
 
-def schedule_marks_for(total_steps: int) -> dict[str, int | float]:
-    """The scheduled-sampling marks at the papers' fractions of a run of ``total_steps`` optimiser steps.
+def schedule_marks_for(total_iterations: int) -> dict[str, int | float]:
+    """The scheduled-sampling marks at the papers' fractions of a run of ``total_iterations`` optimiser iterations.
 
-    With the papers' marks a run of a few thousand steps never leaves the
+    With the papers' marks a run of a few thousand iterations never leaves the
     first phase: PredRNN's decoder stays teacher-forced (it never learns from
     its own predictions, which is all it gets at inference) and PredRNN-V2's
     stays at 50 %.  Returns the ``sampling_start_iteration``,
     ``sampling_end_iteration`` and ``sampling_exp_scale`` model arguments.
     """
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ConfigError(f"total_steps must be a positive integer, got {total_steps!r}")
-    scale = total_steps / REFERENCE_TRAINING_STEPS
+    if isinstance(total_iterations, bool) or not isinstance(total_iterations, int) or total_iterations < 1:
+        raise ConfigError(f"total_iterations must be a positive integer, got {total_iterations!r}")
+    scale = total_iterations / REFERENCE_TRAINING_ITERATIONS
     start = round(25_000 * scale)
     return {"sampling_start_iteration": start,
             "sampling_end_iteration": max(start + 1, round(50_000 * scale)),
@@ -55,17 +63,22 @@ def schedule_marks_for(total_steps: int) -> dict[str, int | float]:
 SCHEDULE_MARK_ARGS = ("sampling_start_iteration", "sampling_end_iteration", "sampling_exp_scale")
 
 
-def takes_schedule_marks(model: object, args: dict) -> bool:
-    """Whether ``model`` has a sampling schedule whose marks ``args`` leaves to the run (marks a user chose are theirs)."""
-    return hasattr(model, "sampling_start_iteration") and not any(k in args for k in SCHEDULE_MARK_ARGS)
+def takes_schedule_marks(model: Forecaster | type[Forecaster], args: Mapping[str, Any]) -> bool:
+    """Whether ``model`` (a model or its class) has a sampling schedule whose marks ``args`` leaves to the run.
+
+    The model says whether it has such a schedule (its ``takes_schedule_marks``
+    attribute); marks a user put in ``args`` are theirs.
+    """
+    return model.takes_schedule_marks and not any(k in args for k in SCHEDULE_MARK_ARGS)
 
 
-def fit_schedule_marks(model: object, args: dict, total_steps: int) -> dict | None:
-    """``args`` with the marks placed for a run of ``total_steps`` (:func:`schedule_marks_for`), or ``None``
-    when :func:`takes_schedule_marks` says no."""
+def fit_schedule_marks(model: Forecaster | type[Forecaster], args: Mapping[str, Any],
+                       total_iterations: int) -> dict | None:
+    """``args`` with the marks placed for a run of ``total_iterations`` optimiser iterations
+    (:func:`schedule_marks_for`), or ``None`` when :func:`takes_schedule_marks` says no."""
     if not takes_schedule_marks(model, args):
         return None
-    return {**args, **schedule_marks_for(int(total_steps))}
+    return {**args, **schedule_marks_for(int(total_iterations))}
 
 
 def reverse_scheduled_sampling(
@@ -84,7 +97,7 @@ def reverse_scheduled_sampling(
     Parameters
     ----------
     iteration
-        Training iteration (0-based; the count of optimiser steps taken).
+        Training iteration (0-based; the count of optimiser iterations taken).
     start_iteration, end_iteration
         The two marks: both probabilities stay at 0.5 before the first and
         reach their final values at the second (paper: 25,000 and 50,000).
@@ -114,7 +127,7 @@ def scheduled_sampling(iteration: int, stop_iteration: int = 50_000) -> tuple[fl
 
     The encoder always sees the true frames; the decoder's chance of seeing
     them falls linearly from 1 at iteration 0 to 0 at ``stop_iteration``
-    (the reference code subtracts ``2e-5`` per iteration, i.e. 50,000 steps).
+    (the reference code subtracts ``2e-5`` per iteration, i.e. 50,000 iterations).
 
     Returns
     -------

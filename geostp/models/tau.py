@@ -15,6 +15,9 @@ training loss is MSE plus ``α`` times the differential divergence regulariser.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,15 +25,17 @@ from torch import nn
 from geostp.errors import ConfigError
 from geostp.models.base import (
     Forecaster,
+    ModelConfig,
     autoregressive_rollout,
     check_float,
     check_int,
+    config_field,
     register_model,
 )
 from geostp.models.layers import ConvNormAct, DropPath, LayerScale
 from geostp.models.objectives import differential_divergence, masked_mse
 
-__all__ = ["TAU", "TAUBlock", "TemporalAttentionModule"]
+__all__ = ["TAU", "TAUConfig", "TAUBlock", "TemporalAttentionModule"]
 
 # Memory layouts, chosen by measurement on two CPU cores (oneDNN kernels):
 # the translator's depthwise and 1x1 convolutions on 16x16 maps run much
@@ -190,12 +195,9 @@ class _TranslatorStage(nn.Module):
         return self.resize(self.block(x))
 
 
-@register_model("tau")
-class TAU(Forecaster):
-    """Temporal Attention Unit forecaster (Tan et al., CVPR 2023).
-
-    Defaults are the paper's Moving-MNIST configuration (44.7 M parameters
-    for 10 x 1 x 64 x 64 inputs).
+@dataclass(frozen=True, kw_only=True)
+class TAUConfig(ModelConfig):
+    """TAU's settings; the defaults are the paper's Moving-MNIST configuration.
 
     Parameters
     ----------
@@ -234,78 +236,80 @@ class TAU(Forecaster):
         ``τ`` of its softmax.
     """
 
-    def __init__(
-        self,
-        *,
-        input_steps: int = 10,
-        output_steps: int = 10,
-        channels: int = 1,
-        spatial_hidden_channels: int = 64,
-        temporal_hidden_channels: int = 512,
-        spatial_blocks: int = 4,
-        temporal_blocks: int = 8,
-        encoder_kernel: int = 3,
-        decoder_kernel: int = 3,
-        mlp_ratio: float = 8.0,
-        attention_kernel: int = 21,
-        attention_dilation: int = 3,
-        drop_path: float = 0.0,
-        dropout: float = 0.0,
-        layer_scale_init: float = 1e-2,
-        ddr_weight: float = 0.1,
-        ddr_temperature: float = 0.1,
-    ) -> None:
-        spatial_blocks = check_int("spatial_blocks", spatial_blocks, minimum=1)
-        super().__init__(
-            input_steps=input_steps,
-            output_steps=output_steps,
-            channels=channels,
-            spatial_multiple=2 ** (spatial_blocks // 2),
-        )
-        spatial_hidden_channels = check_int("spatial_hidden_channels", spatial_hidden_channels, minimum=2)
-        if spatial_hidden_channels % 2:
-            raise ConfigError(
-                f"spatial_hidden_channels must be even (GroupNorm uses 2 groups), got {spatial_hidden_channels}"
-            )
-        temporal_hidden_channels = check_int("temporal_hidden_channels", temporal_hidden_channels, minimum=1)
-        temporal_blocks = check_int("temporal_blocks", temporal_blocks, minimum=2)
-        for name, kernel in (("encoder_kernel", encoder_kernel), ("decoder_kernel", decoder_kernel)):
-            if check_int(name, kernel, minimum=1) % 2 == 0:
+    spatial_hidden_channels: int = 64
+    temporal_hidden_channels: int = 512
+    spatial_blocks: int = 4
+    temporal_blocks: int = 8
+    encoder_kernel: int = 3
+    decoder_kernel: int = 3
+    mlp_ratio: float = 8.0
+    attention_kernel: int = 21
+    attention_dilation: int = 3
+    drop_path: float = 0.0
+    dropout: float = 0.0
+    layer_scale_init: float = 1e-2
+    ddr_weight: float = 0.1
+    ddr_temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self._set("spatial_blocks", check_int("spatial_blocks", self.spatial_blocks, minimum=1))
+        hidden = check_int("spatial_hidden_channels", self.spatial_hidden_channels, minimum=2)
+        if hidden % 2:
+            raise ConfigError(f"spatial_hidden_channels must be even (GroupNorm uses 2 groups), got {hidden}")
+        self._set("spatial_hidden_channels", hidden)
+        self._set("temporal_hidden_channels",
+                  check_int("temporal_hidden_channels", self.temporal_hidden_channels, minimum=1))
+        self._set("temporal_blocks", check_int("temporal_blocks", self.temporal_blocks, minimum=2))
+        for name in ("encoder_kernel", "decoder_kernel"):
+            kernel = check_int(name, getattr(self, name), minimum=1)
+            if kernel % 2 == 0:
                 raise ConfigError(f"{name} must be odd, got {kernel}")
-        mlp_ratio = check_float("mlp_ratio", mlp_ratio, minimum=1.0)
-        attention_dilation = check_int("attention_dilation", attention_dilation, minimum=1)
-        attention_kernel = check_int("attention_kernel", attention_kernel, minimum=attention_dilation)
-        drop_path = check_float("drop_path", drop_path, minimum=0.0, below=1.0)
-        dropout = check_float("dropout", dropout, minimum=0.0, below=1.0)
-        layer_scale_init = check_float("layer_scale_init", layer_scale_init, minimum=0.0)
-        self.ddr_weight = check_float("ddr_weight", ddr_weight, minimum=0.0)
-        self.ddr_temperature = check_float("ddr_temperature", ddr_temperature, minimum=1e-6)
-        self._remember_config(
-            input_steps=self.input_steps,
-            output_steps=self.output_steps,
-            channels=self.channels,
-            spatial_hidden_channels=spatial_hidden_channels,
-            temporal_hidden_channels=temporal_hidden_channels,
-            spatial_blocks=spatial_blocks,
-            temporal_blocks=temporal_blocks,
-            encoder_kernel=encoder_kernel,
-            decoder_kernel=decoder_kernel,
-            mlp_ratio=mlp_ratio,
-            attention_kernel=attention_kernel,
-            attention_dilation=attention_dilation,
-            drop_path=drop_path,
-            dropout=dropout,
-            layer_scale_init=layer_scale_init,
-            ddr_weight=self.ddr_weight,
-            ddr_temperature=self.ddr_temperature,
-        )
+            self._set(name, kernel)
+        self._set("mlp_ratio", check_float("mlp_ratio", self.mlp_ratio, minimum=1.0))
+        dilation = check_int("attention_dilation", self.attention_dilation, minimum=1)
+        self._set("attention_dilation", dilation)
+        self._set("attention_kernel", check_int("attention_kernel", self.attention_kernel, minimum=dilation))
+        self._set("drop_path", check_float("drop_path", self.drop_path, minimum=0.0, below=1.0))
+        self._set("dropout", check_float("dropout", self.dropout, minimum=0.0, below=1.0))
+        self._set("layer_scale_init", check_float("layer_scale_init", self.layer_scale_init, minimum=0.0))
+        self._set("ddr_weight", check_float("ddr_weight", self.ddr_weight, minimum=0.0))
+        self._set("ddr_temperature", check_float("ddr_temperature", self.ddr_temperature, minimum=1e-6))
+
+    @property
+    def spatial_multiple(self) -> int:
+        return 2 ** (self.spatial_blocks // 2)
+
+
+@register_model("tau")
+class TAU(Forecaster):
+    """Temporal Attention Unit forecaster (Tan et al., CVPR 2023).
+
+    Built from a :class:`TAUConfig` or from its fields as keyword arguments
+    (``TAU(spatial_blocks=2)``, ``TAU(config, output_steps=12)``).  The
+    defaults are the paper's Moving-MNIST configuration (44.7 M parameters for
+    10 x 1 x 64 x 64 inputs); :meth:`quick_config` gives a small one.
+    """
+
+    config_class = TAUConfig
+    quick_settings = MappingProxyType({"spatial_hidden_channels": 16, "temporal_hidden_channels": 64,
+                                       "spatial_blocks": 2, "temporal_blocks": 2})
+    ddr_weight = config_field("ddr_weight")
+    ddr_temperature = config_field("ddr_temperature")
+
+    def __init__(self, config: TAUConfig | None = None, /, **overrides: Any) -> None:
+        cfg = TAUConfig.from_arguments(config, **overrides)
+        super().__init__(input_steps=cfg.input_steps, output_steps=cfg.output_steps, channels=cfg.channels,
+                         spatial_multiple=cfg.spatial_multiple)
+        self._set_typed_config(cfg)
+        spatial_hidden_channels, spatial_blocks = cfg.spatial_hidden_channels, cfg.spatial_blocks
 
         # Encoder: block i strides when i is odd (SimVP's [no, yes, no, yes, ...]).
         self.encoder = nn.ModuleList(
             ConvNormAct(
                 self.channels if i == 0 else spatial_hidden_channels,
                 spatial_hidden_channels,
-                encoder_kernel,
+                cfg.encoder_kernel,
                 stride=2 if i % 2 == 1 else 1,
             )
             for i in range(spatial_blocks)
@@ -315,7 +319,7 @@ class TAU(Forecaster):
             ConvNormAct(
                 spatial_hidden_channels,
                 spatial_hidden_channels,
-                decoder_kernel,
+                cfg.decoder_kernel,
                 upsample=(spatial_blocks - 1 - j) % 2 == 1,
             )
             for j in range(spatial_blocks)
@@ -323,20 +327,21 @@ class TAU(Forecaster):
         self.readout = nn.Conv2d(spatial_hidden_channels, self.channels, 1)
 
         stacked = self.input_steps * spatial_hidden_channels
-        widths = [stacked] + [temporal_hidden_channels] * (temporal_blocks - 1) + [stacked]
+        temporal_blocks = cfg.temporal_blocks
+        widths = [stacked] + [cfg.temporal_hidden_channels] * (temporal_blocks - 1) + [stacked]
         block_kwargs = dict(
-            mlp_ratio=mlp_ratio,
-            kernel_size=attention_kernel,
-            dilation=attention_dilation,
-            dropout=dropout,
-            layer_scale_init=layer_scale_init,
+            mlp_ratio=cfg.mlp_ratio,
+            kernel_size=cfg.attention_kernel,
+            dilation=cfg.attention_dilation,
+            dropout=cfg.dropout,
+            layer_scale_init=cfg.layer_scale_init,
         )
         self.translator = nn.Sequential(
             *(
                 _TranslatorStage(
                     widths[i],
                     widths[i + 1],
-                    drop_path=drop_path * i / (temporal_blocks - 1),
+                    drop_path=cfg.drop_path * i / (temporal_blocks - 1),
                     **block_kwargs,
                 )
                 for i in range(temporal_blocks)
@@ -363,6 +368,18 @@ class TAU(Forecaster):
         out = self.readout(self.decoder[-1](hidden + skip))
         return out.contiguous().reshape(batch, steps, channels, height, width)
 
+    def output_layer(self) -> nn.Module:
+        """The 1x1 convolution that produces the frames (a wrapper may zero it)."""
+        return self.readout
+
+    @property
+    def typed_config(self) -> TAUConfig:
+        return self._typed_config
+
+    def output_layer(self) -> nn.Conv2d:
+        """The 1x1 readout that turns decoded features into frames."""
+        return self.readout
+
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
         return autoregressive_rollout(lambda window: self.clamp_output(self._predict_block(window)), x, steps)
@@ -374,14 +391,15 @@ class TAU(Forecaster):
         *,
         iteration: int = 0,
         mask: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """MSE plus ``α`` x differential divergence; ``iteration`` is not used by TAU.
+        """MSE (``weight``-ed per pixel if given) plus ``α`` x differential divergence; ``iteration`` is not used.
 
         Returns ``(loss, {"mse", "ddr", "loss"})``.
         """
         self.check_target(x, y, mask)
         prediction = autoregressive_rollout(self._predict_block, x, self.output_steps)
-        mse = masked_mse(prediction, y, mask)
+        mse = masked_mse(prediction, y, mask, weight)
         if self.ddr_weight > 0:
             ddr = differential_divergence(prediction, y, self.ddr_temperature, mask)
             loss = mse + self.ddr_weight * ddr
