@@ -23,7 +23,10 @@ _MASKED_LOGIT = -1.0e9
 
 
 def masked_mse(
-    prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared error over the valid pixels.
 
@@ -34,6 +37,10 @@ def masked_mse(
     mask
         Optional boolean tensor broadcastable to ``target``; True marks a
         pixel that counts.
+    weight
+        Optional non-negative float tensor broadcastable to ``target``: each
+        pixel's squared error counts that much (e.g. a rain weight); the mean
+        is then over the weights.
 
     Returns
     -------
@@ -41,10 +48,12 @@ def masked_mse(
         Scalar; zero (still attached to the graph) when no pixel is valid.
     """
     error = (_full(prediction) - _full(target)).square()
-    if mask is None:
+    if mask is None and weight is None:
         return error.mean()
-    weight = mask.to(error.dtype).expand_as(error)
-    return (error * weight).sum() / weight.sum().clamp_min(1.0)
+    w = torch.ones_like(error) if weight is None else _full(weight).to(error.dtype).expand_as(error)
+    if mask is not None:
+        w = w * mask.to(error.dtype).expand_as(error)
+    return (error * w).sum() / w.sum().clamp_min(1.0)
 
 
 def differential_divergence(
