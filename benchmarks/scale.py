@@ -41,7 +41,7 @@ TRAIN_WORKER = r'''
 import json, os, sys, time
 import torch
 import geostp.models as models
-from geostp.distributed import init_from_env, rank, world_size, barrier, shutdown
+from geostp.train.ddp import barrier, init_from_env, rank, shutdown, world_size
 from geostp.stream import CubeDataset, WindowSpec, Normalizer, make_loader
 from geostp.train.trainer import Trainer, TrainSettings
 
@@ -101,7 +101,7 @@ def _timed(fn, *args, **kwargs):
 def bench_data(work: Path, n_times: int, size: int) -> dict:
     from distributed import Client, LocalCluster
 
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.store import ingest, open_cube
     from geostp.data.synthetic import synthetic_radar
     from geostp.stream import compute_statistics
 

@@ -42,8 +42,8 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     from geostp.cube import describe
     from geostp.data.adapters import adapters  # importing it registers the built-in adapters
     from geostp.data.catalog import open_catalog
-    from geostp.data.ingest import ingest, open_cube
     from geostp.errors import ConfigError
+    from geostp.store import ingest, open_cube
 
     extra = _parse_adapter_args(args.arg or [])
     if args.adapter is not None:
@@ -72,7 +72,7 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from geostp.cube import describe
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
 
     print(describe(open_cube(args.path)))
     return 0
@@ -102,7 +102,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.check:
         print(recipe_to_yaml(recipe), end="")
         return 0
-    import geostp.distributed as distributed
+    from geostp.cluster import dask_client
+    from geostp.train import ddp
 
     nproc = getattr(args, "nproc", None)
     if nproc is not None:
@@ -111,19 +112,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if nproc > 1 and recipe.kind != "train":
             raise ConfigError(f"--nproc is for kind 'train' recipes; {recipe.where} is kind {recipe.kind!r}")
         if nproc > 1 and "WORLD_SIZE" not in os.environ:  # start the processes; each runs this command
-            return distributed.launch_local(args.argv, nproc)
+            return ddp.launch_local(args.argv, nproc)
     from geostp.recipes.run import run_recipe
 
     # Under torchrun (or --nproc) join the process group: the trainer then runs DDP.
-    grouped = distributed.init_from_env() if recipe.kind == "train" else False
+    grouped = ddp.init_from_env() if recipe.kind == "train" else False
     try:
-        with distributed.dask_client(getattr(args, "dask_scheduler", None)):
+        with dask_client(getattr(args, "dask_scheduler", None)):
             result = run_recipe(recipe, watch=args.watch, poll_seconds=args.poll, max_polls=args.max_polls,
                                 reference_time=args.reference_time, progress=not args.quiet)
     finally:
         if grouped:
-            distributed.shutdown()
-    if recipe.kind != "nowcast" and distributed.is_main_process():
+            ddp.shutdown()
+    if recipe.kind != "nowcast" and ddp.is_main_process():
         for f in result.files:
             print(f"wrote {f}")
     return result.exit_code

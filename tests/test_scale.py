@@ -24,7 +24,7 @@ import json, os, sys
 import torch
 import geostp.models as models
 from geostp.data.synthetic import synthetic_radar
-from geostp.distributed import init_from_env, rank, world_size, shutdown
+from geostp.train.ddp import init_from_env, rank, shutdown, world_size
 from geostp.stream import CubeDataset, WindowSpec, compute_statistics, make_loader
 from geostp.train.trainer import Trainer, TrainSettings
 
@@ -158,8 +158,8 @@ def local_cluster():
 def test_statistics_and_ingest_on_a_two_worker_cluster(tmp_path, local_cluster):
     import xarray as xr
 
-    from geostp.data.ingest import ingest, open_cube
     from geostp.data.synthetic import synthetic_radar
+    from geostp.store import ingest, open_cube
     from geostp.stream import Split, compute_statistics
 
     cube = synthetic_radar(n_times=48, ny=32, nx=32, seed=0)
@@ -194,9 +194,9 @@ def test_statistics_and_ingest_on_a_two_worker_cluster(tmp_path, local_cluster):
 def test_metrics_on_the_cluster_from_stored_cubes(tmp_path, local_cluster):
     """Scores of dask-backed forecasts and observations compute on the workers (the active client)."""
     from geostp import metrics
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.cluster import dask_client
     from geostp.data.synthetic import synthetic_radar
-    from geostp.distributed import dask_client
+    from geostp.store import ingest, open_cube
 
     def lazy(seed, name):
         da = open_cube(ingest(synthetic_radar(n_times=24, ny=32, nx=32, seed=seed), tmp_path / name,
@@ -213,7 +213,8 @@ def test_metrics_on_the_cluster_from_stored_cubes(tmp_path, local_cluster):
 
 
 def test_bad_scheduler_and_nproc_are_config_errors():
-    from geostp.distributed import dask_client, launch_local
+    from geostp.cluster import dask_client
+    from geostp.train.ddp import launch_local
 
     pytest.importorskip("distributed")
     with pytest.raises(ConfigError, match="no dask scheduler answered"):
@@ -271,7 +272,7 @@ def test_geostp_run_rejects_bad_nproc(tmp_path, capsys):
 
 def test_geostp_ingest_on_a_local_cluster(tmp_path):
     pytest.importorskip("distributed")
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
 
     out = tmp_path / "c.zarr"
     proc = subprocess.run([sys.executable, "-m", "geostp", "ingest", "radar_small", "--catalog", "synthetic",

@@ -305,7 +305,7 @@ def compute_statistics(
     Parameters
     ----------
     cube
-        A cube, ideally dask-backed (:func:`geostp.data.ingest.open_cube`); it is never loaded whole.
+        A cube, ideally dask-backed (:func:`geostp.store.open_cube`); it is never loaded whole.
     variables
         Channel order; default every data variable.
     split
@@ -317,7 +317,7 @@ def compute_statistics(
         Stored in the Normalizer: the encoded value that missing pixels take.
     client
         Compute on a ``dask.distributed`` client: a ``Client``, a scheduler
-        address or ``"local:N"`` (:func:`geostp.distributed.dask_client`).  By
+        address or ``"local:N"`` (:func:`geostp.cluster.dask_client`).  By
         default a client that is already active (the default client) is used,
         and dask's local threads otherwise.
 
@@ -355,7 +355,7 @@ def compute_statistics(
         if "sequence" in cube.dims:
             sub = sub.isel(sequence=split.sequence_indices(cube))
     lazy = {v: _moments_lazy(sub[v], chosen[v]) for v in variables}
-    from geostp.distributed import active_client, dask_client
+    from geostp.cluster import active_client, dask_client
 
     # On a distributed client (the active one, or ``client``) the per-chunk moments are computed on
     # its workers and only five numbers per chunk come back; otherwise on local threads.
