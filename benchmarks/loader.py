@@ -54,7 +54,7 @@ def load() -> float:
 
 
 def ensure_cube(path: Path, frames: int, size: int, cells: float) -> dict:
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.store import ingest, open_cube
     from geostp.data.synthetic import synthetic_radar
     from geostp.errors import StoreError
 
@@ -130,7 +130,7 @@ def run_xbatcher(path: Path, workers: int, seconds: float, batch_size: int) -> d
     from torch.utils.data import DataLoader
     from xbatcher.loaders.torch import MapDataset
 
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
 
     cube = open_cube(path)
     gen = xbatcher.BatchGenerator(cube["precipitation"], input_dims=dict(zip(("time", "y", "x"), WINDOW, strict=True)))
@@ -177,7 +177,7 @@ def _time_loader(make, seconds: float, key: str | None = "x") -> dict:
 
 def run_geostp(path: Path, spec, normalizer, split, workers: int, seconds: float, batch_size: int,
                reader: str = "auto") -> dict:
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
     from geostp.stream import CubeDataset, make_loader
 
     ds = CubeDataset(open_cube(path), ["precipitation"], spec, split=split, normalizer=normalizer,
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     import xbatcher
     import zarr
 
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
     from geostp.stream import WindowSpec, compute_statistics, split_cube
 
     result: dict = {

@@ -25,10 +25,10 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
 
     from geostp.cube import describe
     from geostp.data.catalog import open_catalog
-    from geostp.data.ingest import ingest, open_cube
     from geostp.evaluate import evaluate
     from geostp.fit import fit
     from geostp.forecast import forecast
+    from geostp.store import ingest, open_cube
     from geostp.writers import write_forecast
 
     out = Path(out)

@@ -97,7 +97,7 @@ def test_frame_folders_cut_into_clips(kth):
     overlapping = open_frame_folders(kth, n_frames=5, stride=2)
     assert overlapping.sizes["sequence"] == 4 + 4 + 2
     # the clip labels survive a zarr ingest (variable-length strings, which zarr v3 specifies)
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.store import ingest, open_cube
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -54,7 +54,7 @@ def test_malformed_catalogs(tmp_path):
 
 
 def test_environment_variables_expand(tmp_path, monkeypatch, radar_cube):
-    from geostp.data.ingest import ingest
+    from geostp.store import ingest
 
     ingest(radar_cube, tmp_path / "c.zarr", progress=False)
     p = tmp_path / "env.yaml"
@@ -101,6 +101,6 @@ def test_cli_ingest(tmp_path, capsys):
     cat = tmp_path / "c.yaml"
     cat.write_text("sources:\n  tiny:\n    adapter: synthetic_radar\n    args: {n_times: 7, ny: 8, nx: 8}\n")
     assert main(["ingest", "tiny", "--catalog", str(cat), "--out", str(tmp_path / "t.zarr"), "--quiet"]) == 0
-    from geostp.data.ingest import open_cube
+    from geostp.store import open_cube
 
     assert np.isfinite(open_cube(tmp_path / "t.zarr")["precipitation"].values).any()

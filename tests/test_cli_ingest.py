@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from geostp.cli import main
-from geostp.data.ingest import COMPLETE_ATTR, open_cube
 from geostp.errors import StoreError
+from geostp.store import COMPLETE_ATTR, open_cube
 
 
 def _taxibj_file(path: Path) -> np.ndarray:

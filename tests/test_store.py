@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geostp.data.ingest import COMPLETE_ATTR, default_chunks, ingest, open_cube
 from geostp.errors import StoreError
+from geostp.store import COMPLETE_ATTR, default_chunks, ingest, open_cube
 
 
 def test_round_trip_keeps_values_labels_and_crs(radar_cube, tmp_path):
@@ -40,6 +40,26 @@ def test_nan_survives_round_trip(radar_cube, tmp_path):
     b = radar_cube["precipitation"].values
     assert np.isnan(b).any()
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+
+
+def test_store_path_only_for_the_arrays_open_cube_read(radar_cube, tmp_path):
+    """The stream reads zarr chunks directly only for variables that are still the store's own arrays."""
+    import xarray as xr
+
+    from geostp.store import unmodified_store_path
+
+    store = ingest(radar_cube, tmp_path / "c.zarr", progress=False)
+    cube = open_cube(store)
+    assert unmodified_store_path(cube, ["precipitation"]) is not None
+    assert unmodified_store_path(cube.copy(), ["precipitation"]) is not None
+    derived = cube.assign(precipitation=cube["precipitation"] * 2.0)
+    assert unmodified_store_path(derived, ["precipitation"]) is None
+    assert unmodified_store_path(cube.isel(time=slice(1, None)), ["precipitation"]) is None
+    assert unmodified_store_path(cube.chunk({"time": 3}), ["precipitation"]) is None
+    assert unmodified_store_path(cube.load(), ["precipitation"]) is None
+    assert unmodified_store_path(radar_cube, ["precipitation"]) is None  # in memory, no store
+    with xr.open_zarr(store, consolidated=False) as foreign:  # opened without geostp: no mark
+        assert unmodified_store_path(foreign, ["precipitation"]) is None
 
 
 def test_default_chunks_policy():
@@ -80,7 +100,7 @@ def test_interrupted_ingest_leaves_no_complete_store(tmp_path):
     target = tmp_path / "big.zarr"
     code = f"""
         from geostp.data.synthetic import synthetic_radar
-        from geostp.data.ingest import ingest
+        from geostp.store import ingest
         ds = synthetic_radar(2000, 256, 256, seed=5, time_chunk=10)
         ingest(ds, {str(target)!r}, time_chunk=10, progress=False)
     """
@@ -123,7 +143,7 @@ def test_cube_larger_than_memory_cap_ingests_and_opens(tmp_path):
         import resource, re
         import numpy as np
         from geostp.data.synthetic import synthetic_radar
-        from geostp.data.ingest import ingest, open_cube
+        from geostp.store import ingest, open_cube
         import dask
         vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
         cap = vm + 400 * 2**20

@@ -14,8 +14,8 @@ import pytest
 import torch
 import xarray as xr
 
-from geostp.data.ingest import ingest, open_cube
 from geostp.errors import ConfigError, GeostpError
+from geostp.store import ingest, open_cube
 from geostp.stream import (
     CubeDataset,
     Normalizer,
@@ -466,7 +466,7 @@ def test_streaming_an_epoch_stays_under_a_memory_cap(tmp_path):
         import re, resource
         import numpy, torch, xarray, zarr, dask
         from geostp.stream import CubeDataset, WindowSpec, compute_statistics, make_loader, split_cube
-        from geostp.data.ingest import open_cube
+        from geostp.store import open_cube
         cube = open_cube({str(store)!r})  # starts zarr's threads: libraries and stacks are not headroom
         vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
         headroom = 300 * 2**20

@@ -13,7 +13,7 @@ import xarray as xr
 
 from geostp.data import crowdflow, netcdf, radar, synthetic, video
 from geostp.data.catalog import adapters
-from geostp.data.ingest import open_cube
+from geostp.store import open_cube
 
 register = adapters.register
 

@@ -34,7 +34,7 @@ How an epoch is laid out
 Reading
 -------
 When the dataset is given a store path, or a cube opened with
-:func:`geostp.data.ingest.open_cube` and not modified since, workers read the
+:func:`geostp.store.open_cube` and not modified since, workers read the
 zarr arrays directly with zarr-python (the cube serves only as the index);
 otherwise they read through xarray/dask with dask's synchronous scheduler
 (dask's threaded scheduler hangs in forked workers).  Workers write each
@@ -57,6 +57,7 @@ import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from geostp.errors import ConfigError
+from geostp.store import open_cube, unmodified_store_path
 from geostp.stream._shm import Releaser, SlotAllocator, alloc_batch, slot_table
 from geostp.stream.normalize import Normalizer
 from geostp.stream.windows import (
@@ -66,6 +67,7 @@ from geostp.stream.windows import (
     cube_variables,
     sample_source,
 )
+from geostp.train.ddp import rank_and_size
 
 __all__ = ["CubeDataset", "CubeLoader", "make_loader", "worker_init"]
 
@@ -180,18 +182,14 @@ def _zarr_matches(cube: xr.Dataset, path: str, variables: Sequence[str]) -> bool
     """Is ``cube`` an unmodified view of the store at ``path`` (so zarr can be read directly)?"""
     import zarr
 
+    if unmodified_store_path(cube, variables) is None:
+        return False  # not opened by open_cube, or computed from the store since: not the store itself
     try:
         group = zarr.open_group(path, mode="r")
     except Exception:
         return False
     for v in variables:
         da = cube[v]
-        data = da.data
-        name = getattr(data, "name", "")
-        if not (isinstance(name, str) and name.startswith("open_dataset-")):
-            return False  # computed from the store, not the store itself
-        if any(k in da.encoding for k in ("scale_factor", "add_offset")):
-            return False
         if v not in group:
             return False
         arr = group[v]
@@ -265,7 +263,7 @@ class CubeDataset(IterableDataset):
     Parameters
     ----------
     source
-        A store path (written by :func:`geostp.data.ingest.ingest`) or an
+        A store path (written by :func:`geostp.store.ingest`) or an
         opened cube (``xarray.Dataset``, dask- or numpy-backed).
     variables
         Channel order (recorded as ``self.variables``); default every data variable.
@@ -356,8 +354,6 @@ class CubeDataset(IterableDataset):
         if spec is None:
             raise ConfigError("CubeDataset needs spec=WindowSpec(input_steps=..., output_steps=..., ...)")
         if isinstance(source, (str, os.PathLike)):
-            from geostp.data.ingest import open_cube
-
             path: str | None = str(Path(source))
             cube = open_cube(source)
         elif isinstance(source, xr.Dataset):
@@ -384,7 +380,7 @@ class CubeDataset(IterableDataset):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.drop_last = bool(drop_last)
-        self.rank, self.world_size = _distributed(rank, world_size)
+        self.rank, self.world_size = rank_and_size(rank, world_size)
         self.shard = shard
         self.streams = int(streams)
         self.shuffle_blocks = int(shuffle_blocks)
@@ -398,7 +394,7 @@ class CubeDataset(IterableDataset):
         use_zarr = reader == "zarr" or (reader == "auto" and path is not None)
         if use_zarr and (path is None or not _zarr_matches(cube, path, self.variables)):
             if reader == "zarr":
-                raise ConfigError("reader='zarr' needs a store path or a cube opened from one and not modified "
+                raise ConfigError("reader='zarr' needs a store path or a cube opened by geostp.store.open_cube and not modified "
                                   f"since (found source {path!r}); use reader='xarray' for derived cubes")
             use_zarr = False
         self.reader_kind = "zarr" if use_zarr else "xarray"
@@ -637,20 +633,6 @@ class CubeDataset(IterableDataset):
             for c, v in enumerate(self.variables):
                 self.normalizer.encode_inplace(v, raw[:, :, c])
         return _Region(box, raw)
-
-
-def _distributed(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    if rank is None and world_size is None:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_rank(), dist.get_world_size()
-        return 0, 1
-    rank = 0 if rank is None else int(rank)
-    world_size = 1 if world_size is None else int(world_size)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"rank={rank}, world_size={world_size}; expected 0 <= rank < world_size")
-    return rank, world_size
 
 
 def worker_init(worker_id: int) -> None:

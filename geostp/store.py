@@ -1,0 +1,283 @@
+"""The zarr store: cubes written into chunked zarr stores, atomically, and opened lazily.
+
+Below the stream (which reads windows from stores) and above the cube (whose
+conventions every store holds); moved here from ``geostp.data.ingest``, which
+stays an alias for one release.
+
+Chunking policy
+---------------
+Training reads windows of ``T_in + T_out`` consecutive frames (typically 20)
+over spatial patches (typically 64-256 pixels).  A store is therefore chunked
+``time_chunk`` frames deep (default 20, one window) and ``spatial_chunk``
+pixels wide (default 256, clipped to the grid): a random window then touches
+at most two time chunks per tile, each chunk is a few MB (20 x 256 x 256
+float32 = 5.2 MB before compression), large enough for zstd to compress well
+and for a read to amortise its latency, and small enough that a DataLoader
+worker can cut many samples from one read.  A ``sequence`` dim (video clips)
+is chunked one sequence at a time.
+
+Atomicity
+---------
+A store is written into a sibling folder named ``<target>.partial-<token>``;
+only after every chunk is written is a completion marker put into the root
+attributes and the folder renamed onto its final name (a single ``rename``).
+A reader therefore sees either no store or a complete one, and
+:func:`open_cube` refuses a folder that lacks the marker.  Re-running an
+interrupted ingest removes the stale partial folder and starts again.
+
+Direct reads
+------------
+:func:`open_cube` marks each data variable's encoding with the identity of the
+dask array it read from the store (:data:`STORE_ARRAY_KEY`).
+:func:`unmodified_store_path` tells a reader (the stream's zarr reader) whether a
+cube's variables are still exactly those arrays, so that it may read the zarr
+chunks itself instead of going through dask: anything computed, selected or
+rechunked since is a different dask array, and is read through xarray.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask.array as dask_array
+import numpy as np
+import xarray as xr
+
+from geostp.cluster import dask_client
+from geostp.cube import CubeInfo, validate_cube
+from geostp.errors import CubeError, StoreError
+
+__all__ = ["ingest", "open_cube", "store_info", "default_chunks", "unmodified_store_path", "COMPLETE_ATTR",
+           "STORE_ARRAY_KEY"]
+
+COMPLETE_ATTR = "geostp_complete"
+PARTIAL_INFIX = ".partial-"
+#: Encoding key of a variable opened by :func:`open_cube`: the name of the dask array read from the store.
+STORE_ARRAY_KEY = "geostp_store_array"
+
+
+def default_chunks(sizes: Mapping[str, int], *, time_chunk: int = 20, spatial_chunk: int = 256) -> dict[str, int]:
+    """The chunk sizes of the policy above for a cube of the given sizes."""
+    chunks = {
+        "time": max(1, min(time_chunk, sizes["time"])),
+        "y": max(1, min(spatial_chunk, sizes["y"])),
+        "x": max(1, min(spatial_chunk, sizes["x"])),
+    }
+    if "sequence" in sizes:
+        chunks["sequence"] = 1
+    return chunks
+
+
+def _encoding(ds: xr.Dataset, variables: list[str], chunks: dict[str, int]) -> dict[str, dict[str, Any]]:
+    from zarr.codecs import BloscCodec
+
+    enc: dict[str, dict[str, Any]] = {}
+    for v in variables:
+        shape = tuple(chunks[d] for d in ds[v].dims)
+        # Blosc+zstd with byte shuffle: fast to decode (the loader's hot path) and
+        # compact on fields that are mostly zero or NaN, as radar rain is.
+        enc[v] = {
+            "chunks": shape,
+            "compressors": (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),),
+        }
+        if np.issubdtype(ds[v].dtype, np.floating):
+            enc[v]["_FillValue"] = np.nan
+    return enc
+
+
+def _stale_partials(target: Path) -> list[Path]:
+    return sorted(target.parent.glob(target.name + PARTIAL_INFIX + "*"))
+
+
+def ingest(
+    ds: xr.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    time_chunk: int = 20,
+    spatial_chunk: int = 256,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: str | None = None,
+    client: Any = None,
+) -> Path:
+    """Write a cube into a chunked zarr (v3) store, atomically, with a progress bar.
+
+    The cube is written ``time_chunk`` frames at a time, so memory use stays at
+    one block of frames whatever the size of the cube, and a lazily built cube
+    (from an adapter or the synthetic generator) is never loaded whole.
+
+    Parameters
+    ----------
+    ds
+        A valid cube (see :func:`geostp.cube.validate_cube`), numpy- or dask-backed.
+    path
+        The store to create (a folder, conventionally ending in ``.zarr``).
+    time_chunk, spatial_chunk
+        The chunking policy (module docstring).
+    overwrite
+        Replace an existing store; otherwise an existing one is an error.
+    progress
+        Show a tqdm progress bar over blocks of frames.
+    source
+        A name for error messages.
+    client
+        Write on a ``dask.distributed`` cluster: a ``Client``, a scheduler
+        address (``tcp://host:8786``) or ``"local:N"`` (see
+        :func:`geostp.cluster.dask_client`).  The workers compute and write
+        the chunks themselves, so ``path`` must be on storage they all reach.
+        By default a client that is already active is used (``dask.compute``
+        goes to it), else dask's local threads.
+
+    Returns
+    -------
+    Path
+        The path of the complete store.
+    """
+    from tqdm.auto import tqdm
+
+    target = Path(path)
+    info = validate_cube(ds, source=source, check_values=False)
+    if target.exists() and not overwrite:
+        raise StoreError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in _stale_partials(target):  # left by an interrupted run: restart cleanly
+        shutil.rmtree(stale, ignore_errors=True)
+
+    variables = list(info.variables)
+    chunks = default_chunks(info.sizes, time_chunk=time_chunk, spatial_chunk=spatial_chunk)
+    ds = ds.transpose(*info.dims, ...)
+    ds = ds.chunk({d: chunks[d] for d in info.dims})
+    # Everything without a time dim (lat/lon, grid mapping) is small: write it with the metadata.
+    for name in list(ds.variables):
+        if "time" not in ds[name].dims and name not in ds.dims:
+            ds[name] = ds[name].load()
+    for v in ds.variables:
+        ds[v].encoding.pop("chunks", None)
+        ds[v].encoding.pop("preferred_chunks", None)
+        ds[v].encoding.pop("compressors", None)
+    ds.attrs = {**ds.attrs, "geostp_time_chunk": chunks["time"], "geostp_spatial_chunk": chunks["y"]}
+    ds.attrs.pop(COMPLETE_ATTR, None)
+
+    tmp = target.with_name(target.name + PARTIAL_INFIX + uuid.uuid4().hex[:8])
+    try:
+        # Metadata, coordinates and empty arrays first; then the data block by block.
+        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                   encoding=_encoding(ds, variables, chunks))
+        nt, step = info.sizes["time"], chunks["time"]
+        blocks = range(0, nt, step)
+        bar = tqdm(blocks, desc=f"ingest {target.name}", unit="block", disable=not progress,
+                   postfix={"frames": nt})
+        data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
+
+        def write(start: int, compute: bool = True) -> Any:
+            block = data_only.isel(time=slice(start, start + step))
+            return block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
+                                              for d in info.dims},
+                                 zarr_format=3, consolidated=False, compute=compute)
+
+        with dask_client(client) as active:
+            if active is None:
+                for start in bar:  # dask's local threads, one block of frames at a time
+                    write(start)
+            else:
+                # On a distributed client the workers read (or generate) and write the chunks
+                # themselves: nothing but task states comes back.  As many blocks are in flight
+                # as the cluster has threads, so every worker is busy even on a small grid.
+                import dask
+
+                width = max(1, sum(active.nthreads().values()))
+                starts = list(blocks)
+                for i in range(0, len(starts), width):
+                    group = starts[i: i + width]
+                    dask.compute(*[write(start, compute=False) for start in group])
+                    bar.update(len(group))
+                bar.close()
+        import zarr
+
+        root = zarr.open_group(tmp, mode="r+", zarr_format=3)
+        root.attrs[COMPLETE_ATTR] = True
+        if target.exists():  # overwrite: move the old one aside, then swap in the new one
+            trash = target.with_name(target.name + ".old-" + uuid.uuid4().hex[:8])
+            os.replace(target, trash)
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: Any = None) -> xr.Dataset:
+    """Open a store written by :func:`ingest` lazily (dask-backed, nothing read but metadata).
+
+    Raises
+    ------
+    StoreError
+        If the path does not exist, is not a zarr store, or is an incomplete
+        (interrupted) write.
+    """
+    p = Path(path)
+    if PARTIAL_INFIX in p.name:
+        raise StoreError(f"{p} is an unfinished ingest (a '{PARTIAL_INFIX}' folder); re-run the ingest")
+    if not p.exists():
+        partial = _stale_partials(p)
+        hint = f" (an interrupted ingest left {partial[0].name}; re-run the ingest)" if partial else ""
+        raise StoreError(f"no cube store at {p}{hint}")
+    import zarr
+
+    try:
+        root = zarr.open_group(p, mode="r")
+    except Exception as exc:
+        raise StoreError(f"{p} is not a zarr store ({type(exc).__name__}: {exc})") from None
+    if not root.attrs.get(COMPLETE_ATTR, False):
+        raise StoreError(
+            f"{p} is not a complete geostp cube: it lacks the '{COMPLETE_ATTR}' marker that ingest "
+            "writes last (an interrupted write, or a store not made by geostp.ingest); re-run the ingest"
+        )
+    try:
+        ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
+    except Exception as exc:
+        raise StoreError(f"{p} could not be opened as a dataset ({type(exc).__name__}: {exc})") from None
+    if validate:
+        try:
+            validate_cube(ds, source=str(p), check_values=False)
+        except CubeError as exc:
+            raise StoreError(str(exc)) from None
+    ds.encoding.setdefault("source", str(p))
+    for name in ds.data_vars:
+        data = ds[name].data
+        if isinstance(data, dask_array.Array):
+            ds[name].encoding[STORE_ARRAY_KEY] = data.name
+    return ds
+
+
+def unmodified_store_path(cube: xr.Dataset, variables: Sequence[str]) -> str | None:
+    """The store ``cube`` was opened from by :func:`open_cube`, if ``variables`` are still exactly what it read.
+
+    ``None`` when the cube did not come from :func:`open_cube`, or when any of ``variables`` was
+    computed, selected, rechunked, loaded or rescaled since (it is then a different array, or
+    carries no mark): such a cube must be read through xarray, not from the store's chunks.
+    """
+    path = cube.encoding.get("source")
+    if path is None:
+        return None
+    for name in variables:
+        var = cube[name].variable
+        mark = var.encoding.get(STORE_ARRAY_KEY)
+        if mark is None or not isinstance(var.data, dask_array.Array) or var.data.name != mark:
+            return None
+        if any(k in var.encoding for k in ("scale_factor", "add_offset")):
+            return None
+    return str(path)
+
+
+def store_info(path: str | os.PathLike[str]) -> CubeInfo:
+    """Validate and describe a store without reading its data."""
+    return validate_cube(open_cube(path, validate=False), source=str(path), check_values=False)
