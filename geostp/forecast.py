@@ -145,7 +145,7 @@ class FittedForecaster:
 
     @property
     def name(self) -> str:
-        return getattr(self.model, "name", type(self.model).__name__)
+        return self.model.name
 
     # -------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -284,7 +284,7 @@ class FittedForecaster:
             outputs.append(out.astype(np.float32))
         values = np.stack(outputs) if several else outputs[0]
         attrs = {"model": self.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "",
-                 "model_config": json.dumps(getattr(self.model, "config", {}))}
+                 "model_config": json.dumps(self.model.config)}
         from geostp._version import __version__
 
         attrs["geostp_version"] = __version__
@@ -299,9 +299,9 @@ class FittedForecaster:
              overlap: int, bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:
         """Model output ``[steps, C, H, W]`` for one window, padded (and tiled) as the model needs."""
         t, c, h, w = x.shape
-        m = int(getattr(model, "spatial_multiple", 1))
+        m = model.spatial_multiple
         # Baselines run whole: their cost is small, and optical flow needs the whole field for its motion.
-        if tile is None or (h <= tile and w <= tile) or not getattr(model, "trainable", True):
+        if tile is None or (h <= tile and w <= tile) or not model.trainable:
             return _padded_predict(model, x, steps, m, device, bounds)
         if tile % m or tile <= 2 * overlap:
             raise ConfigError(f"tile={tile} must be a multiple of {m} and larger than 2 x overlap={overlap}")

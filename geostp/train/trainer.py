@@ -34,13 +34,16 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from geostp.errors import CheckpointError, ConfigError
 from geostp.train.checkpoint import load_checkpoint, save_checkpoint
+
+if TYPE_CHECKING:
+    from geostp.models.base import Forecaster
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
 
@@ -76,10 +79,17 @@ class TrainSettings(BaseModel):
     find_unused_parameters: bool = Field(False, description="DDP: allow parameters that a step does not use")
     sync_batchnorm: bool = Field(False, description="DDP on CUDA: convert BatchNorm to SyncBatchNorm")
 
-    def planned_steps(self, steps_per_epoch: int) -> int:
-        """Optimiser steps the epoch and step budgets allow: what the schedules are sized to."""
-        total = self.epochs * steps_per_epoch
+    def planned_iterations(self, batches_per_epoch: int) -> int:
+        """Optimiser iterations the epoch and ``max_steps`` budgets allow: what the schedules are sized to."""
+        total = self.epochs * batches_per_epoch
         return min(total, self.max_steps) if self.max_steps else total
+
+    def planned_steps(self, steps_per_epoch: int) -> int:
+        """Deprecated name of :meth:`planned_iterations` (``steps`` are lead times); removed in the next release."""
+        import warnings
+
+        warnings.warn("TrainSettings.planned_steps is now planned_iterations", DeprecationWarning, stacklevel=2)
+        return self.planned_iterations(steps_per_epoch)
 
 
 @dataclass
@@ -154,15 +164,15 @@ class Trainer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: Forecaster,
         settings: TrainSettings | None = None,
         *,
         checkpoint_dir: str | Path | None = None,
         metadata: dict[str, Any] | None = None,
         on_step: Callable[[Trainer, dict[str, float]], None] | None = None,
     ) -> None:
-        if not getattr(model, "trainable", True):
-            raise ConfigError(f"model {getattr(model, 'name', type(model).__name__)!r} has nothing to train")
+        if not model.trainable:
+            raise ConfigError(f"model {model.name!r} has nothing to train")
         self.settings = settings or TrainSettings()
         self.dist = _dist()
         self.rank = self.dist.get_rank() if self.dist else 0
@@ -202,7 +212,7 @@ class Trainer:
     # ------------------------------------------------------------------ schedule
     def _make_scheduler(self, steps_per_epoch: int) -> None:
         s = self.settings
-        total = max(s.planned_steps(steps_per_epoch), 1)
+        total = max(s.planned_iterations(steps_per_epoch), 1)
         if s.schedule == "onecycle":
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer, max_lr=s.lr, total_steps=total + 1)
@@ -217,8 +227,8 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
-            "model_name": getattr(self.model, "name", type(self.model).__name__),
-            "model_config": getattr(self.model, "config", {}),
+            "model_name": self.model.name,
+            "model_config": self.model.config,
             "state_dict": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else {},
@@ -251,7 +261,7 @@ class Trainer:
     def restore(self, path: str | Path) -> None:
         """Continue from a checkpoint written by :meth:`save` (same model and settings)."""
         ck = load_checkpoint(path, map_location=self.device)
-        if ck.get("model_name") != getattr(self.model, "name", type(self.model).__name__):
+        if ck.get("model_name") != self.model.name:
             raise CheckpointError(f"{path} holds model {ck.get('model_name')!r}, not {self.model.name!r}")
         try:
             self.model.load_state_dict(ck["state_dict"])
@@ -390,11 +400,11 @@ class Trainer:
             self.restore(last)
         self.model.train()
         self._clock = time.perf_counter()
-        total_steps = s.planned_steps(steps_per_epoch)
+        total_steps = s.planned_iterations(steps_per_epoch)
         first_step = self.result.iteration
         pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up steps
         bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
-                   desc=f"train {getattr(self.model, 'name', '')}", unit="step", dynamic_ncols=True)
+                   desc=f"train {self.model.name}", unit="step", dynamic_ncols=True)
         try:
             while self.epoch < s.epochs and not self.result.stopped:
                 _set_epoch(train_loader, self.epoch, self.batch_in_epoch)
