@@ -1,18 +1,19 @@
-"""The generic adapter for CF netCDF files and zarr stores, and the georeferencing helpers every gridded adapter shares.
+"""The generic adapter for CF netCDF files and zarr stores.
 
 ``open_netcdf`` opens one CF file (or zarr store) with a time dim, or a series
 of files holding one or a few time steps each (as radar archives do), as a
 lazy cube: the time of every file is read from its contents at open time (a
 header read of the time variable only), the data of a time step when it is
 computed.  The grid comes from the file's own CF grid mapping and projection
-coordinates; the conventions every adapter follows are in the helpers below
-(north-up rows, x/y in metres at pixel centres, 2-D lat/lon, rain in mm/h).
+coordinates; the conventions every adapter follows (north-up rows, x/y in
+metres at pixel centres, 2-D lat/lon, rain in mm/h, time steps, file
+resolution) live in :mod:`geostp.conventions`; their names stay importable
+from here for one release.
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,7 +26,26 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.cube import find_gaps
+from geostp.conventions import (  # re-exported: these names were importable from here before
+    AMOUNT_NAMES,
+    AMOUNT_UNITS,
+    GRID_MAPPING,
+    KM_UNITS,
+    ON_ERROR_CHOICES,
+    RAIN_RATE_ATTRS,
+    RATE_PER_HOUR_UNITS,
+    RATE_PER_SECOND_UNITS,
+    check_on_error,
+    crs_attrs,
+    finish_cube,
+    format_step,
+    glob_problem,
+    is_zarr_store,
+    lonlat_grid,
+    parse_step,
+    projected_coords,
+    resolve_files,
+)
 from geostp.data._locks import hdf5_reading
 from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.errors import ConfigError, DataError
@@ -43,188 +63,8 @@ __all__ = [
     "glob_problem",
     "check_on_error",
     "finish_cube",
+    "ON_ERROR_CHOICES",
 ]
-
-#: Name of the CF grid-mapping variable every adapter writes.
-GRID_MAPPING = "crs"
-
-#: CF attributes of a rain-rate variable.
-RAIN_RATE_ATTRS = {"standard_name": "lwe_precipitation_rate", "units": "mm h-1"}
-
-ON_ERROR_CHOICES = ("raise", "gap")
-
-# Units of precipitation amounts (accumulations) and of rates, as CF files and providers spell them.
-_AMOUNT_UNITS = {"mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2", "millimeter", "millimetre", "millimeters",
-                 "millimetres"}
-_AMOUNT_NAMES = {"precipitation_amount", "lwe_thickness_of_precipitation_amount",
-                 "thickness_of_rainfall_amount", "rainfall_amount"}
-_RATE_PER_HOUR = {"mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1", "kg m-2 h-1"}
-_RATE_PER_SECOND = {"mm s-1", "mm/s", "kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s"}
-_KM = {"km", "kilometre", "kilometer", "kilometres", "kilometers"}
-
-
-# ----------------------------------------------------------------------------- shared helpers
-
-
-def check_on_error(on_error: str) -> str:
-    """Validate the corrupt-file policy argument."""
-    if on_error not in ON_ERROR_CHOICES:
-        raise ConfigError(f"on_error={on_error!r} is not a policy; expected one of {', '.join(ON_ERROR_CHOICES)} "
-                          "('raise': stop with an error naming the file; 'gap': leave the frame out as a gap)")
-    return on_error
-
-
-def parse_step(step: Any, *, what: str = "time step") -> pd.Timedelta:
-    """A time step from minutes (a number, pysteps' convention) or a pandas/ISO interval string."""
-    try:
-        if isinstance(step, (int, float, np.integer, np.floating)) and not isinstance(step, bool):
-            td = pd.Timedelta(minutes=float(step))
-        else:
-            td = pd.Timedelta(step)
-    except (ValueError, TypeError):
-        td = None
-    if td is None or pd.isna(td) or td <= pd.Timedelta(0):
-        raise ConfigError(f"{what} {step!r} is not a positive interval; expected minutes (e.g. 5) "
-                          "or an interval string (e.g. '5min', '1h', 'PT10M')")
-    return td
-
-
-def format_step(step: Any) -> str:
-    """An interval as a short string that :class:`pandas.Timedelta` reads back ('5min', '1h', '30s')."""
-    seconds = pd.Timedelta(step).total_seconds()
-    if seconds % 3600 == 0:
-        return f"{int(seconds // 3600)}h"
-    if seconds % 60 == 0:
-        return f"{int(seconds // 60)}min"
-    return f"{seconds:g}s"
-
-
-def crs_attrs(crs) -> dict[str, Any]:
-    """CF grid-mapping attributes of a :class:`pyproj.CRS` (``CRS.to_cf()``), quietly."""
-    with warnings.catch_warnings():
-        # Oblique projections: pyproj notes CF has no skew-angle parameter (90 degrees for
-        # Swiss LV03, so nothing is lost; the WKT written beside it keeps everything).
-        warnings.filterwarnings("ignore", message=".*skew.*")
-        warnings.filterwarnings("ignore", category=UserWarning, module="pyproj")
-        return crs.to_cf()
-
-
-_LONLAT_CACHE: dict[tuple[str, bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D longitude and latitude (float32, about 0.5 m) of the pixel centres ``x`` (columns) by ``y`` (rows).
-
-    Computed a band of rows at a time, so the peak memory is the two float32 results.  The last few
-    grids are remembered (copies are returned): a feed opened one file at a time, as the nowcast
-    runner does, pays the projection once rather than once per file.
-    """
-    import pyproj
-
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    key = (pyproj.CRS(crs).to_wkt(), x.tobytes(), y.tobytes())
-    if key in _LONLAT_CACHE:
-        lon, lat = _LONLAT_CACHE[key]
-        return lon.copy(), lat.copy()
-    lon, lat = _lonlat_grid(crs, x, y)
-    if len(_LONLAT_CACHE) >= 4:
-        _LONLAT_CACHE.pop(next(iter(_LONLAT_CACHE)))
-    _LONLAT_CACHE[key] = (lon, lat)
-    return lon.copy(), lat.copy()
-
-
-def _lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    import pyproj
-
-    transformer = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
-    lon = np.empty((y.size, x.size), np.float32)
-    lat = np.empty((y.size, x.size), np.float32)
-    band = max(1, 2**16 // max(1, x.size))
-    for r in range(0, y.size, band):
-        yy = np.repeat(y[r: r + band], x.size)
-        xx = np.tile(x, yy.size // x.size)
-        lo, la = transformer.transform(xx, yy)
-        lon[r: r + band] = np.reshape(lo, (-1, x.size))
-        lat[r: r + band] = np.reshape(la, (-1, x.size))
-    return lon, lat
-
-
-def projected_coords(x: np.ndarray, y: np.ndarray, crs=None) -> dict[str, Any]:
-    """Coordinates of a cube on a projected grid: ``x``/``y`` in metres, plus 2-D ``lat``/``lon`` when ``crs`` is given."""
-    coords: dict[str, Any] = {
-        "y": ("y", np.asarray(y, float), {"standard_name": "projection_y_coordinate", "units": "m", "axis": "Y",
-                                          "long_name": "y of pixel centre"}),
-        "x": ("x", np.asarray(x, float), {"standard_name": "projection_x_coordinate", "units": "m", "axis": "X",
-                                          "long_name": "x of pixel centre"}),
-    }
-    if crs is not None:
-        lon, lat = lonlat_grid(crs, x, y)
-        coords["lat"] = (("y", "x"), lat, {"standard_name": "latitude", "units": "degrees_north"})
-        coords["lon"] = (("y", "x"), lon, {"standard_name": "longitude", "units": "degrees_east"})
-    return coords
-
-
-def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, what: str,
-                  suffixes: Sequence[str] = ()) -> list[Path]:
-    """Files named by a path, a glob pattern (``**`` allowed) or a list of either; sorted, never empty.
-
-    A directory stands for the files in it whose name ends with one of ``suffixes``.
-    """
-    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
-    if not items:
-        raise ConfigError(f"no {what} given: expected a file, a glob pattern or a list of files")
-    out: list[Path] = []
-    for item in items:
-        s = os.fspath(item)
-        if glob.has_magic(s):
-            found = sorted(Path(p) for p in glob.glob(s, recursive=True) if Path(p).is_file())
-            if not found:
-                raise DataError(f"pattern {s} matched no {what} ({glob_problem(s)}); expected at least one file")
-            out.extend(found)
-        else:
-            p = Path(s)
-            if not p.exists():
-                raise DataError(f"{what} {p} does not exist")
-            if p.is_dir() and suffixes and not _is_zarr(p):
-                found = sorted(f for f in p.iterdir() if f.is_file() and f.name.endswith(tuple(suffixes)))
-                if not found:
-                    raise DataError(f"folder {p} holds no {what} (no file ending in {', '.join(suffixes)})")
-                out.extend(found)
-            else:
-                out.append(p)
-    return out
-
-
-def glob_problem(pattern: str) -> str:
-    """Why a glob pattern found nothing: the folder before its first wildcard is missing, or nothing in it matches."""
-    base = Path()
-    for part in Path(pattern).parts:
-        if glob.has_magic(part):
-            break
-        base = base / part
-    return f"folder {base} does not exist" if not base.exists() else f"nothing matches in {base}"
-
-
-def _is_zarr(p: Path) -> bool:
-    return p.is_dir() and any((p / m).exists() for m in ("zarr.json", ".zgroup", ".zarray", ".zattrs"))
-
-
-def finish_cube(ds: xr.Dataset, *, step: pd.Timedelta | None, source: str) -> xr.Dataset:
-    """Declare the nominal time step, count the missing steps and check the axis (raises on irregular times)."""
-    times = ds["time"].values
-    if step is None and times.size >= 2:
-        diffs = np.diff(times.astype("datetime64[ns]"))
-        values, counts = np.unique(diffs, return_counts=True)
-        step = pd.Timedelta(values[np.argmax(counts)])
-        ds.attrs["time_step_inferred"] = 1
-    if step is not None:
-        ds.attrs["time_step"] = format_step(step)
-    gaps = find_gaps(ds, source=source)
-    ds.attrs["n_missing_steps"] = int(sum(g.missing for g in gaps))
-    ds.attrs["n_gaps"] = len(gaps)
-    return ds
-
 
 # ----------------------------------------------------------------------------- the generic CF adapter
 
@@ -338,7 +178,7 @@ def _open_dataset(p: Path, engine: str | None, chunks: Any) -> xr.Dataset:
     kw: dict[str, Any] = {"chunks": chunks}
     if engine is not None:
         kw["engine"] = engine
-    elif _is_zarr(p):
+    elif is_zarr_store(p):
         kw["engine"] = "zarr"
     try:
         with warnings.catch_warnings():
@@ -483,7 +323,7 @@ def _standardise(ds: xr.Dataset, layout: _Layout, minutes: float | None, to_rain
             raise DataError(f"{p}: dim {dim!r} has no coordinate values; expected projection coordinates")
         values = np.asarray(ds[dim].values, float)
         units = str(ds[dim].attrs.get("units", "m")).strip().lower()
-        if units in _KM:
+        if units in KM_UNITS:
             return values * 1000.0, "m"
         return values, units
 
@@ -503,8 +343,8 @@ def _standardise(ds: xr.Dataset, layout: _Layout, minutes: float | None, to_rain
         data = arr.data
         units = str(attrs.get("units", "")).strip()
         sname = str(attrs.get("standard_name", "")).strip()
-        is_rate = units.lower() in _RATE_PER_HOUR | _RATE_PER_SECOND
-        if to_rain_rate and not is_rate and (units.lower() in _AMOUNT_UNITS or sname in _AMOUNT_NAMES):
+        is_rate = units.lower() in RATE_PER_HOUR_UNITS | RATE_PER_SECOND_UNITS
+        if to_rain_rate and not is_rate and (units.lower() in AMOUNT_UNITS or sname in AMOUNT_NAMES):
             if minutes is None:
                 raise ConfigError(
                     f"{p}: variable {v!r} is a precipitation amount ({units or sname}) but the accumulation "
@@ -516,11 +356,11 @@ def _standardise(ds: xr.Dataset, layout: _Layout, minutes: float | None, to_rain
             attrs["comment"] = (f"converted from {units or 'mm'} per {minutes:g} min to mm h-1 "
                                 f"(x {60.0 / minutes:g}); time labels the end of the accumulation period")
             attrs["accumulation_minutes"] = float(minutes)
-        elif to_rain_rate and units.lower() in _RATE_PER_SECOND:
+        elif to_rain_rate and units.lower() in RATE_PER_SECOND_UNITS:
             data = data * np.float32(3600.0)
             attrs.update(RAIN_RATE_ATTRS)
             attrs["comment"] = f"converted from {units} to mm h-1 (x 3600)"
-        elif units.lower() in _RATE_PER_HOUR:
+        elif units.lower() in RATE_PER_HOUR_UNITS:
             attrs["units"] = "mm h-1"
             attrs.setdefault("standard_name", RAIN_RATE_ATTRS["standard_name"])
         if np.issubdtype(data.dtype, np.floating) and data.dtype != np.float32:

@@ -32,7 +32,6 @@ import contextlib
 import glob
 import io
 import os
-import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,8 +44,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.data.feed_support import FeedSupport, serves_file_feed
-from geostp.data.netcdf import (
+from geostp.conventions import (
     GRID_MAPPING,
     RAIN_RATE_ATTRS,
     check_on_error,
@@ -55,7 +53,9 @@ from geostp.data.netcdf import (
     glob_problem,
     parse_step,
     projected_coords,
+    times_from_names,  # re-exported: it lived here before geostp.conventions
 )
+from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.errors import ConfigError, DataError, UnknownNameError
 
 __all__ = ["open_radar", "importer_names", "find_radar_files", "times_from_names", "check_file"]
@@ -117,59 +117,6 @@ def _get_importer(name: str) -> Callable[..., Any]:
 
 
 # ----------------------------------------------------------------------------- finding files and times
-
-_CODES = {"Y": r"\d{4}", "y": r"\d{2}", "m": r"\d{2}", "d": r"\d{2}", "H": r"\d{2}", "M": r"\d{2}",
-          "S": r"\d{2}", "j": r"\d{3}"}
-
-
-def _pattern_regex(fn_pattern: str, fn_ext: str | None) -> tuple[re.Pattern[str], list[str]]:
-    """A regex for pysteps' ``fn_pattern`` (strftime codes, ``?`` and ``*`` wildcards) plus ``.fn_ext``."""
-    out, codes, i = [], [], 0
-    while i < len(fn_pattern):
-        c = fn_pattern[i]
-        if c == "%" and i + 1 < len(fn_pattern):
-            code = fn_pattern[i + 1]
-            if code == "%":
-                out.append("%")
-            elif code in _CODES:
-                out.append(f"({_CODES[code]})")
-                codes.append(code)
-            else:
-                raise ConfigError(f"fn_pattern {fn_pattern!r}: time code %{code} is not supported; "
-                                  f"use %{', %'.join(_CODES)}")
-            i += 2
-            continue
-        out.append("." if c == "?" else ".*" if c == "*" else re.escape(c))
-        i += 1
-    if fn_ext:
-        out.append(re.escape("." + fn_ext.lstrip(".")))
-    return re.compile("^" + "".join(out) + "$"), codes
-
-
-def times_from_names(paths: Sequence[Path], fn_pattern: str, fn_ext: str | None = None) -> list[datetime]:
-    """The time encoded in each file name by ``fn_pattern`` (pysteps' convention: strftime codes, ``?`` wildcards).
-
-    Raises
-    ------
-    DataError
-        Naming the first file whose name does not match the pattern.
-    """
-    regex, codes = _pattern_regex(fn_pattern, fn_ext)
-    if not {"Y", "y"} & set(codes):
-        raise ConfigError(f"fn_pattern {fn_pattern!r} has no year (%Y or %y): file times cannot be read from names")
-    fmt = "".join(f"%{c}" for c in codes)
-    out = []
-    for p in paths:
-        m = regex.match(p.name)
-        if m is None:
-            raise DataError(f"file name {p.name} (in {p.parent}) does not match fn_pattern {fn_pattern!r}"
-                            f"{' with extension ' + repr(fn_ext) if fn_ext else ''}; expected every file of the "
-                            "series to follow it (narrow the glob pattern, or fix fn_pattern)")
-        try:
-            out.append(datetime.strptime("".join(m.groups()), fmt))
-        except ValueError as exc:
-            raise DataError(f"file name {p.name}: the time in it is not a valid date ({exc})") from None
-    return out
 
 
 def find_radar_files(
