@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from geostp.data.catalog import adapters
+from geostp.data.adapters import adapters
 from geostp.data.feed_support import FeedSupport, feed_support, serves_file_feed
 from geostp.errors import ConfigError, GeostpError
 
