@@ -40,7 +40,7 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
     from geostp.cube import describe
-    from geostp.data.adapters import adapters  # importing it registers the built-in adapters
+    from geostp.data.adapters import open_source
     from geostp.data.catalog import open_catalog
     from geostp.errors import ConfigError
     from geostp.store import ingest, open_cube
@@ -49,18 +49,13 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
     if args.adapter is not None:
         if args.source is not None or args.catalog is not None:
             raise ConfigError("give either a catalog source (SOURCE --catalog NAME) or --adapter NAME, not both")
-        adapter = adapters.get(args.adapter)
-        name = args.adapter
-        try:
-            cube = adapter(**extra)
-        except TypeError as exc:
-            raise ConfigError(f"adapter {args.adapter!r} rejected the arguments {sorted(extra)}: {exc}") from None
+        source, name = args.adapter, args.adapter
     else:
         if args.source is None or args.catalog is None:
             raise ConfigError("nothing to ingest: give SOURCE with --catalog NAME, or --adapter NAME "
                               "with --arg KEY=VALUE ...")
-        cube = open_catalog(args.catalog).open(args.source, **extra)
-        name = args.source
+        source, name = open_catalog(args.catalog).source(args.source), args.source
+    cube = open_source(source, extra)
     # ingest() writes into a '.partial-' sibling and renames it when complete; a run that was
     # interrupted leaves only that partial folder, which the next run removes before it starts.
     store = ingest(cube, args.out, time_chunk=args.time_chunk, spatial_chunk=args.spatial_chunk,

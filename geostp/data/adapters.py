@@ -1,23 +1,79 @@
-"""The adapter registry's built-in entries: each turns keyword arguments into a lazy cube.
+"""The adapter front: the registry of adapters, their names, third-party adapters, and the one way to open a source.
 
 Every adapter has the same contract: ``adapter(**args) -> xarray.Dataset``, a
-lazy cube that :func:`geostp.cube.validate_cube` accepts. Third-party code adds
-its own with ``@geostp.data.adapters.register("name")``.
+lazy cube that :func:`geostp.cube.validate_cube` accepts.  The built-in ones
+are registered when this module is imported.  Third-party code adds its own
+either with the decorator::
+
+    @geostp.data.adapters.register("my_radar")
+    def open_my_radar(path, ...): ...
+
+or, for an installed package, through the entry-point group ``geostp.adapters``
+(found on first use, loaded when the name is first asked for; a built-in name
+wins over an entry point of the same name)::
+
+    [project.entry-points."geostp.adapters"]
+    my_radar = "my_package.readers:open_my_radar"
+
+:func:`open_source` is the one function that opens a source, for the command
+line, the recipes, catalogs (:meth:`geostp.data.catalog.Catalog.open`) and the
+nowcast feed alike: an adapter by name with its arguments, or a catalog's
+source (:meth:`~geostp.data.catalog.Catalog.source`) whose arguments the given
+ones override.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, NamedTuple
 
 import xarray as xr
 
 from geostp.data import crowdflow, netcdf, radar, synthetic, video
-from geostp.data.catalog import adapters
+from geostp.errors import ConfigError, UnknownNameError
+from geostp.registry import Registry
 from geostp.store import open_cube
 
+__all__ = [
+    "adapters",
+    "register",
+    "names",
+    "get_adapter",
+    "open_source",
+    "Source",
+    "UnknownAdapterError",
+    "AdapterArgumentsError",
+    "ENTRY_POINT_GROUP",
+]
+
+#: The entry-point group in which installed packages declare adapters.
+ENTRY_POINT_GROUP = "geostp.adapters"
+
+#: Adapters turn arguments into a lazy cube: ``adapter(**args) -> xarray.Dataset``.
+adapters: Registry[Callable[..., xr.Dataset]] = Registry("adapter")
 register = adapters.register
 
-__all__ = ["adapters", "register"]
+
+class UnknownAdapterError(UnknownNameError):
+    """No adapter is registered (or declared by an installed package) under the name."""
+
+
+class AdapterArgumentsError(ConfigError):
+    """An adapter does not take the arguments given (an unknown keyword, or a required one missing)."""
+
+
+class Source(NamedTuple):
+    """A source to open: an adapter name, its arguments, and a label for messages (``catalog:source``)."""
+
+    adapter: str
+    args: dict[str, Any]
+    label: str
+
+
+# ----------------------------------------------------------------------------- built-in adapters
 
 
 @register("zarr_cube")
@@ -36,3 +92,118 @@ register("taxibj", crowdflow.open_taxibj)
 register("moving_mnist_npy", video.open_moving_mnist_npy)
 register("frame_folders", video.open_frame_folders)
 register("video_files", video.open_video_files)
+
+
+# ----------------------------------------------------------------------------- names and discovery
+
+
+def _key(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise UnknownAdapterError(f"an adapter name must be a non-empty string, got {name!r}")
+    return name.strip().lower()
+
+
+def _declared() -> dict[str, EntryPoint]:
+    """Adapters that installed packages declare in the ``geostp.adapters`` group and are not registered yet."""
+    out: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        key = ep.name.strip().lower()
+        if key and key not in adapters:
+            out.setdefault(key, ep)
+    return out
+
+
+def names() -> list[str]:
+    """Names of every adapter: the registered ones and those installed packages declare, sorted."""
+    return sorted(set(adapters.names()) | set(_declared()))
+
+
+def get_adapter(name: str) -> Callable[..., xr.Dataset]:
+    """The adapter called ``name``: a registered one, else one an installed package declares (loaded now).
+
+    Raises
+    ------
+    UnknownAdapterError
+        No adapter of that name; the message lists the names there are.
+    ConfigError
+        A package declares the name but its entry point cannot be loaded, or is not callable.
+    """
+    key = _key(name)
+    if key in adapters:
+        return adapters.get(key)
+    ep = _declared().get(key)
+    if ep is None:
+        raise UnknownAdapterError(f"unknown adapter {name!r}; registered adapters are: {', '.join(names())}")
+    dist = f" of package {ep.dist.name}" if ep.dist is not None else ""
+    try:
+        obj = ep.load()
+    except Exception as exc:  # an installed package's import error: name it, never a bare traceback
+        raise ConfigError(f"adapter {name!r} (entry point {ep.value!r}{dist} in group {ENTRY_POINT_GROUP!r}) "
+                          f"could not be loaded: {type(exc).__name__}: {exc}") from None
+    if not callable(obj):
+        raise ConfigError(f"adapter {name!r} (entry point {ep.value!r}{dist}) is a {type(obj).__name__}; "
+                          "expected a callable adapter(**args) -> xarray.Dataset")
+    return adapters.register(key, obj)
+
+
+# ----------------------------------------------------------------------------- opening a source
+
+
+def _check_arguments(adapter: Callable[..., Any], name: str, label: str, args: Mapping[str, Any]) -> None:
+    """Unknown and missing keywords, said before the call (a TypeError from inside an adapter is its own)."""
+    try:
+        params = inspect.signature(adapter).parameters
+    except (TypeError, ValueError):  # a callable without an introspectable signature: the call will tell
+        return
+    named = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    unknown = [] if takes_any else [k for k in args if k not in named]
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in args
+               and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not unknown and not missing:
+        return
+    problems = []
+    if unknown:
+        problems.append(f"unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    if missing:
+        problems.append(f"missing required argument{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    shown = name if label == name else f"{name} ({label})"
+    raise AdapterArgumentsError(f"adapter {shown!r} rejected the arguments {sorted(args)}: {'; '.join(problems)} "
+                                f"(it takes {', '.join(named)})")
+
+
+def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """Open a source as a lazy cube: an adapter by name with ``args``, or a catalog's source.
+
+    Parameters
+    ----------
+    source
+        An adapter name (see :func:`names`), or a :class:`Source` — what
+        :meth:`geostp.data.catalog.Catalog.source` gives for a catalog's source:
+        its adapter and its arguments (environment variables expanded).
+    args
+        Keyword arguments of the adapter; for a catalog source they override the catalog's.
+
+    Raises
+    ------
+    UnknownAdapterError
+        (an :class:`~geostp.errors.UnknownNameError`) no adapter has that name; the message lists them.
+    AdapterArgumentsError
+        (a :class:`~geostp.errors.ConfigError`) the adapter does not take these arguments.
+    GeostpError
+        Whatever the adapter raises about the data itself (a missing file, an impossible value) passes through.
+    """
+    if isinstance(source, Source):
+        name, label, given = source.adapter, source.label, {**source.args, **(args or {})}
+    elif isinstance(source, str):
+        name, label, given = source, source, dict(args or {})
+    else:
+        raise ConfigError(f"a source is an adapter name or a catalog's Source, not a {type(source).__name__}")
+    adapter = get_adapter(name)
+    _check_arguments(adapter, name, label, given)
+    try:
+        return adapter(**given)
+    except TypeError as exc:  # the keywords fit (checked above): a value of the wrong type, most likely
+        shown = name if label == name else f"{name} ({label})"
+        raise AdapterArgumentsError(f"adapter {shown!r} failed on the arguments {sorted(given)} (TypeError: {exc}); "
+                                    "expected values of the types it documents") from exc

@@ -12,15 +12,17 @@ A catalog file looks like::
           root: ${GEOSTP_DATA}/radar/mch
 
 String values may use ``${VAR}`` or ``${VAR:-default}`` environment variables.
-``geostp.open_catalog(path_or_name)`` reads one; ``catalog.open(source)``
-returns the source as a lazy cube.
+``geostp.open_catalog(path_or_name)`` reads one; ``catalog.source(name)`` is a
+source's adapter and arguments, which :func:`geostp.data.adapters.open_source`
+opens; ``catalog.open(name)`` does both and returns the source as a lazy cube.
+The adapter registry lives in :mod:`geostp.data.adapters` (``adapters`` stays
+importable from here for one release).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +30,10 @@ import xarray as xr
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from geostp.data.adapters import Source, adapters, open_source
 from geostp.errors import ConfigError, DataError, UnknownNameError
-from geostp.registry import Registry
 
 __all__ = ["Catalog", "SourceEntry", "open_catalog", "adapters", "catalog_dirs", "expand_env"]
-
-#: Adapters turn arguments into a lazy cube: ``adapter(**args) -> xarray.Dataset``.
-adapters: Registry[Callable[..., xr.Dataset]] = Registry("adapter")
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -104,16 +103,15 @@ class Catalog:
         """The adapter arguments of a source with environment variables expanded."""
         return expand_env(self.entry(name).args, where=f"{self.path}: sources.{name}.args")
 
+    def source(self, name: str) -> Source:
+        """Source ``name``: its adapter and arguments (environment variables expanded), for :func:`open_source`."""
+        label = f"{self.path.stem if self.path is not None else 'catalog'}:{name}"
+        return Source(self.entry(name).adapter, self.resolved_args(name), label)
+
     def open(self, name: str, **overrides: Any) -> xr.Dataset:
-        """Open source ``name`` as a lazy cube; ``overrides`` replace catalog arguments."""
-        _load_builtin_adapters()
-        entry = self.entry(name)
-        adapter = adapters.get(entry.adapter)
-        args = {**self.resolved_args(name), **overrides}
-        try:
-            return adapter(**args)
-        except TypeError as exc:
-            raise ConfigError(f"{self.path}: source {name!r}: adapter {entry.adapter!r} rejected its args: {exc}") from None
+        """Open source ``name`` as a lazy cube (:func:`geostp.data.adapters.open_source`); ``overrides`` replace
+        catalog arguments."""
+        return open_source(self.source(name), overrides)
 
     def __repr__(self) -> str:
         return f"Catalog({self.path}, sources={self.names()})"
@@ -163,16 +161,6 @@ def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
     return Catalog(parsed.sources, path=p, description=parsed.description)
 
 
-_BUILTINS_LOADED = False
-
-
 def _load_builtin_adapters() -> None:
-    """Import the modules whose adapters register themselves (once)."""
-    global _BUILTINS_LOADED
-    if _BUILTINS_LOADED:
-        return
-    import importlib
-
-    for module in ("geostp.data.adapters",):
-        importlib.import_module(module)
-    _BUILTINS_LOADED = True
+    """Deprecated (one release), does nothing: the built-in adapters are registered when
+    :mod:`geostp.data.adapters` is imported, as this module does; use its ``get_adapter`` and ``names``."""

@@ -147,12 +147,11 @@ class FileFeed:
     def __init__(self, adapter: str, args: Mapping[str, Any], *, files: str | None = None,
                  time_pattern: str | None = None, extension: str | None = None, file_arg: str | None = None,
                  time_step: Any = None, variables: Sequence[str] | None = None) -> None:
-        from geostp.data.catalog import _load_builtin_adapters, adapters
+        from geostp.data.adapters import get_adapter
         from geostp.data.feed_support import feed_support
 
-        _load_builtin_adapters()
         self.adapter_name = adapter
-        self.adapter = adapters.get(adapter)
+        self.adapter = get_adapter(adapter)  # the adapter front: registered or declared by an installed package
         support = self.support = feed_support(self.adapter, adapter)
         if file_arg is not None and file_arg != support.files_arg:
             raise ConfigError(f"file_arg={file_arg!r}: adapter {adapter!r} receives the files through its argument "

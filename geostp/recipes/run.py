@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import numpy as np
 import xarray as xr
 
+from geostp.data.adapters import AdapterArgumentsError, Source, UnknownAdapterError, open_source
 from geostp.errors import ConfigError, CubeError, UnknownNameError
 from geostp.recipes.schema import (
     Crop,
@@ -80,37 +81,34 @@ def crop_slices(crop: Crop, ny: int, nx: int, where: str = "recipe") -> dict[str
     return out
 
 
-def _source(recipe: Recipe) -> tuple[str, dict[str, Any], str]:
-    """Adapter name, its arguments (catalog's, overridden by data.args) and a display name."""
-    from geostp.data.catalog import expand_env, open_catalog
+def _source(recipe: Recipe) -> Source:
+    """The recipe's source: ``data.adapter`` with ``data.args``, or a catalog source with ``data.args`` over its own."""
+    from geostp.data.catalog import open_catalog
 
     d = recipe.data
     where = _where(recipe)
     if d.adapter is not None:
-        return d.adapter, dict(d.args), d.adapter
+        return Source(d.adapter, dict(d.args), d.adapter)
     try:
         catalog = open_catalog(d.catalog)  # type: ignore[arg-type]
-        entry = catalog.entry(d.source)  # type: ignore[arg-type]
     except UnknownNameError as exc:
-        raise ConfigError(f"{where}: data.{'source' if 'source' in str(exc) else 'catalog'}: {exc}") from None
-    args = {**expand_env(entry.args, where=f"{catalog.path}: sources.{d.source}.args"), **d.args}
-    return entry.adapter, args, f"{d.catalog}:{d.source}"
+        raise ConfigError(f"{where}: data.catalog: {exc}") from None
+    try:
+        source = catalog.source(d.source)  # type: ignore[arg-type]
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: data.source: {exc}") from None
+    return Source(source.adapter, {**source.args, **d.args}, f"{d.catalog}:{d.source}")
 
 
 def _open_source(recipe: Recipe) -> xr.Dataset:
-    from geostp.data.catalog import _load_builtin_adapters, adapters
-
-    _load_builtin_adapters()
-    name, args, label = _source(recipe)
+    """The recipe's source as a lazy cube (:func:`geostp.data.adapters.open_source`), errors keyed by recipe path."""
     where = _where(recipe)
     try:
-        adapter = adapters.get(name)
-    except UnknownNameError as exc:
-        raise ConfigError(f"{where}: data.adapter: {exc}") from None
-    try:
-        return adapter(**args)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: data.args: adapter {name!r} ({label}) rejected its arguments: {exc}") from None
+        return open_source(_source(recipe))
+    except UnknownAdapterError as exc:
+        raise ConfigError(f"{where}: {'data.adapter' if recipe.data.adapter else 'data.source'}: {exc}") from None
+    except AdapterArgumentsError as exc:
+        raise ConfigError(f"{where}: data.args: {exc}") from None
 
 
 def open_data(recipe: Recipe) -> xr.Dataset:

@@ -7,7 +7,7 @@ A recipe is a YAML file with these top-level keys (see ``docs/recipes.md``)::
     description: ...
     data:       where the cube comes from and how samples are cut
     model:      a registered model name and its typed arguments, or a checkpoint
-    training:   geostp.train.trainer.TrainSettings plus batch_size / workers (kind: train)
+    training:   geostp.train.settings.TrainSettings plus batch_size / workers (kind: train)
     evaluation: metrics, thresholds, scales, baselines (kind: train or evaluate)
     nowcast:    feed policy of an operational run (kind: nowcast)
     output:     where results go
@@ -38,7 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError
 
 from geostp.errors import ConfigError, UnknownNameError
-from geostp.train.trainer import TrainSettings
+from geostp.train.settings import TrainSettings
 
 __all__ = [
     "Recipe",
@@ -163,7 +163,7 @@ class ModelSection(_Strict):
 
 
 class TrainingSection(TrainSettings):
-    """:class:`geostp.train.trainer.TrainSettings` plus how batches are served."""
+    """:class:`geostp.train.settings.TrainSettings` plus how batches are served."""
 
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
@@ -396,19 +396,7 @@ def model_class(name: str) -> type:
     """The registered model class called ``name`` (UnknownNameError lists the registered ones)."""
     import geostp.models as models
 
-    getter = getattr(models, "model_class", None) or getattr(models, "get_class", None)
-    if getter is not None:
-        return getter(name)
-    import importlib
-
-    from geostp.models.base import MODEL_REGISTRY
-
-    for module in ("geostp.models.tau", "geostp.models.predrnn", "geostp.models.baselines"):
-        try:  # a package without a registry front yet: load the model modules it has
-            importlib.import_module(module)
-        except ImportError:
-            pass
-    return MODEL_REGISTRY.get(name)
+    return models.model_class(name)
 
 
 def _accepted(cls: type) -> dict[str, inspect.Parameter]:
