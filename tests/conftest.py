@@ -1,12 +1,14 @@
-"""Shared fixtures: the real-data folder (one configured path) and small cubes built in code."""
+"""Shared fixtures: the real-data folder (one configured path), small cubes built in code (geostp.testing)
+and the array backend (numpy or dask) a test runs over."""
 
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import pytest
+
+from geostp.testing import BACKENDS, small_cube
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,9 +40,11 @@ def mnist_dir(shared_data: Path) -> Path:
 
 @pytest.fixture
 def radar_cube():
-    """A small lazy synthetic radar cube (24 frames, 48 x 40 pixels)."""
-    from geostp.data.synthetic import synthetic_radar
+    """A small lazy synthetic radar cube (24 frames, 48 x 40 pixels): :func:`geostp.testing.small_cube`."""
+    return small_cube()
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return synthetic_radar(24, 48, 40, seed=3, time_chunk=8)
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """``"numpy"`` then ``"dask"``: convert a test's data with ``geostp.testing.as_backend(data, backend)``."""
+    return request.param

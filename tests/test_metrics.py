@@ -9,6 +9,7 @@ import xarray as xr
 
 from geostp import metrics
 from geostp.errors import ConfigError
+from geostp.testing import as_backend
 
 
 def fields(seed=0, nt=3, ny=20, nx=24, nan=True):
@@ -24,8 +25,8 @@ def fields(seed=0, nt=3, ny=20, nx=24, nan=True):
     return xr.DataArray(fc, dims=dims, coords=coords), xr.DataArray(obs, dims=dims, coords=coords)
 
 
-def test_continuous_scores_match_numpy():
-    f, o = fields()
+def test_continuous_scores_match_numpy(backend):
+    f, o = (as_backend(a, backend) for a in fields())
     fv, ov = f.values, o.values
     valid = np.isfinite(fv) & np.isfinite(ov)
     for lt in range(3):
@@ -52,8 +53,8 @@ def test_scores_package_agrees_on_mse():
     np.testing.assert_allclose(ours.values, theirs.values)
 
 
-def test_contingency_scores_match_hand_count():
-    f, o = fields()
+def test_contingency_scores_match_hand_count(backend):
+    f, o = (as_backend(a, backend) for a in fields())
     fv, ov = f.values, o.values
     valid = np.isfinite(fv) & np.isfinite(ov)
     thr = 2.0

@@ -28,6 +28,7 @@ from geostp.stream import (
     split_cube,
     window_index,
 )
+from geostp.testing import as_backend
 
 STEP = np.timedelta64(5, "m")
 
@@ -130,7 +131,8 @@ def test_windows_never_cross_a_gap_and_stay_in_bounds(cube, stride):
     assert 17 in idx["time"] and 13 not in idx["time"]
 
 
-def test_whole_domain_and_random_patches(cube):
+def test_whole_domain_and_random_patches(cube, backend):
+    cube = as_backend(cube, backend)
     whole = window_index(cube, WindowSpec(2, 2))
     assert set(whole["y0"].tolist()) == {0} and set(whole["x0"].tolist()) == {0}
     spec = WindowSpec(2, 2, patch_size=(16, 8), random_patches=3)
@@ -248,8 +250,8 @@ def test_statistics_match_numpy_over_the_training_split(store, transform):
     assert whole.mean["precipitation"] != pytest.approx(norm.mean["precipitation"], rel=1e-9)
 
 
-def test_auto_transform_is_log10_for_rain_rate(cube):
-    norm = compute_statistics(make_cube(variables=("precipitation", "other")))
+def test_auto_transform_is_log10_for_rain_rate(backend):
+    norm = compute_statistics(as_backend(make_cube(variables=("precipitation", "other")), backend))
     assert norm.transforms["precipitation"] == Transform("log10", offset=0.01)
     assert norm.transforms["other"].kind == "none"
 
