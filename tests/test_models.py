@@ -331,3 +331,205 @@ def test_bad_model_requests_get_clear_errors():
         tau.training_loss(torch.zeros(1, 4, 1, 16, 16), torch.zeros(1, 3, 1, 16, 16))
     with pytest.raises(ConfigError, match="input_steps >= 2"):
         models.get("optical_flow", input_steps=1)
+
+
+# --------------------------------------------------------------------------- every registered model
+
+EVERY_MODEL = models.names()
+SHAPE = dict(input_steps=4, output_steps=3, channels=1)
+
+
+def _quick(name: str, **overrides):
+    """Every registered model builds from its quick configuration and the shape arguments."""
+    torch.manual_seed(0)
+    cls = models.model_class(name)
+    return models.get(name, **cls.quick_config(**SHAPE, **overrides))
+
+
+def _inputs(model, batch: int = 2, size: int = 16) -> torch.Tensor:
+    assert size % model.spatial_multiple == 0
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(batch, model.input_steps, model.channels, size, size, generator=g)
+
+
+@pytest.mark.parametrize("name", EVERY_MODEL)
+def test_every_model_forecasts_the_right_shape_without_nan(name):
+    model = _quick(name).eval()
+    x = _inputs(model)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (2, 3, 1, 16, 16) and out.dtype == x.dtype
+    assert torch.isfinite(out).all()
+    assert model.predict(x).shape == out.shape
+
+
+@pytest.mark.parametrize("name", EVERY_MODEL)
+def test_every_model_rolls_out_any_number_of_steps(name):
+    model = _quick(name).eval()
+    x = _inputs(model)
+    with torch.no_grad():
+        default = model(x)
+        one = model(x, 1)
+        longer = model(x, 8)  # more than output_steps and than input_steps: predictions are fed back
+    assert one.shape == (2, 1, 1, 16, 16) and longer.shape == (2, 8, 1, 16, 16)
+    assert torch.isfinite(longer).all()
+    # a longer forecast starts with the shorter one: the extra steps only add lead times
+    assert torch.allclose(longer[:, :3], default, atol=1e-5)
+    assert torch.allclose(one, default[:, :1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", EVERY_MODEL)
+def test_one_optimisation_step_lowers_the_loss(name):
+    model = _quick(name)
+    x = _inputs(model, batch=4)
+    y = torch.roll(torch.cat([x, x], dim=1)[:, 1:1 + model.output_steps], shifts=1, dims=-1)
+
+    def loss() -> torch.Tensor:
+        torch.manual_seed(2)  # the same teacher-forcing draws both times
+        value, parts = model.training_loss(x, y)
+        assert math.isfinite(parts["loss"]) and parts["loss"] == pytest.approx(float(value.detach()), rel=1e-5)
+        return value
+
+    if not model.trainable:
+        assert not list(model.parameters()) and not loss().requires_grad
+        return
+    before = loss()
+    before.backward()
+    # a plain gradient step of a fixed small length: first order, so it must go downhill (Adam's first step
+    # moves every weight by the learning rate whatever its gradient, which need not)
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert float(norm) > 0
+    torch.optim.SGD(model.parameters(), lr=1e-2 / float(norm)).step()
+    with torch.no_grad():
+        after = loss()
+    assert float(after) < float(before.detach())
+
+
+@pytest.mark.parametrize("name", EVERY_MODEL)
+def test_every_model_survives_a_checkpoint_round_trip(name, tmp_path):
+    from geostp.forecast import load_forecaster
+    from geostp.train.checkpoint import save_checkpoint
+
+    model = _quick(name)
+    x = _inputs(model)
+    with torch.no_grad():
+        model.train()(x)  # moves BatchNorm running statistics away from their initial values
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = save_checkpoint(tmp_path / f"{name}.pt", {"model_name": model.name, "model_config": model.config,
+                                                     "state_dict": model.state_dict(),
+                                                     "metadata": {"variables": ["rain"]}})
+    loaded = load_forecaster(path).model
+    assert type(loaded) is type(model) and loaded.config == model.config
+    assert loaded.typed_config == model.typed_config
+    assert torch.equal(loaded.predict(x), model.predict(x))
+
+
+@pytest.mark.parametrize("name", EVERY_MODEL)
+def test_capabilities_are_declared_by_the_model_class(name):
+    cls = models.model_class(name)
+    quick = cls.quick_config()
+    assert isinstance(quick, dict) and cls.quick_config(**SHAPE) == {**quick, **SHAPE}
+    model = _quick(name)
+    for flag in ("trainable", "recurrent", "takes_schedule_marks", "needs_motion"):
+        assert isinstance(getattr(model, flag), bool), flag  # a wrapper may answer for the model it wraps
+    if model.trainable:
+        layer = model.output_layer()
+        assert isinstance(layer, torch.nn.Conv2d) and any(layer is m for m in model.modules())
+    else:
+        assert quick == {}
+        with pytest.raises(ConfigError, match="no learned output layer"):
+            model.output_layer()
+    with pytest.raises(ConfigError, match="unknown argument"):
+        cls.quick_config(no_such_argument=1)
+
+
+# --------------------------------------------------------------------------- typed configuration
+
+
+def test_quick_configs_are_the_small_cpu_settings():
+    assert models.TAU.quick_config() == {"spatial_hidden_channels": 16, "temporal_hidden_channels": 64,
+                                         "spatial_blocks": 2, "temporal_blocks": 2}
+    for cls in (models.PredRNN, models.PredRNNv2):
+        assert cls.quick_config() == {"hidden_channels": 32, "num_layers": 2, "patch_size": 4}
+    assert models.Persistence.quick_config() == {} == models.OpticalFlow.quick_config()
+    assert models.TAU.quick_config(temporal_blocks=3)["temporal_blocks"] == 3
+
+
+def test_capabilities_of_the_learned_models():
+    assert models.PredRNN.recurrent and models.PredRNNv2.recurrent and not models.TAU.recurrent
+    assert models.PredRNNv2.takes_schedule_marks and not models.TAU.takes_schedule_marks
+    assert not models.Persistence.takes_schedule_marks and not models.Persistence.trainable
+
+
+@pytest.mark.parametrize("name, kwargs", [("tau", TINY_TAU), ("predrnn", TINY_PREDRNN)])
+def test_a_zeroed_output_layer_forecasts_zeros(name, kwargs):
+    model = models.get(name, **kwargs).eval()
+    layer = model.output_layer()
+    with torch.no_grad():
+        layer.weight.zero_()
+        if layer.bias is not None:
+            layer.bias.zero_()
+    size = 16 if name == "tau" else 8
+    assert torch.count_nonzero(model(torch.rand(1, 4, 1, size, size), 6)) == 0
+
+
+def test_model_configs_are_frozen_validated_dataclasses():
+    import dataclasses
+    import inspect
+
+    from geostp.models.predrnn import PredRNNConfig, PredRNNv2Config
+    from geostp.models.tau import TAUConfig
+
+    cfg = TAUConfig(**TINY_TAU)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.spatial_blocks = 4
+    assert cfg.replace(output_steps=6).output_steps == 6 and cfg.output_steps == 4
+    with pytest.raises(ConfigError, match="even"):
+        cfg.replace(spatial_hidden_channels=7)
+    with pytest.raises(ConfigError, match="hidden_size"):
+        TAUConfig.from_arguments(hidden_size=3)
+    assert TAUConfig(mlp_ratio=4).mlp_ratio == 4.0 and isinstance(TAUConfig(mlp_ratio=4).mlp_ratio, float)
+    # a model is built from a config or from its fields, and its keyword signature is the config's
+    model = models.TAU(cfg, output_steps=6)
+    assert model.typed_config == cfg.replace(output_steps=6) and model.config == model.typed_config.to_dict()
+    assert models.TAU(**TINY_TAU).config == models.TAU(cfg).config == cfg.to_dict()
+    params = inspect.signature(models.TAU).parameters
+    assert [p for p in params if p != "config"] == list(TAUConfig.names())
+    assert params["mlp_ratio"].default == 8.0 and params["mlp_ratio"].annotation is float
+    with pytest.raises(ConfigError, match="expected a TAUConfig"):
+        models.TAU(PredRNNConfig())
+    # V1 and V2 differ only by their defaults; None still means "the version's default"
+    assert PredRNNConfig().decouple_weight == 0.0 and PredRNNv2Config().decouple_weight == 0.1
+    assert PredRNNv2Config(decouple_weight=None, reverse_scheduled_sampling=None) == PredRNNv2Config()
+    assert models.get("predrnn_v2").typed_config == PredRNNv2Config()
+
+
+def test_a_config_written_by_an_earlier_release_still_builds_the_model():
+    # model_config of a TAU checkpoint written before the typed configs (keys and JSON types as stored then)
+    old = {"input_steps": 4, "output_steps": 4, "channels": 1, "spatial_hidden_channels": 8,
+           "temporal_hidden_channels": 16, "spatial_blocks": 2, "temporal_blocks": 2, "encoder_kernel": 3,
+           "decoder_kernel": 3, "mlp_ratio": 8.0, "attention_kernel": 21, "attention_dilation": 3, "drop_path": 0.0,
+           "dropout": 0.0, "layer_scale_init": 0.01, "ddr_weight": 0.1, "ddr_temperature": 0.1}
+    assert models.get("tau", **old).config == old
+    old_v2 = {"input_steps": 10, "output_steps": 10, "channels": 1, "hidden_channels": 128, "num_layers": 4,
+              "kernel_size": 5, "patch_size": 4, "decouple_weight": 0.1, "reverse_scheduled_sampling": True,
+              "sampling_start_iteration": 25000, "sampling_end_iteration": 50000, "sampling_exp_scale": 5000.0}
+    assert models.get("predrnn_v2", **old_v2).config == old_v2
+
+
+def test_schedule_marks_are_placed_through_the_config():
+    from geostp.models.schedules import fit_schedule_marks, schedule_marks_for, takes_schedule_marks
+
+    model = models.get("predrnn_v2", **TINY_PREDRNN)
+    marks = schedule_marks_for(1000)
+    model.set_schedule_marks(**marks)
+    assert {k: model.config[k] for k in marks} == marks and model.sampling_end_iteration == marks[
+        "sampling_end_iteration"]
+    with pytest.raises(AttributeError):
+        model.sampling_end_iteration = 5  # read-only: the config (and so the checkpoint) says what ran
+    with pytest.raises(ConfigError, match="sampling_end_iteration"):
+        model.set_schedule_marks(sampling_end_iteration=0)
+    assert takes_schedule_marks(model, {}) and not takes_schedule_marks(model, {"sampling_exp_scale": 3.0})
+    assert not takes_schedule_marks(models.get("tau", **TINY_TAU), {})
+    assert fit_schedule_marks(models.PredRNN, {"num_layers": 1}, 1000) == {"num_layers": 1, **marks}
