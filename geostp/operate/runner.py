@@ -77,6 +77,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.conventions import to_timedelta
 from geostp.errors import CheckpointError, ConfigError, DataError, GeostpError
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
@@ -458,7 +459,7 @@ class NowcastRunner:
             parts, dim="time", data_vars="minimal", coords="minimal", compat="override", join="override")
         if self.crop is not None:
             cube = cube.isel(self.crop(cube.sizes["y"], cube.sizes["x"]))
-        from geostp.data.netcdf import format_step
+        from geostp.conventions import format_step
 
         cube.attrs["time_step"] = format_step(pd.Timedelta(self.feed.step))
         return cube
@@ -534,7 +535,7 @@ class NowcastRunner:
         for lead in self.maps:
             try:
                 ax = plot_map(fc, lead)
-                delta = pd.Timedelta(minutes=lead) if isinstance(lead, (int, float)) else pd.Timedelta(lead)
+                delta = to_timedelta(lead)  # minutes, or an interval
                 path = self.out_dir / f"{output_stem(t)}_{int(delta / pd.Timedelta(minutes=1)):03d}min.png"
                 with atomic_path(path) as tmp:
                     ax.figure.savefig(tmp, dpi=90, format="png")

@@ -114,7 +114,7 @@ def _open_source(recipe: Recipe) -> xr.Dataset:
 def open_data(recipe: Recipe) -> xr.Dataset:
     """The recipe's cube: the source, its time range, sequences, crop and variables; via the store if one is named."""
     from geostp.cube import validate_cube
-    from geostp.data.ingest import ingest, open_cube
+    from geostp.store import ingest, open_cube
 
     d = recipe.data
     where = _where(recipe)
@@ -311,7 +311,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     trainer = Trainer(net, settings, checkpoint_dir=out / "checkpoints", metadata=metadata)
     val_loader = make_loader(val_set, tr.workers) if val_set is not None and len(val_set) else None
     result = trainer.fit(make_loader(train_set, tr.workers), val_loader, resume=tr.resume)
-    from geostp.distributed import is_main_process
+    from geostp.train.ddp import is_main_process
 
     if not is_main_process():  # DDP: rank 0 writes the model and history and evaluates
         return RunResult("train", out, files=[], checkpoint=result.checkpoint)
