@@ -236,3 +236,20 @@ def test_the_allocator_is_tuned_when_training_starts_not_on_import():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**env, "GEOSTP_NO_MALLOPT": "1"})
     assert out.stdout.split()[-2:] == ["False", "False"]  # the opt-out holds
+
+
+def test_planned_iterations_and_the_deprecated_names():
+    import importlib
+
+    settings = TrainSettings(epochs=3, max_steps=5)
+    assert settings.planned_iterations(4) == 5 and TrainSettings(epochs=3).planned_iterations(4) == 12
+    with pytest.warns(DeprecationWarning, match="planned_iterations"):
+        assert settings.planned_steps(4) == 5
+    # the objectives and sampling schedules moved beside the models; the old modules re-export them for a release
+    import geostp.models.objectives as objectives
+    import geostp.models.schedules as schedules
+
+    for old, new in (("geostp.train.losses", objectives), ("geostp.train.schedules", schedules)):
+        with pytest.warns(DeprecationWarning, match=new.__name__):
+            alias = importlib.reload(importlib.import_module(old))
+        assert all(getattr(alias, name) is getattr(new, name) for name in new.__all__)
