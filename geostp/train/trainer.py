@@ -12,7 +12,7 @@ uninterrupted run.
 Distributed data parallel
 -------------------------
 Inside an initialised ``torch.distributed`` process group (``torchrun``,
-``geostp run --nproc N``, :func:`geostp.distributed.init_from_env`) the model
+``geostp run --nproc N``, :func:`geostp.train.ddp.init_from_env`) the model
 is wrapped in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one
 device per process): gradients are averaged over the ranks in the backward
 pass, so ``N`` ranks with batches of ``B`` take the steps of one process with
@@ -34,13 +34,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from geostp.errors import CheckpointError, ConfigError
 from geostp.train.checkpoint import load_checkpoint, save_checkpoint
+from geostp.train.ddp import process_group
+from geostp.train.settings import TrainSettings
 
 if TYPE_CHECKING:
     from geostp.models.base import Forecaster
@@ -53,43 +54,6 @@ _PACE_STEPS = 10  # warm-up steps skipped, then as many timed, before judging wh
 
 class TrainingBudgetWarning(UserWarning):
     """The time budget will stop training long before the learning-rate schedule ends."""
-
-
-class TrainSettings(BaseModel):
-    """Typed training settings (the ``training`` section of a recipe)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(10, ge=1, description="epoch budget")
-    max_minutes: float | None = Field(None, gt=0, description="wall-time budget, summed over resumes")
-    max_steps: int | None = Field(None, ge=1, description="optimiser-step budget (for quick runs)")
-    lr: float = Field(1e-3, gt=0)
-    optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = Field(0.0, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None disables")
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val improvement")
-    seed: int = 0
-    device: str = "auto"
-    bf16: bool = Field(True, description="bf16 autocast where the device does bf16 natively (CUDA GPUs, CPUs "
-                                         "with AMX); fp32 elsewhere")
-    checkpoint_every: int = Field(100, ge=1, description="optimiser steps between checkpoints")
-    val_max_batches: int | None = Field(None, ge=1)
-    progress: bool = True
-    find_unused_parameters: bool = Field(False, description="DDP: allow parameters that a step does not use")
-    sync_batchnorm: bool = Field(False, description="DDP on CUDA: convert BatchNorm to SyncBatchNorm")
-
-    def planned_iterations(self, batches_per_epoch: int) -> int:
-        """Optimiser iterations the epoch and ``max_steps`` budgets allow: what the schedules are sized to."""
-        total = self.epochs * batches_per_epoch
-        return min(total, self.max_steps) if self.max_steps else total
-
-    def planned_steps(self, steps_per_epoch: int) -> int:
-        """Deprecated name of :meth:`planned_iterations` (``steps`` are lead times); removed in the next release."""
-        import warnings
-
-        warnings.warn("TrainSettings.planned_steps is now planned_iterations", DeprecationWarning, stacklevel=2)
-        return self.planned_iterations(steps_per_epoch)
 
 
 @dataclass
@@ -124,15 +88,6 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, x, y, iteration, mask):  # noqa: D102
         return self.model.training_loss(x, y, iteration=iteration, mask=mask)
-
-
-def _dist():
-    """``torch.distributed`` when this process is in an initialised group of two or more, else None."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
 
 
 def _set_epoch(loader: Any, epoch: int, start_batch: int) -> None:
@@ -174,7 +129,7 @@ class Trainer:
         if not model.trainable:
             raise ConfigError(f"model {model.name!r} has nothing to train")
         self.settings = settings or TrainSettings()
-        self.dist = _dist()
+        self.dist = process_group(min_size=2)  # torch.distributed in a group of two or more, else None
         self.rank = self.dist.get_rank() if self.dist else 0
         self.world_size = self.dist.get_world_size() if self.dist else 1
         device = self.settings.device
