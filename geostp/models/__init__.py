@@ -20,6 +20,7 @@ from typing import Any
 from geostp.models.base import (
     MODEL_REGISTRY,
     Forecaster,
+    ModelConfig,
     autoregressive_rollout,
     build_model,
     register_model,
@@ -28,19 +29,23 @@ from geostp.models.base import (
 # Imported for their registration side effect.
 from geostp.models import baselines, predrnn, tau  # noqa: F401
 from geostp.models.baselines import OpticalFlow, Persistence
-from geostp.models.predrnn import PredRNN, PredRNNv2
-from geostp.models.tau import TAU
+from geostp.models.predrnn import PredRNN, PredRNNConfig, PredRNNv2, PredRNNv2Config
+from geostp.models.tau import TAU, TAUConfig
 
 __all__ = [
     "Forecaster",
+    "ModelConfig",
     "get",
     "names",
     "register",
     "model_class",
     "autoregressive_rollout",
     "TAU",
+    "TAUConfig",
     "PredRNN",
+    "PredRNNConfig",
     "PredRNNv2",
+    "PredRNNv2Config",
     "Persistence",
     "OpticalFlow",
 ]

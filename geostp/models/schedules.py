@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from geostp.errors import ConfigError
-
-if TYPE_CHECKING:
-    from geostp.models.base import Forecaster
+from geostp.models.base import Forecaster
 
 __all__ = [
     "REFERENCE_TRAINING_ITERATIONS",

@@ -44,7 +44,7 @@ from geostp.train.ddp import process_group
 from geostp.train.settings import TrainSettings
 
 if TYPE_CHECKING:
-    from geostp.models.base import Forecaster
+    import geostp.models.base
 
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
 
@@ -119,7 +119,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: Forecaster,
+        model: geostp.models.base.Forecaster,
         settings: TrainSettings | None = None,
         *,
         checkpoint_dir: str | Path | None = None,
