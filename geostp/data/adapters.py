@@ -198,7 +198,7 @@ def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> 
     elif isinstance(source, str):
         name, label, given = source, source, dict(args or {})
     else:
-        raise ConfigError(f"a source is an adapter name or a catalog's Source, not a {type(source).__name__}")
+        raise ConfigError(f"a source is an adapter name or a catalog's Source; got {source!r} ({type(source).__name__})")
     adapter = get_adapter(name)
     _check_arguments(adapter, name, label, given)
     try:
