@@ -150,6 +150,31 @@ def ingest(
 
     variables = list(info.variables)
     chunks = default_chunks(info.sizes, time_chunk=time_chunk, spatial_chunk=spatial_chunk)
+    ds = _prepared(ds, info, chunks)
+    tmp = target.with_name(target.name + PARTIAL_INFIX + uuid.uuid4().hex[:8])
+    try:
+        # Metadata, coordinates and empty arrays first; then the data block by block.
+        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                   encoding=_encoding(ds, variables, chunks))
+        starts = range(0, info.sizes["time"], chunks["time"])
+        bar = tqdm(total=len(starts), desc=f"ingest {target.name}", unit="block", disable=not progress,
+                   postfix={"frames": info.sizes["time"]})
+        data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
+        with bar:
+            _write_blocks(data_only, tmp, info.dims, starts, chunks["time"], bar, client)
+        import zarr
+
+        root = zarr.open_group(tmp, mode="r+", zarr_format=3)
+        root.attrs[COMPLETE_ATTR] = True
+        _swap_into_place(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _prepared(ds: xr.Dataset, info: CubeInfo, chunks: dict[str, int]) -> xr.Dataset:
+    """The cube chunked as it will be written, small variables loaded, old encodings and the marker dropped."""
     ds = ds.transpose(*info.dims, ...)
     ds = ds.chunk({d: chunks[d] for d in info.dims})
     # Everything without a time dim (lat/lon, grid mapping) is small: write it with the metadata.
@@ -160,58 +185,49 @@ def ingest(
         ds[v].encoding.pop("chunks", None)
         ds[v].encoding.pop("preferred_chunks", None)
         ds[v].encoding.pop("compressors", None)
+        ds[v].encoding.pop(STORE_ARRAY_KEY, None)
     ds.attrs = {**ds.attrs, "geostp_time_chunk": chunks["time"], "geostp_spatial_chunk": chunks["y"]}
     ds.attrs.pop(COMPLETE_ATTR, None)
+    return ds
 
-    tmp = target.with_name(target.name + PARTIAL_INFIX + uuid.uuid4().hex[:8])
-    try:
-        # Metadata, coordinates and empty arrays first; then the data block by block.
-        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                   encoding=_encoding(ds, variables, chunks))
-        nt, step = info.sizes["time"], chunks["time"]
-        blocks = range(0, nt, step)
-        bar = tqdm(blocks, desc=f"ingest {target.name}", unit="block", disable=not progress,
-                   postfix={"frames": nt})
-        data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
 
-        def write(start: int, compute: bool = True) -> Any:
-            block = data_only.isel(time=slice(start, start + step))
-            return block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
-                                              for d in info.dims},
-                                 zarr_format=3, consolidated=False, compute=compute)
+def _write_blocks(data: xr.Dataset, tmp: Path, dims: Sequence[str], starts: range, step: int, bar: Any,
+                  client: Any) -> None:
+    """Write the data variables into the store's empty arrays, ``step`` frames from each of ``starts``."""
 
-        with dask_client(client) as active:
-            if active is None:
-                for start in bar:  # dask's local threads, one block of frames at a time
-                    write(start)
-            else:
-                # On a distributed client the workers read (or generate) and write the chunks
-                # themselves: nothing but task states comes back.  As many blocks are in flight
-                # as the cluster has threads, so every worker is busy even on a small grid.
-                import dask
+    def write(start: int, compute: bool = True) -> Any:
+        block = data.isel(time=slice(start, start + step))
+        return block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
+                                          for d in dims},
+                             zarr_format=3, consolidated=False, compute=compute)
 
-                width = max(1, sum(active.nthreads().values()))
-                starts = list(blocks)
-                for i in range(0, len(starts), width):
-                    group = starts[i: i + width]
-                    dask.compute(*[write(start, compute=False) for start in group])
-                    bar.update(len(group))
-                bar.close()
-        import zarr
+    with dask_client(client) as active:
+        if active is None:
+            for start in starts:  # dask's local threads, one block of frames at a time
+                write(start)
+                bar.update(1)
+            return
+        # On a distributed client the workers read (or generate) and write the chunks
+        # themselves: nothing but task states comes back.  As many blocks are in flight
+        # as the cluster has threads, so every worker is busy even on a small grid.
+        import dask
 
-        root = zarr.open_group(tmp, mode="r+", zarr_format=3)
-        root.attrs[COMPLETE_ATTR] = True
-        if target.exists():  # overwrite: move the old one aside, then swap in the new one
-            trash = target.with_name(target.name + ".old-" + uuid.uuid4().hex[:8])
-            os.replace(target, trash)
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        width = max(1, sum(active.nthreads().values()))
+        for i in range(0, len(starts), width):
+            group = starts[i: i + width]
+            dask.compute(*[write(start, compute=False) for start in group])
+            bar.update(len(group))
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Rename the finished store onto its name (the old one, if any, moved aside first and removed)."""
+    if target.exists():  # overwrite: move the old one aside, then swap in the new one
+        trash = target.with_name(target.name + ".old-" + uuid.uuid4().hex[:8])
+        os.replace(target, trash)
+        os.replace(tmp, target)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
 
 
 def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: Any = None) -> xr.Dataset:
