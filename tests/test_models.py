@@ -497,6 +497,9 @@ def test_model_configs_are_frozen_validated_dataclasses():
     params = inspect.signature(models.TAU).parameters
     assert [p for p in params if p != "config"] == list(TAUConfig.names())
     assert params["mlp_ratio"].default == 8.0 and params["mlp_ratio"].annotation is float
+    import typing
+
+    assert typing.get_type_hints(models.TAU.__init__)["spatial_blocks"] is int  # what recipe validation reads
     with pytest.raises(ConfigError, match="expected a TAUConfig"):
         models.TAU(PredRNNConfig())
     # V1 and V2 differ only by their defaults; None still means "the version's default"

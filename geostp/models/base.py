@@ -315,11 +315,15 @@ class Forecaster(nn.Module):
         super().__init_subclass__(**kwargs)
         config_class = cls.__dict__.get("config_class")
         if config_class is not None:
-            # The config's fields are the constructor's keyword arguments: inspect.signature (the registry,
-            # recipe validation, help(), the docs) sees them with their types and defaults.
+            # The config's fields are the constructor's keyword arguments: inspect.signature and
+            # typing.get_type_hints (the registry, recipe validation, help(), the docs) see them with their
+            # types and defaults.
             if "__init__" not in cls.__dict__:
                 raise TypeError(f"{cls.__name__} declares config_class and must define its own __init__")
-            cls.__init__.__signature__ = config_class.signature()  # type: ignore[attr-defined]
+            signature = config_class.signature()
+            cls.__init__.__signature__ = signature  # type: ignore[attr-defined]
+            cls.__init__.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()
+                                            if p.annotation is not inspect.Parameter.empty} | {"return": None}
 
     def __init__(
         self, *, input_steps: int, output_steps: int, channels: int, spatial_multiple: int = 1
