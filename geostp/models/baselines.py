@@ -15,7 +15,7 @@ import torch
 
 from geostp.errors import ConfigError
 from geostp.models.base import Forecaster, check_float, check_int, register_model
-from geostp.train.losses import masked_mse
+from geostp.models.objectives import masked_mse
 
 __all__ = ["Persistence", "OpticalFlow"]
 
