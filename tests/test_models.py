@@ -10,14 +10,14 @@ import torch
 
 import geostp.models as models
 from geostp.errors import ConfigError, UnknownNameError
-from geostp.models.predrnn import SpatioTemporalLSTMCell
-from geostp.models.tau import TAUBlock, TemporalAttentionModule
 from geostp.models.objectives import differential_divergence, masked_mse, memory_decoupling
+from geostp.models.predrnn import SpatioTemporalLSTMCell
 from geostp.models.schedules import (
     draw_teacher_forcing,
     reverse_scheduled_sampling,
     scheduled_sampling,
 )
+from geostp.models.tau import TAUBlock, TemporalAttentionModule
 
 TINY_TAU = dict(input_steps=4, output_steps=4, channels=1, spatial_hidden_channels=8,
                 temporal_hidden_channels=16, spatial_blocks=2, temporal_blocks=2)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+# Imported for their registration side effect.
+from geostp.models import baselines, predrnn, tau  # noqa: F401
 from geostp.models.base import (
     MODEL_REGISTRY,
     Forecaster,
@@ -25,9 +27,6 @@ from geostp.models.base import (
     build_model,
     register_model,
 )
-
-# Imported for their registration side effect.
-from geostp.models import baselines, predrnn, tau  # noqa: F401
 from geostp.models.baselines import OpticalFlow, Persistence
 from geostp.models.predrnn import PredRNN, PredRNNConfig, PredRNNv2, PredRNNv2Config
 from geostp.models.tau import TAU, TAUConfig

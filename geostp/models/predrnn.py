@@ -36,7 +36,11 @@ from geostp.models.base import (
 )
 from geostp.models.layers import fold_patches, unfold_patches
 from geostp.models.objectives import masked_mse, memory_decoupling
-from geostp.models.schedules import SCHEDULE_MARK_ARGS, draw_teacher_forcing, teacher_forcing_probabilities
+from geostp.models.schedules import (
+    SCHEDULE_MARK_ARGS,
+    draw_teacher_forcing,
+    teacher_forcing_probabilities,
+)
 
 __all__ = ["PredRNN", "PredRNNv2", "PredRNNConfig", "PredRNNv2Config", "SpatioTemporalLSTMCell"]
 
@@ -302,10 +306,6 @@ class PredRNN(Forecaster):
         return torch.stack(predictions, dim=1), deltas_c, deltas_m
 
     # ------------------------------------------------------------------ API
-    def output_layer(self) -> nn.Module:
-        """The 1x1 convolution that produces the (folded) frames (a wrapper may zero it)."""
-        return self.readout
-
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
         patches = fold_patches(x, self.patch_size)

@@ -368,10 +368,6 @@ class TAU(Forecaster):
         out = self.readout(self.decoder[-1](hidden + skip))
         return out.contiguous().reshape(batch, steps, channels, height, width)
 
-    def output_layer(self) -> nn.Module:
-        """The 1x1 convolution that produces the frames (a wrapper may zero it)."""
-        return self.readout
-
     @property
     def typed_config(self) -> TAUConfig:
         return self._typed_config
