@@ -273,10 +273,13 @@ class FittedForecaster:
             raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
                             for v in self.variables], axis=1)  # [T, C, H, W]
             nodata = ~np.isfinite(raw[-1])  # [C, H, W]: no data in the newest frame
-            x = self._encode(raw).astype(np.float32)
-            x = np.where(np.isfinite(x), x, np.float32(self.fill_value))
-            pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
-            out = self._decode(pred)
+            if model.needs_motion:
+                out = self._run_lagrangian(model, raw, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
+            else:
+                x = self._encode(raw).astype(np.float32)
+                x = np.where(np.isfinite(x), x, np.float32(self.fill_value))
+                pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
+                out = self._decode(pred)
             out = np.where(nodata[None], np.nan, out)
             for i, v in enumerate(self.variables):
                 if is_precipitation(cube[v]):
@@ -288,12 +291,47 @@ class FittedForecaster:
         from geostp._version import __version__
 
         attrs["geostp_version"] = __version__
+        if model.needs_motion:
+            from geostp.advection import motion_description
+
+            attrs["advection"] = ("advection-aware: the inputs were carried into the frame of the newest observation "
+                                  "(the reference time), the model forecast the change there, and each lead was "
+                                  f"advected forward; motion: {motion_description()}")
+            attrs["probability_matching"] = ("each lead matched to the newest observation's distribution (CDF)"
+                                             if self.metadata.get("probability_matching") else "none")
         if transfer and self.schema is not None:
             attrs["transfer"] = (f"applied outside its training data: trained on a {self.schema['shape'][0]} x "
                                  f"{self.schema['shape'][1]} grid with a step of "
                                  f"{self.schema.get('time_step_seconds')} s")
         return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
                                      variables=self.variables, step=step, attrs=attrs)
+
+    def _run_lagrangian(self, model, raw: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
+                        overlap: int, bounds: tuple[list[float], list[float]] | None) -> np.ndarray:
+        """An advection-aware model's forecast ``[steps, 1, H, W]`` in physical units from ``raw`` ``[T, 1, H, W]``.
+
+        Motion from the newest frames, inputs carried into the newest frame, the
+        model's change added there, each lead advected forward along the same
+        motion (what the extrapolation baseline does with the newest frame).
+        """
+        from geostp.advection import advect, displacements, estimate_motion, probability_match, to_lagrangian
+
+        if raw.shape[1] != 1:
+            raise ConfigError(f"model {self.name!r} is advection-aware and forecasts one rain variable; "
+                              f"it was given {raw.shape[1]}")
+        frames = raw[:, 0]
+        velocity = estimate_motion(frames)
+        lagrangian, _ = to_lagrangian(frames, None, velocity)
+        x = self._encode(lagrangian[:, None]).astype(np.float32)
+        zero = np.float32(self._encode(np.zeros((1, 1, 1, 1), np.float32)).reshape(-1)[0])
+        x = np.where(np.isfinite(x), x, zero)
+        pred = self._decode(self._run(model, x, steps, device, tile=tile, overlap=overlap, bounds=bounds))[:, 0]
+        newest = np.nan_to_num(frames[-1], nan=0.0)
+        outside = float(newest.min())
+        out = np.nan_to_num(advect(pred, displacements(velocity, steps), outside), nan=outside)
+        if self.metadata.get("probability_matching"):
+            out = np.stack([probability_match(f, newest) for f in out])
+        return out[:, None]
 
     def _run(self, model, x: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
              overlap: int, bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:

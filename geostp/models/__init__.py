@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 # Imported for their registration side effect.
-from geostp.models import baselines, predrnn, tau  # noqa: F401
+from geostp.models import baselines, lagrangian, predrnn, tau  # noqa: F401
 from geostp.models.base import (
     MODEL_REGISTRY,
     Forecaster,

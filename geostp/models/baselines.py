@@ -1,4 +1,4 @@
-"""Reference forecasts behind the learned models' interface: persistence and optical-flow extrapolation.
+"""Reference forecasts behind the learned models' interface: persistence, extrapolation and S-PROG.
 
 Neither has parameters (``trainable = False``).  Their :meth:`training_loss`
 returns the masked MSE of their forecast as a tensor that does not require a
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from geostp.errors import ConfigError
-from geostp.models.base import Forecaster, check_float, check_int, register_model
+from geostp.models.base import Forecaster, check_bool, check_float, check_int, register_model
 from geostp.models.objectives import masked_mse
 
-__all__ = ["Persistence", "OpticalFlow"]
+__all__ = ["Persistence", "OpticalFlow", "SProg"]
 
 
 class _Baseline(Forecaster):
@@ -64,64 +64,15 @@ class Persistence(_Baseline):
         return x[:, -1:].expand(-1, steps, -1, -1, -1).clone()
 
 
-@register_model("optical_flow")
-class OpticalFlow(_Baseline):
-    """Lucas-Kanade motion plus semi-Lagrangian advection of the last frame (pysteps).
+class _MotionBaseline(_Baseline):
+    """Shared by the baselines that move rain along pysteps' motion (:mod:`geostp.advection`)."""
 
-    The motion field is estimated with ``pysteps.motion.get_method("LK")`` on
-    all ``input_steps`` frames (at least 2), separately for every sample and
-    channel, and the last frame is advected along it with
-    ``pysteps.extrapolation.get_method("semilagrangian")``.  Runs on the CPU
-    with numpy whatever the input's device; the output comes back on it.
-
-    For rain rates pysteps advises estimating motion on dB-transformed fields;
-    geostp hands models normalised data, which serves the same purpose.
-
-    Parameters
-    ----------
-    input_steps
-        Frames used for the motion estimate (>= 2; pysteps' examples use 3).
-    output_steps
-        Default number of steps.
-    channels
-        ``C``.
-    outside_value
-        Value given to pixels advected in from outside the domain; None uses
-        the minimum of the frame being advected (the "no echo" value of
-        normalised radar data).
-    """
-
-    def __init__(
-        self,
-        *,
-        input_steps: int = 3,
-        output_steps: int = 10,
-        channels: int = 1,
-        outside_value: float | None = None,
-    ) -> None:
+    def __init__(self, *, input_steps: int, output_steps: int, channels: int, rain: bool) -> None:
         input_steps = check_int("input_steps", input_steps, minimum=1)
         if input_steps < 2:
-            raise ConfigError(f"optical_flow needs input_steps >= 2 to estimate motion, got {input_steps}")
+            raise ConfigError(f"{self.name} needs input_steps >= 2 to estimate motion, got {input_steps}")
         super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels)
-        self.outside_value = None if outside_value is None else check_float("outside_value", outside_value)
-        self._remember_config(
-            input_steps=self.input_steps,
-            output_steps=self.output_steps,
-            channels=self.channels,
-            outside_value=self.outside_value,
-        )
-        try:
-            import contextlib
-            import io
-
-            with contextlib.redirect_stdout(io.StringIO()):  # pysteps prints where it found its config file
-                from pysteps import extrapolation, motion
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise ConfigError(
-                "the optical_flow baseline needs pysteps; install geostp[radar]"
-            ) from err
-        self._motion = motion.get_method("LK")
-        self._extrapolate = extrapolation.get_method("semilagrangian")
+        self.rain = check_bool("rain", rain)
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
@@ -134,13 +85,137 @@ class OpticalFlow(_Baseline):
         return torch.from_numpy(out).to(device=x.device, dtype=x.dtype)
 
     def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
+        raise NotImplementedError
+
+
+@register_model("optical_flow")
+class OpticalFlow(_MotionBaseline):
+    """Extrapolation nowcast: pysteps' standard recipe (:func:`geostp.advection.estimate_motion`).
+
+    Lucas-Kanade motion on the newest frames (three by default) in dBR with a
+    threshold of 0.1 mm/h, then the newest frame carried along it by pysteps'
+    semi-Lagrangian scheme.  Pixels whose trajectory starts outside the domain
+    take the newest frame's minimum (no echo), as pysteps' ``outval="min"``.
+    Runs on the CPU with numpy whatever the input's device.
+
+    Parameters
+    ----------
+    input_steps
+        Frames used for the motion estimate (>= 2; the recipe uses the 3 newest).
+    output_steps
+        Default number of steps.
+    channels
+        ``C``.
+    outside_value
+        Value for pixels advected in from outside the domain; None: the newest frame's minimum.
+    rain
+        The input is rain rate in mm/h (motion on dBR); ``False``: motion on the values as given
+        (e.g. data already in a transformed space).
+    """
+
+    def __init__(
+        self,
+        *,
+        input_steps: int = 3,
+        output_steps: int = 10,
+        channels: int = 1,
+        outside_value: float | None = None,
+        rain: bool = True,
+    ) -> None:
+        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain)
+        self.outside_value = None if outside_value is None else check_float("outside_value", outside_value)
+        self._remember_config(
+            input_steps=self.input_steps,
+            output_steps=self.output_steps,
+            channels=self.channels,
+            outside_value=self.outside_value,
+            rain=self.rain,
+        )
+
+    def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
+        from geostp.advection import advect, displacements, estimate_motion
+
         last = sequence[-1]
-        outside = float(last.min()) if self.outside_value is None else self.outside_value
-        with warnings.catch_warnings():
-            # Featureless frames (no echo) make LK warn and return zero motion,
-            # which is the right answer for them.
-            warnings.simplefilter("ignore")
-            velocity = self._motion(sequence, verbose=False)
-            forecast = self._extrapolate(last, velocity, steps, outval=outside)
-        # Extrapolation can leave NaN where the departure point is undefined.
+        outside = float(np.nanmin(last)) if self.outside_value is None else self.outside_value
+        velocity = estimate_motion(sequence, rain=self.rain)
+        forecast = advect(np.nan_to_num(last, nan=outside), displacements(velocity, steps), outside)
         return np.nan_to_num(forecast, nan=outside)
+
+
+@register_model("sprog")
+class SProg(_MotionBaseline):
+    """S-PROG (Seed 2003) through pysteps: cascade decomposition, AR(2) per scale, CDF probability matching.
+
+    An error-minimising nowcast: small scales lose predictability faster and
+    are smoothed away with lead time, while the probability matching keeps the
+    newest observation's distribution of rain rates.  The motion is the same
+    as :class:`OpticalFlow`'s (:func:`geostp.advection.estimate_motion`), and
+    the cascade runs on dBR (threshold 0.1 mm/h), as in pysteps' examples.
+
+    Parameters
+    ----------
+    input_steps
+        Frames read (>= 3: the AR(2) model needs three).
+    output_steps
+        Default number of steps.
+    channels
+        ``C``.
+    cascade_levels
+        Scales of the cascade (pysteps' examples on 1-km radar: 8).
+    probability_matching
+        ``"cdf"`` (default), ``"mean"`` or ``None``.
+    rain
+        The input is rain rate in mm/h; S-PROG is a rain method and refuses ``False``.
+    """
+
+    def __init__(
+        self,
+        *,
+        input_steps: int = 3,
+        output_steps: int = 10,
+        channels: int = 1,
+        cascade_levels: int = 8,
+        probability_matching: str | None = "cdf",
+        rain: bool = True,
+    ) -> None:
+        if check_int("input_steps", input_steps, minimum=1) < 3:
+            raise ConfigError(f"sprog needs input_steps >= 3 (its AR(2) model reads three frames), got {input_steps}")
+        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain)
+        if not self.rain:
+            raise ConfigError("sprog works on rain rates in mm/h (rain=True)")
+        self.cascade_levels = check_int("cascade_levels", cascade_levels, minimum=1)
+        if probability_matching not in ("cdf", "mean", None):
+            raise ConfigError(f"probability_matching must be 'cdf', 'mean' or None, got {probability_matching!r}")
+        self.probability_matching = probability_matching
+        self._remember_config(
+            input_steps=self.input_steps,
+            output_steps=self.output_steps,
+            channels=self.channels,
+            cascade_levels=self.cascade_levels,
+            probability_matching=self.probability_matching,
+            rain=self.rain,
+        )
+
+    def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
+        import contextlib
+        import io
+
+        from geostp.advection import DBR_THRESHOLD, DBR_ZERO, estimate_motion, from_dbr, to_dbr
+
+        velocity = estimate_motion(sequence, rain=True)
+        dbr = to_dbr(sequence[-3:])
+        dbr = np.where(np.isfinite(dbr), dbr, DBR_ZERO)
+        rain_floor = 10.0 * np.log10(DBR_THRESHOLD)
+        if not (dbr[-1] > rain_floor).any():  # no rain to forecast: S-PROG's statistics are undefined
+            return np.zeros((steps, *dbr.shape[1:]), np.float32)
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pysteps import nowcasts
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = nowcasts.get_method("sprog")(
+                    dbr, velocity.astype(np.float64), steps, precip_thr=rain_floor,
+                    n_cascade_levels=self.cascade_levels, probmatching_method=self.probability_matching,
+                )
+        rain = from_dbr(np.asarray(out, np.float64))
+        return np.nan_to_num(rain, nan=0.0).astype(np.float32)

@@ -66,6 +66,7 @@ class TrainResult:
     stopped: str = ""
     checkpoint: Path | None = None
     best_checkpoint: Path | None = None
+    skipped_steps: int = 0  # steps whose gradients were not finite: no update was made
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -403,6 +404,14 @@ class Trainer:
                 f"(lr={self.settings.lr}) or enable grad_clip"
             )
         loss.backward()
+        if not self._grads_finite():
+            # A non-finite gradient (seen on CPU in rare backward passes of some convolutions) would poison
+            # every weight: the step is skipped, as a gradient scaler skips overflowing steps, and counted.
+            self.optimizer.zero_grad(set_to_none=True)
+            self.result.skipped_steps += 1
+            if self.result.skipped_steps > max(20, self.result.iteration // 4):
+                raise ConfigError(f"{self.result.skipped_steps} of {self.result.iteration + 1} steps had non-finite "
+                                  f"gradients; lower the learning rate (lr={self.settings.lr}) or enable grad_clip")
         if self.settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
@@ -416,6 +425,13 @@ class Trainer:
                   "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:], strict=True))}
         self.result.history.append(record)
         return record
+
+    def _grads_finite(self) -> bool:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        if not grads:
+            return True
+        flag = torch.stack([torch.isfinite(g).all() for g in grads]).all()
+        return not self._any_rank(not bool(flag))
 
     def _warn_if_time_cuts_schedule(self, total_steps: int, first_step: int, first_elapsed: float) -> None:
         """Warn once when, at the pace since ``first_step``, ``max_minutes`` ends training early in the schedule.
