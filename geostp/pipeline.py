@@ -25,7 +25,11 @@ from geostp._version import __version__
 from geostp.cube import is_precipitation, validate_cube
 from geostp.errors import ConfigError
 
-__all__ = ["TrainingJob", "TrainingOutcome", "train_forecaster", "pooled_statistics", "advection_default"]
+__all__ = ["TrainingJob", "TrainingOutcome", "train_forecaster", "pooled_statistics", "advection_default",
+           "STAGES"]
+
+#: The stages a ConfigError from :func:`train_forecaster` may be tagged with (``exc.stage``).
+STAGES = ("transforms", "train_windows", "validation_windows")
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,22 @@ def _split_time(cube: xr.Dataset, fraction: float, length: int) -> tuple[xr.Data
     return cube.isel(time=slice(0, nt - n_val)), cube.isel(time=slice(nt - n_val, nt))
 
 
+class _Stage:
+    """Tags a ConfigError raised inside with the pipeline stage (``exc.stage``), so that a caller can name its own
+    setting for it (a recipe key) without reading the message."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, ConfigError) and not getattr(exc, "stage", None):
+            exc.stage = self.name  # type: ignore[attr-defined]
+        return False
+
+
 def _build(name: str, args: dict[str, Any]):
     import geostp.models as registry
 
@@ -162,7 +182,7 @@ def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, steps_per_epo
     if not takes_schedule_marks(target, inner_args):
         return args, net, None
     s = job.settings
-    planned = s.planned_steps(steps_per_epoch)
+    planned = s.planned_iterations(steps_per_epoch)
     if job.time_the_budget and s.max_steps is None and s.max_minutes:
         planned = min(planned, _steps_in_minutes(net, sample, s.max_minutes, s.device))
     scaled = fit_schedule_marks(target, inner_args, planned)
@@ -210,18 +230,22 @@ def _eulerian_data(cube: xr.Dataset, job: TrainingJob, net: Any):
             splits = split_cube(cube, train=1 - job.validation_fraction, validation=job.validation_fraction)
         else:
             splits = {"train": None, "validation": None}
-    normalizer = compute_statistics(cube, job.variables, split=splits.get("train"), transforms=job.transforms)
+    with _Stage("transforms"):
+        normalizer = compute_statistics(cube, job.variables, split=splits.get("train"), transforms=job.transforms)
     source: Any = job.store if job.store is not None else cube
-    train_set = CubeDataset(source, job.variables, spec,
-                            split=splits.get("train"), normalizer=normalizer, batch_size=job.batch_size,
-                            shuffle=True, seed=job.settings.seed)
-    if len(train_set) == 0:
-        raise ConfigError(f"no training sample: {info.sizes['time']} frames with {len(info.gaps)} gap(s) hold no "
-                          f"run of {spec.length} consecutive frames{' with rain' if spec.rain else ''}")
+    with _Stage("train_windows"):
+        train_set = CubeDataset(source, job.variables, spec,
+                                split=splits.get("train"), normalizer=normalizer, batch_size=job.batch_size,
+                                shuffle=True, seed=job.settings.seed)
+        if len(train_set) == 0:
+            raise ConfigError(f"no training sample: {info.sizes['time']} frames with {len(info.gaps)} gap(s) hold "
+                              f"no run of {spec.length} consecutive frames{' with rain' if spec.rain else ''} in "
+                              "the training split")
     val_loader = None
     if splits.get("validation") is not None:
-        val_set = CubeDataset(source, job.variables, spec, split=splits["validation"], normalizer=normalizer,
-                              batch_size=job.batch_size, shuffle=False, seed=job.settings.seed)
+        with _Stage("validation_windows"):
+            val_set = CubeDataset(source, job.variables, spec, split=splits["validation"], normalizer=normalizer,
+                                  batch_size=job.batch_size, shuffle=False, seed=job.settings.seed)
         val_loader = make_loader(val_set, job.workers) if len(val_set) else None
     return make_loader(train_set, job.workers), val_loader, normalizer, {"window": spec.to_dict()}
 

@@ -250,15 +250,17 @@ def _window_spec(recipe: Recipe, model: Any, cube: xr.Dataset):
                       random_patches=d.patches.random if d.patches is not None else 0, rain=rain)
 
 
+#: Where a recipe sets what each training-pipeline stage complains about (``ConfigError.stage``).
+_STAGE_KEYS = {"transforms": "data.transforms", "train_windows": "data.splits.train",
+               "validation_windows": "data.splits.validation"}
+
+
 def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
-    """Train the recipe's model; then evaluate it when the recipe has an evaluation section."""
-    from geostp._version import __version__
-    from geostp.forecast import FittedForecaster, cube_schema
-    from geostp.stream import CubeDataset, compute_statistics, make_loader
+    """Train the recipe's model (the one training pipeline, :func:`geostp.pipeline.train_forecaster`); then
+    evaluate it when the recipe has an evaluation section."""
+    from geostp.pipeline import TrainingJob, train_forecaster
     from geostp.stream.windows import cube_variables
-    from geostp.train.checkpoint import load_checkpoint
-    from geostp.models.schedules import fit_schedule_marks
-    from geostp.train.trainer import Trainer, TrainSettings
+    from geostp.train.settings import TrainSettings
 
     where = _where(recipe)
     out = recipe.output_dir
@@ -271,57 +273,24 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
         net = _build(recipe.model.name, args)  # type: ignore[arg-type]
     except ConfigError as exc:
         raise ConfigError(f"{where}: model.args: {exc}") from None
-    spec = _window_spec(recipe, net, cube)
-    splits = _splits(recipe, cube)
-    try:
-        normalizer = compute_statistics(cube, variables, split=splits.get("train"),
-                                        transforms=recipe.data.transforms)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: data.transforms: {exc}") from None
     tr = recipe.training
     assert tr is not None
-    source: Any = recipe.data.store if recipe.data.store is not None else cube
+    splits = _splits(recipe, cube)
+    job = TrainingJob(
+        model=recipe.model.name, model_args=args, variables=variables,  # type: ignore[arg-type]
+        settings=TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"})),
+        batch_size=tr.batch_size, workers=tr.workers, window=_window_spec(recipe, net, cube),
+        splits={"train": splits.get("train"), "validation": splits.get("validation")},
+        transforms=recipe.data.transforms, store=recipe.data.store, checkpoint_dir=out / "checkpoints",
+        resume=tr.resume, metadata={"recipe": recipe.model_dump(mode="json")})
     try:
-        train_set = CubeDataset(source, variables, spec, split=splits.get("train"), normalizer=normalizer,
-                                batch_size=tr.batch_size, shuffle=True, seed=tr.seed)
-        val_set = None
-        if "validation" in splits:
-            val_set = CubeDataset(source, variables, spec, split=splits["validation"], normalizer=normalizer,
-                                  batch_size=tr.batch_size, shuffle=False, seed=tr.seed)
+        outcome = train_forecaster(cube, job, progress=progress)
     except ConfigError as exc:
-        split = next((k for k in splits if f"split {k!r}" in str(exc)), None)
-        key = f"data.splits.{split}" if split else "data.windows"
+        key = _STAGE_KEYS.get(getattr(exc, "stage", "") or "", "data.windows")
         raise ConfigError(f"{where}: {key}: {exc}") from None
-    if len(train_set) == 0:
-        raise ConfigError(f"{where}: data.splits.train: no training sample (windows of {spec.length} consecutive "
-                          f"frames{' with rain' if spec.rain else ''} in the training split)")
-    # Recurrent models: the papers' scheduled-sampling marks at their fractions of this run's steps
-    # (unless model.args sets them); the same recipe and data give the same marks, so a resume agrees.
-    settings = TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"}))
-    scaled = fit_schedule_marks(net, args, settings.planned_steps(len(train_set)))
-    if scaled is not None:
-        args = scaled
-        net = _build(recipe.model.name, args)  # type: ignore[arg-type]
-    recipe_dict = recipe.model_dump(mode="json")
-    metadata = {"variables": variables, "normalizer": normalizer.to_dict(), "schema": cube_schema(cube, variables),
-                "fill_value": normalizer.fill_value, "window": spec.to_dict(), "recipe": recipe_dict,
-                "geostp_version": __version__}
-    if not progress:
-        settings = settings.model_copy(update={"progress": False})
-    trainer = Trainer(net, settings, checkpoint_dir=out / "checkpoints", metadata=metadata)
-    val_loader = make_loader(val_set, tr.workers) if val_set is not None and len(val_set) else None
-    result = trainer.fit(make_loader(train_set, tr.workers), val_loader, resume=tr.resume)
-    from geostp.train.ddp import is_main_process
-
-    if not is_main_process():  # DDP: rank 0 writes the model and history and evaluates
-        return RunResult("train", out, files=[], checkpoint=result.checkpoint)
-    best = out / "checkpoints" / "best.pt"
-    chosen = best if best.exists() else out / "checkpoints" / "last.pt"
-    net.load_state_dict(load_checkpoint(chosen, map_location="cpu")["state_dict"])
-    fitted = FittedForecaster(model=net.cpu().eval(), variables=variables, normalizer=normalizer,
-                              schema=metadata["schema"], fill_value=normalizer.fill_value,
-                              metadata={**metadata, "stopped": result.stopped, "steps": result.iteration,
-                                        "from_checkpoint": chosen.name})
+    if outcome.fitted is None:  # DDP: rank 0 writes the model and history and evaluates
+        return RunResult("train", out, files=[], checkpoint=outcome.checkpoint)
+    fitted, result = outcome.fitted, outcome.result
     model_path = fitted.save(out / "model.pt")
     files += [model_path, _atomic_write(out / "history.json", json.dumps(
         {"stopped": result.stopped, "iterations": result.iteration, "epochs": result.epochs,
