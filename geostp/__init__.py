@@ -34,8 +34,9 @@ __all__ = [
 
 # The one-call API. Bound here, after the submodules of the same names are imported, so that
 # ``geostp.forecast`` is the function (none of these imports torch; models load on first use).
+from geostp.api import forecast  # noqa: E402
 from geostp.data.catalog import open_catalog  # noqa: E402
 from geostp.evaluate import evaluate  # noqa: E402
 from geostp.fit import fit  # noqa: E402
-from geostp.forecast import forecast, load_forecaster  # noqa: E402
+from geostp.forecast import load_forecaster  # noqa: E402
 from geostp.store import ingest, open_cube  # noqa: E402

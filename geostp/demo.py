@@ -23,11 +23,11 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
     """Run the demo; returns the paths written and the scores."""
     import pandas as pd
 
+    from geostp.api import forecast
     from geostp.cube import describe
     from geostp.data.catalog import open_catalog
     from geostp.evaluate import evaluate
     from geostp.fit import fit
-    from geostp.forecast import forecast
     from geostp.store import ingest, open_cube
     from geostp.writers import write_forecast
 

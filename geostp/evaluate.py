@@ -1,18 +1,132 @@
-"""Compare several models and baselines on the same initial times: one Dataset, one printed table."""
+"""The one evaluation pipeline: forecast with several models from the same cases and score them per lead time.
+
+:func:`score_cases` is what both :func:`evaluate` (reference times on a cube) and a recipe's evaluation
+section (windows of a split, also of multi-sequence cubes) run: the frames the cases touch are read once,
+every contender forecasts them, and :func:`geostp.metrics.verify` scores each against the observations.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.errors import ConfigError
-from geostp.metrics import align_observations, verify
+from geostp.errors import ConfigError, CubeError
+from geostp.metrics import verify
 
-__all__ = ["evaluate", "format_table"]
+__all__ = ["evaluate", "format_table", "score_cases", "Verification"]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What to score: passed to :func:`geostp.metrics.verify`."""
+
+    metrics: tuple[str, ...] = ("mse", "mae")
+    thresholds: tuple[float, ...] = ()
+    scales: tuple[int, ...] = ()
+    data_range: float = 1.0
+
+    def __post_init__(self) -> None:
+        from geostp.metrics import known_metrics
+
+        unknown = [m for m in self.metrics if m not in known_metrics()]
+        if unknown:
+            raise ConfigError(f"unknown metric(s) {unknown}; known metrics are {sorted(known_metrics())}")
+
+
+def score_cases(cube: xr.Dataset, contenders: Mapping[str, Any], cases: np.ndarray, *, steps: int,
+                verification: Verification, tile: int | None = None, overlap: int = 32, transfer: bool = False,
+                device: str = "auto", progress: bool = False, variable: str | None = None) -> xr.Dataset:
+    """Every contender (name -> :class:`~geostp.forecast.FittedForecaster`) forecasts every case; one Dataset of scores.
+
+    ``cases`` is a structured array of window starts (fields ``time`` and, for multi-sequence cubes,
+    ``sequence``) whose first ``T_in`` frames are inputs, ``T_in`` the largest of the contenders'.
+    ``variable`` scores that variable only (default: every variable the contenders forecast).
+    """
+    t_in = max(int(f.model.input_steps) for f in contenders.values())
+    cube, cases = _load_cases(cube, cases, t_in + steps)
+    results = []
+    for name, model in contenders.items():
+        try:
+            fc, obs = _forecast_cases(model, cube, cases, t_in, steps, progress,
+                                      {"tile": tile, "overlap": overlap, "transfer": transfer, "device": device})
+        except (ConfigError, CubeError) as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+        if variable is not None and "variable" in fc.dims:
+            fc, obs = fc.sel(variable=variable), obs.sel(variable=variable)
+        scores = verify(fc, obs, metrics=verification.metrics, thresholds=verification.thresholds,
+                        scales=verification.scales, data_range=verification.data_range)
+        results.append(scores.expand_dims(model=[name]))
+    out = xr.concat(results, dim="model")
+    out.attrs["cases"] = int(cases.size)
+    return out
+
+
+def _reference_time_cases(ds: xr.Dataset, reference_times: Sequence[Any], t_in: int) -> np.ndarray:
+    """Cases (window starts) whose newest input is each reference time."""
+    index = pd.Index(ds["time"].values)
+    starts = []
+    for ref in np.atleast_1d(np.asarray(reference_times, dtype=ds["time"].dtype)):
+        if ref not in index:
+            raise ConfigError(f"reference time {ref} is not in the data's time axis")
+        start = index.get_loc(ref) - t_in + 1
+        if start < 0:
+            raise ConfigError(f"the models need {t_in} input frames up to {ref}; the data has only {start + t_in}")
+        starts.append(start)
+    cases = np.zeros(len(starts), dtype=[("time", int)])
+    cases["time"] = starts
+    return cases
+
+
+def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Dataset, np.ndarray]:
+    """Only the frames (and sequences) the cases touch, read once for every model; cases re-indexed to them."""
+    frames = np.unique((cases["time"][:, None] + np.arange(length)[None, :]).ravel())
+    sub = cube.isel(time=frames)
+    cases = cases.copy()
+    cases["time"] = np.searchsorted(frames, cases["time"])
+    if "sequence" in cube.dims:
+        seqs = np.unique(cases["sequence"])
+        sub = sub.isel(sequence=seqs)
+        cases["sequence"] = np.searchsorted(seqs, cases["sequence"])
+    return sub.load(), cases
+
+
+def _observations(fc: xr.DataArray, cube: xr.Dataset, variables: list[str]) -> xr.DataArray:
+    """The observed values at the forecast's valid times, shaped like the forecast."""
+    from geostp.metrics import align_observations
+
+    if "variable" not in fc.dims:
+        return align_observations(fc, cube[variables[0]]).load()
+    parts = [align_observations(fc.sel(variable=v), cube[v]) for v in variables]
+    return xr.concat(parts, dim="variable").assign_coords(variable=variables).transpose(*fc.dims).load()
+
+
+def _forecast_cases(fitted: Any, cube: xr.Dataset, cases: np.ndarray, t_in: int, steps: int,
+                    progress: bool, options: dict[str, Any]) -> tuple[xr.DataArray, xr.DataArray]:
+    """Forecasts at every case and the matching observations, stacked along ``time`` (or ``case``)."""
+    times = cube["time"].values
+    variables = list(fitted.variables)
+    if "sequence" not in cube.dims:
+        refs = times[cases["time"] + t_in - 1]
+        fc = fitted.predict(cube, steps, reference_times=list(refs), progress=progress, **options)
+        return fc, _observations(fc, cube, variables)
+    fcs, obss = [], []
+    for s, ti in zip(cases["sequence"], cases["time"], strict=True):
+        sub = cube.isel(sequence=int(s))
+        ref = times[int(ti) + t_in - 1]
+        fc = fitted.predict(sub, steps, reference_times=[ref], **options)
+        obs = _observations(fc, sub, variables)
+        fcs.append(fc.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"], errors="ignore"))
+        obss.append(obs.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"],
+                                                          errors="ignore"))
+    return xr.concat(fcs, dim="case"), xr.concat(obss, dim="case").load()
+
+
+
 
 
 def evaluate(
@@ -61,25 +175,23 @@ def evaluate(
     xarray.Dataset
         One variable per score with dims ``model, lead_time``.
     """
-    from geostp.forecast import forecast
+    from geostp.api import resolve_forecaster
 
     if not isinstance(models, Mapping):
         models = {(m if isinstance(m, str) else getattr(m, "name", f"model{i}")): m for i, m in enumerate(models)}
     if not models:
         raise ConfigError("evaluate needs at least one model")
-    results = []
-    for label, model in models.items():
-        fc = forecast(ds, model, steps, reference_times=list(reference_times), device=device, tile=tile, overlap=overlap,
-                      transfer=transfer, progress=progress)
-        if "variable" in fc.dims:
-            var = variable or str(fc["variable"].values[0])
-            fc = fc.sel(variable=var)
-        else:
-            var = variable or str(fc.name)
-        obs = align_observations(fc, ds[var]).load()  # only the valid times: the size of the forecast
-        scores = verify(fc, obs, metrics=metrics, thresholds=thresholds, scales=scales, data_range=data_range)
-        results.append(scores.expand_dims(model=[label]))
-    out = xr.concat(results, dim="model")
+    contenders = {label: resolve_forecaster(ds, model, device=device, progress=progress)
+                  for label, model in models.items()}
+    variable = variable or next(iter(contenders.values())).variables[0]
+    missing = [k for k, f in contenders.items() if variable not in f.variables]
+    if missing:
+        raise ConfigError(f"variable {variable!r} is not forecast by {missing}")
+    t_in = max(int(f.model.input_steps) for f in contenders.values())
+    cases = _reference_time_cases(ds, reference_times, t_in)
+    out = score_cases(ds, contenders, cases, steps=steps, verification=Verification(
+        metrics=tuple(metrics), thresholds=tuple(thresholds), scales=tuple(scales), data_range=data_range),
+        tile=tile, overlap=overlap, transfer=transfer, device=device, progress=progress, variable=variable)
     out.attrs["reference_times"] = [str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64)
                                     else str(t) for t in np.atleast_1d(reference_times)]
     if print_table:

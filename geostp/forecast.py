@@ -40,7 +40,6 @@ __all__ = [
     "FittedForecaster",
     "cube_schema",
     "check_schema",
-    "forecast",
     "load_forecaster",
     "model_store_dir",
 ]
@@ -314,7 +313,13 @@ class FittedForecaster:
         model's change added there, each lead advected forward along the same
         motion (what the extrapolation baseline does with the newest frame).
         """
-        from geostp.advection import advect, displacements, estimate_motion, probability_match, to_lagrangian
+        from geostp.advection import (
+            advect,
+            displacements,
+            estimate_motion,
+            probability_match,
+            to_lagrangian,
+        )
 
         if raw.shape[1] != 1:
             raise ConfigError(f"model {self.name!r} is advection-aware and forecasts one rain variable; "
@@ -431,75 +436,3 @@ def data_fingerprint(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo 
         for v in variables:
             h.update(np.ascontiguousarray(np.asarray(cube[v].isel(time=i).values, np.float32)).tobytes())
     return h.hexdigest()[:20]
-
-
-# ----------------------------------------------------------------------------- the one call
-
-
-def forecast(
-    ds: xr.Dataset | xr.DataArray,
-    model: str | os.PathLike[str] | FittedForecaster = "tau",
-    steps: int = 12,
-    *,
-    reference_times: Sequence[Any] | None = None,
-    variables: Sequence[str] | None = None,
-    model_args: dict[str, Any] | None = None,
-    fit_minutes: float = 2.0,
-    use_store: bool = True,
-    device: str = "auto",
-    tile: int | None = None,
-    overlap: int = 32,
-    transfer: bool = False,
-    progress: bool = True,
-) -> xr.DataArray:
-    """Forecast ``steps`` frames after the last time of ``ds`` (or after each of ``reference_times``).
-
-    Parameters
-    ----------
-    ds
-        A cube (Dataset, or a DataArray for one variable).
-    model
-        A registered model name, a checkpoint path, or a :class:`FittedForecaster`.
-    steps
-        Lead times to produce (any number >= 1: models roll out beyond what they were trained for).
-    reference_times
-        Initial times; the output then has a leading ``time`` dim.
-    variables
-        Which variables to forecast (default: all of the cube's).
-    model_args
-        Constructor arguments when ``model`` is a name.
-    fit_minutes
-        Time budget for fitting a learned model on ``ds`` when ``model`` is a name.
-    use_store
-        Look up / save a model fitted on ``ds`` in the local model store.
-    device
-        ``auto`` (GPU when available), ``cpu`` or ``cuda``.
-    tile, overlap
-        Forecast large grids in tiles of ``tile`` pixels that overlap by ``overlap``, blended (learned
-        models; baselines run on the whole grid).
-    transfer
-        Apply a trained model to a grid or time step other than its training data's
-        (:meth:`FittedForecaster.predict`); otherwise such data is refused.
-    progress
-        Progress bars while fitting and forecasting.
-    """
-    import geostp.models as registry
-
-    steps = check_steps(steps)
-    if isinstance(ds, xr.DataArray):
-        ds = ds.to_dataset(name=ds.name or "data")
-    if isinstance(model, FittedForecaster):
-        fitted = model
-    elif isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()):
-        fitted = load_forecaster(model)
-    elif isinstance(model, str):
-        from geostp.fit import fit
-
-        registry.model_class(model)  # unknown names fail here, listing the registered ones
-        fitted = fit(ds, model, variables=variables, model_args=model_args, max_minutes=fit_minutes,
-                     use_store=use_store, device=device, progress=progress)
-    else:
-        raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
-                          f"got {type(model).__name__}")
-    return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
-                          overlap=overlap, transfer=transfer, progress=progress)

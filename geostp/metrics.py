@@ -252,6 +252,11 @@ def align_observations(forecast: xr.DataArray, observed: xr.DataArray) -> xr.Dat
     )
 
 
+def known_metrics() -> set[str]:
+    """The names :func:`verify` accepts."""
+    return {*CONTINUOUS, "ssim", "psnr", "csi", "pod", "far", "hss", "fss"}
+
+
 def verify(
     forecast: xr.DataArray,
     observed: xr.DataArray,
@@ -268,7 +273,7 @@ def verify(
     every threshold and scale). Variables are named like ``csi_1`` or
     ``fss_1_8`` (threshold 1, scale 8).
     """
-    known = {*CONTINUOUS, "ssim", "psnr", "csi", "pod", "far", "hss", "fss"}
+    known = known_metrics()
     metrics = list(metrics)
     unknown = [m for m in metrics if m not in known]
     if unknown:

@@ -323,55 +323,10 @@ def _reference_cases(recipe: Recipe, cube: xr.Dataset, t_in: int, steps: int) ->
     return cases
 
 
-def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Dataset, np.ndarray]:
-    """Only the frames (and sequences) the cases touch, read once for every model; cases re-indexed to them."""
-    frames = np.unique((cases["time"][:, None] + np.arange(length)[None, :]).ravel())
-    sub = cube.isel(time=frames)
-    cases = cases.copy()
-    cases["time"] = np.searchsorted(frames, cases["time"])
-    if "sequence" in cube.dims:
-        seqs = np.unique(cases["sequence"])
-        sub = sub.isel(sequence=seqs)
-        cases["sequence"] = np.searchsorted(seqs, cases["sequence"])
-    return sub.load(), cases
-
-
-def _observations(fc: xr.DataArray, cube: xr.Dataset, variables: list[str]) -> xr.DataArray:
-    """The observed values at the forecast's valid times, shaped like the forecast."""
-    from geostp.metrics import align_observations
-
-    if "variable" not in fc.dims:
-        return align_observations(fc, cube[variables[0]]).load()
-    parts = [align_observations(fc.sel(variable=v), cube[v]) for v in variables]
-    return xr.concat(parts, dim="variable").assign_coords(variable=variables).transpose(*fc.dims).load()
-
-
-def _forecast_cases(fitted: Any, cube: xr.Dataset, cases: np.ndarray, t_in: int, steps: int,
-                    progress: bool) -> tuple[xr.DataArray, xr.DataArray]:
-    """Forecasts at every case and the matching observations, stacked along ``time`` (or ``case``)."""
-    times = cube["time"].values
-    variables = list(fitted.variables)
-    if "sequence" not in cube.dims:
-        refs = times[cases["time"] + t_in - 1]
-        fc = fitted.predict(cube, steps, reference_times=list(refs), progress=progress)
-        return fc, _observations(fc, cube, variables)
-    fcs, obss = [], []
-    for s, ti in zip(cases["sequence"], cases["time"], strict=True):
-        sub = cube.isel(sequence=int(s))
-        ref = times[int(ti) + t_in - 1]
-        fc = fitted.predict(sub, steps, reference_times=[ref])
-        obs = _observations(fc, sub, variables)
-        fcs.append(fc.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"], errors="ignore"))
-        obss.append(obs.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"],
-                                                          errors="ignore"))
-    return xr.concat(fcs, dim="case"), xr.concat(obss, dim="case").load()
-
-
 def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = None, write_recipe: bool = True,
              progress: bool = True) -> RunResult:
     """Score the recipe's model (or ``fitted``) and its baselines on the evaluation split, per lead time."""
-    from geostp.evaluate import format_table
-    from geostp.metrics import verify
+    from geostp.evaluate import Verification, format_table, score_cases
     from geostp.stream.windows import cube_variables
 
     ev = recipe.evaluation
@@ -392,20 +347,15 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
         contenders[b.label or b.name] = _baseline(b.name, b.args, variables, steps, b.transform)
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cases = _reference_cases(recipe, cube, t_in, steps)
-    cube, cases = _load_cases(cube, cases, t_in + steps)
-    results = []
-    for name, model in contenders.items():
-        try:
-            fc, obs = _forecast_cases(model, cube, cases, t_in, steps, progress)
-        except (ConfigError, CubeError) as exc:
-            raise ConfigError(f"{_where(recipe)}: evaluation: {name}: {exc}") from None
-        try:
-            scores = verify(fc, obs, metrics=ev.metrics, thresholds=ev.thresholds, scales=ev.scales,
-                            data_range=ev.data_range)
-        except ConfigError as exc:
-            raise ConfigError(f"{_where(recipe)}: evaluation.metrics: {exc}") from None
-        results.append(scores.expand_dims(model=[name]))
-    scores = xr.concat(results, dim="model")
+    try:
+        verification = Verification(metrics=tuple(ev.metrics), thresholds=tuple(ev.thresholds),
+                                    scales=tuple(ev.scales), data_range=ev.data_range)
+    except ConfigError as exc:
+        raise ConfigError(f"{_where(recipe)}: evaluation.metrics: {exc}") from None
+    try:
+        scores = score_cases(cube, contenders, cases, steps=steps, verification=verification, progress=progress)
+    except (ConfigError, CubeError) as exc:
+        raise ConfigError(f"{_where(recipe)}: evaluation: {exc}") from None
     scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(recipe.model_dump(
         mode="json"))})
     table = format_table(scores)

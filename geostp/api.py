@@ -1,0 +1,106 @@
+"""The one-call forecast: ``geostp.forecast(ds, model="tau", steps=12)``.
+
+``model`` may be a registered name (baselines run at once; a learned model is fitted on the cube's
+own history, or its cached fit is loaded from the model store), the path of a geostp checkpoint, or a
+:class:`~geostp.forecast.FittedForecaster`.  This module sits above :mod:`geostp.fit` and
+:mod:`geostp.forecast` (it needs both), so neither imports the other back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+from geostp.errors import ConfigError
+from geostp.forecast import FittedForecaster, check_steps, load_forecaster
+
+__all__ = ["forecast", "resolve_forecaster"]
+
+
+
+def resolve_forecaster(
+    ds: xr.Dataset,
+    model: str | os.PathLike[str] | FittedForecaster,
+    *,
+    variables: Sequence[str] | None = None,
+    model_args: dict[str, Any] | None = None,
+    fit_minutes: float = 2.0,
+    use_store: bool = True,
+    device: str = "auto",
+    progress: bool = True,
+) -> FittedForecaster:
+    """``model`` as a :class:`FittedForecaster`: as given, loaded from a checkpoint, or fitted on ``ds`` by name."""
+    import geostp.models as registry
+
+    if isinstance(model, FittedForecaster):
+        return model
+    if isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()):
+        return load_forecaster(model)
+    if isinstance(model, str):
+        from geostp.fit import fit
+
+        registry.model_class(model)  # unknown names fail here, listing the registered ones
+        return fit(ds, model, variables=variables, model_args=model_args, max_minutes=fit_minutes,
+                   use_store=use_store, device=device, progress=progress)
+    raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
+                      f"got {type(model).__name__}")
+
+
+def forecast(
+    ds: xr.Dataset | xr.DataArray,
+    model: str | os.PathLike[str] | FittedForecaster = "tau",
+    steps: int = 12,
+    *,
+    reference_times: Sequence[Any] | None = None,
+    variables: Sequence[str] | None = None,
+    model_args: dict[str, Any] | None = None,
+    fit_minutes: float = 2.0,
+    use_store: bool = True,
+    device: str = "auto",
+    tile: int | None = None,
+    overlap: int = 32,
+    transfer: bool = False,
+    progress: bool = True,
+) -> xr.DataArray:
+    """Forecast ``steps`` frames after the last time of ``ds`` (or after each of ``reference_times``).
+
+    Parameters
+    ----------
+    ds
+        A cube (Dataset, or a DataArray for one variable).
+    model
+        A registered model name, a checkpoint path, or a :class:`FittedForecaster`.
+    steps
+        Lead times to produce (any number >= 1: models roll out beyond what they were trained for).
+    reference_times
+        Initial times; the output then has a leading ``time`` dim.
+    variables
+        Which variables to forecast (default: all of the cube's).
+    model_args
+        Constructor arguments when ``model`` is a name.
+    fit_minutes
+        Time budget for fitting a learned model on ``ds`` when ``model`` is a name.
+    use_store
+        Look up / save a model fitted on ``ds`` in the local model store.
+    device
+        ``auto`` (GPU when available), ``cpu`` or ``cuda``.
+    tile, overlap
+        Forecast large grids in tiles of ``tile`` pixels that overlap by ``overlap``, blended (learned
+        models; baselines run on the whole grid).
+    transfer
+        Apply a trained model to a grid or time step other than its training data's
+        (:meth:`FittedForecaster.predict`); otherwise such data is refused.
+    progress
+        Progress bars while fitting and forecasting.
+    """
+    steps = check_steps(steps)
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset(name=ds.name or "data")
+    fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
+                                use_store=use_store, device=device, progress=progress)
+    return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
+                          overlap=overlap, transfer=transfer, progress=progress)
