@@ -184,6 +184,7 @@ def _fmt_delta(value: Any) -> str:
     return str(value)
 
 
+# Over 80 lines: one check after another (dims, time axis, step, gaps, grid mapping, values), each with its own message.
 def validate_cube(
     ds: xr.Dataset | xr.DataArray,
     *,

@@ -44,6 +44,7 @@ QUICK_MODEL_ARGS: dict[str, dict[str, Any]] = {
 
 
 
+# Over 80 lines: a third is its parameter docstring; the body maps arguments onto a TrainingJob.
 def fit(
     ds: xr.Dataset | Sequence[xr.Dataset],
     model: str,
@@ -145,14 +146,7 @@ def fit(
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
                       workers=2 if (len(cubes) == 1 and first.encoding.get("source")) else 0,
                       time_the_budget=True)
-    key_parts = {
-        "model": model, "args": args, "variables": variables, "patch": patch_size, "advection": advection,
-        "loss": loss, "probability_matching": probability_matching, "stride": window_stride,
-        "settings": settings.model_dump(exclude={"progress", "device"}), "batch_size": batch_size,
-        "validation_fraction": validation_fraction,
-        "data": [data_fingerprint(c, variables) for c in cubes], "version": __version__,
-    }
-    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    key = _store_key(job, [data_fingerprint(c, variables) for c in cubes])
     stored = model_store_dir() / f"{model}-{key}.pt"
     if use_store and stored.exists():
         cached = load_forecaster(stored)
@@ -163,6 +157,18 @@ def fit(
     if use_store:
         _store_if_complete(fitted, stored, settings)
     return fitted
+
+
+def _store_key(job: Any, fingerprints: list[str]) -> str:
+    """The model store's key for a fit: every setting of the job, the data and the package version."""
+    parts = {
+        "model": job.model, "args": job.model_args, "variables": job.variables, "patch": job.patch_size,
+        "advection": job.advection, "loss": job.loss, "probability_matching": job.probability_matching,
+        "stride": job.window_stride, "settings": job.settings.model_dump(exclude={"progress", "device"}),
+        "batch_size": job.batch_size, "validation_fraction": job.validation_fraction, "data": fingerprints,
+        "version": __version__,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 #: Under a time budget, a fit that took fewer optimiser steps than this is not cached.

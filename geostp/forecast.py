@@ -190,6 +190,7 @@ class FittedForecaster:
             high.append((float(hi) - norm.mean[v]) / norm.std[v])
         return low, high
 
+    # Over 80 lines: its docstring explains transfer; the body validates, then loops over reference times.
     def predict(
         self,
         cube: xr.Dataset,
@@ -232,35 +233,9 @@ class FittedForecaster:
             missing = [v for v in self.variables if v not in cube.data_vars]
             if missing:
                 raise ConfigError(f"the data lacks variable(s) {missing}; it has {list(cube.data_vars)}")
-        t_in = int(self.model.input_steps)
-        times = cube["time"].values
-        if reference_times is None:
-            refs = [times[-1]]
-            several = False
-        else:
-            refs = list(np.atleast_1d(np.asarray(reference_times, dtype=times.dtype)))
-            several = True
+        refs, positions = self._input_positions(cube, reference_times, info.step)
+        several = reference_times is not None
         step = info.step
-        index = pd.Index(times)
-        positions = []
-        for ref in refs:
-            if ref not in index:
-                raise ConfigError(f"reference time {pd.Timestamp(ref) if step is not None else ref} is not in "
-                                  "the data's time axis")
-            end = index.get_loc(ref)
-            start = end - t_in + 1
-            if start < 0:
-                raise ConfigError(
-                    f"model {self.name!r} needs {t_in} input frames up to {ref}, but the data has only "
-                    f"{end + 1} (T_in = {t_in})"
-                )
-            span = times[end] - times[start]
-            if step is not None and span != (t_in - 1) * step:
-                raise CubeError(
-                    f"the {t_in} input frames before {ref} span a gap in time ({times[start]} .. {times[end]}); "
-                    "a forecast needs consecutive frames"
-                )
-            positions.append((start, end))
         dev = pick_device(str(device))
         model = self.model.to(dev)
         outputs = []
@@ -285,12 +260,50 @@ class FittedForecaster:
                     out[:, i] = np.where(np.isnan(out[:, i]), np.nan, np.clip(out[:, i], 0, None))
             outputs.append(out.astype(np.float32))
         values = np.stack(outputs) if several else outputs[0]
-        attrs = {"model": self.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "",
-                 "model_config": json.dumps(self.model.config)}
+        attrs = self._output_attrs()
+        if transfer and self.schema is not None:
+            attrs["transfer"] = (f"applied outside its training data: trained on a {self.schema['shape'][0]} x "
+                                 f"{self.schema['shape'][1]} grid with a step of "
+                                 f"{self.schema.get('time_step_seconds')} s")
+        return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
+                                     variables=self.variables, step=step, attrs=attrs)
+
+    def _input_positions(self, cube: xr.Dataset, reference_times: Sequence[Any] | None,
+                         step: Any) -> tuple[list[Any], list[tuple[int, int]]]:
+        """The reference times and, for each, the (first, last) index of its input frames (consecutive ones)."""
+        t_in = int(self.model.input_steps)
+        times = cube["time"].values
+        refs = [times[-1]] if reference_times is None else list(
+            np.atleast_1d(np.asarray(reference_times, dtype=times.dtype)))
+        index = pd.Index(times)
+        positions = []
+        for ref in refs:
+            if ref not in index:
+                raise ConfigError(f"reference time {pd.Timestamp(ref) if step is not None else ref} is not in "
+                                  "the data's time axis")
+            end = index.get_loc(ref)
+            start = end - t_in + 1
+            if start < 0:
+                raise ConfigError(
+                    f"model {self.name!r} needs {t_in} input frames up to {ref}, but the data has only "
+                    f"{end + 1} (T_in = {t_in})"
+                )
+            span = times[end] - times[start]
+            if step is not None and span != (t_in - 1) * step:
+                raise CubeError(
+                    f"the {t_in} input frames before {ref} span a gap in time ({times[start]} .. {times[end]}); "
+                    "a forecast needs consecutive frames"
+                )
+            positions.append((start, end))
+        return refs, positions
+
+    def _output_attrs(self) -> dict[str, Any]:
+        """The forecast's attrs: the model, its checkpoint and config, the package, and what advection did."""
         from geostp._version import __version__
 
-        attrs["geostp_version"] = __version__
-        if model.needs_motion:
+        attrs = {"model": self.name, "checkpoint": str(self.checkpoint) if self.checkpoint else "",
+                 "model_config": json.dumps(self.model.config), "geostp_version": __version__}
+        if self.model.needs_motion:
             from geostp.advection import motion_description
 
             attrs["advection"] = ("advection-aware: the inputs were carried into the frame of the newest observation "
@@ -298,12 +311,7 @@ class FittedForecaster:
                                   f"advected forward; motion: {motion_description()}")
             attrs["probability_matching"] = ("each lead matched to the newest observation's distribution (CDF)"
                                              if self.metadata.get("probability_matching") else "none")
-        if transfer and self.schema is not None:
-            attrs["transfer"] = (f"applied outside its training data: trained on a {self.schema['shape'][0]} x "
-                                 f"{self.schema['shape'][1]} grid with a step of "
-                                 f"{self.schema.get('time_step_seconds')} s")
-        return forecast_to_dataarray(values, cube, reference_time=refs if several else refs[0],
-                                     variables=self.variables, step=step, attrs=attrs)
+        return attrs
 
     def _run_lagrangian(self, model, raw: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
                         overlap: int, bounds: tuple[list[float], list[float]] | None) -> np.ndarray:

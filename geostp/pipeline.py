@@ -313,6 +313,9 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
     if not net.trainable:
         raise ConfigError(f"model {name!r} has nothing to train")
     if job.advection:
+        from geostp.stream.lagrangian import harmonise
+
+        cubes = harmonise(cubes, job.variables[0])  # units, pixel size and step must agree (or a clear error)
         train_loader, val_loader, normalizer, info = _corpus_data(cubes, job, net, progress)
         if job.loss == "weighted":
             args["decoder"] = _decoder(normalizer, job.variables[0])

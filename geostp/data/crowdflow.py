@@ -88,6 +88,7 @@ def _slots(p: Path, dates: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return days.to_numpy().astype("datetime64[D]"), slots
 
 
+# Over 80 lines: a long parameter docstring and the TaxiBJ file quirks (slots, duplicates, gaps) handled in order.
 def open_taxibj(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,

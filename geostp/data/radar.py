@@ -396,6 +396,7 @@ def _read_frames(paths: np.ndarray, importer: Callable[..., Any], name: str, kwa
 
 @serves_file_feed(FeedSupport(files_arg="pattern", time_pattern_arg="fn_pattern", step_arg="timestep",
                              extension_arg="fn_ext", archive_args=("root", "path_fmt", "start", "end")))
+# Over 80 lines: a long parameter docstring and the archive-or-pattern file discovery of pysteps' importers.
 def open_radar(
     importer: str,
     *,

@@ -96,6 +96,7 @@ def _radar_block(block: np.ndarray, cells, ny: int, nx: int, res: float, dt: flo
     return out
 
 
+# Over 80 lines: the cell simulation is one sequence of physical steps, documented inline.
 def synthetic_radar(
     n_times: int = 96,
     ny: int = 128,

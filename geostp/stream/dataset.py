@@ -328,6 +328,7 @@ class CubeDataset(IterableDataset):
     offsets in pixels; the patch covers ``y0 .. y0 + H - 1``).
     """
 
+    # Over 80 lines: argument checks and the read plan's sizing, in the order they depend on each other.
     def __init__(
         self,
         source: xr.Dataset | str | os.PathLike[str],

@@ -114,7 +114,7 @@ def harmonise(
                                   + ("" if pixel is None else " and is not a whole fraction of it")
                                   + "; pass pixel= to resample, or coarsen the cube first")
             k = int(round(k))
-            cube = cube.coarsen(y=k, x=k, boundary="trim").mean(skipna=True)
+            cube = cube.coarsen(y=k, x=k, boundary="trim").mean(keep_attrs=True)  # NaN-aware: skipna for floats
         out.append(cube)
     return out
 
