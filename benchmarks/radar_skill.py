@@ -1,32 +1,29 @@
 #!/usr/bin/env python
-"""Radar nowcasting skill on real data (issue 6, "Reproductions"): a small TAU against persistence and
-pysteps extrapolation, measured on this machine's CPU.
+"""Radar nowcasting skill on real data: advection-aware TAU trained on a multi-source corpus, against
+persistence, pysteps extrapolation and S-PROG, on the CPU.
 
-What it does, only through geostp's public API:
+Through geostp's public API only:
 
-- opens the catalog ``radar`` source ``mch`` (MeteoSwiss AQC composite, 640 x 710 at 1 km, 5-min steps,
-  three events of 40 frames; the gaps between events are reported by ``validate_cube`` and no training
-  window crosses them);
-- **trains** a small TAU with ``geostp.fit`` (log-rain normalisation, rainy-patch filter, the trainer,
-  a wall-clock budget) on the 2015-05-15 and 2016-07-11 events (fit validates on the last 15 % of the time
-  axis when that holds a whole window: with 12 output steps it does not, and all windows train);
-- **tests** on the 2017-01-31 event with ``geostp.evaluate``: TAU (6 frames in, 12 out = 60 min;
-  ``--output-steps 6`` trains for 6 and rolls out to 12), ``persistence`` and the registered
-  ``optical_flow`` model (pysteps Lucas-Kanade motion on the 3 newest frames + semi-Lagrangian extrapolation): MSE, CSI at 1 and
-  5 mm/h and FSS at 1 mm/h on 8 and 32 km scales, per lead time;
-- **tests** on the Bureau of Meteorology day (source ``bom``, 2020-10-31, radar 66), which the TAU never
-  saw: 0.5 km / 10 min, averaged over 4 x 4 pixels to 2 km / 10 min, the same pixels per step as
-  MeteoSwiss' 1 km / 5 min, and the TAU applied with ``transfer=True`` (refused without it); 6 steps =
-  60 min. Scored on the held-back last third (16:00-23:50, nearly dry) and on the rainy part of the day
-  (02:00-12:50).
+- **corpus** (catalog ``radar``): MeteoSwiss 2015-05-15 and 2016-07-11, KNMI 2010-08-26, FMI 2016-09-28
+  (all 1 km / 5 min; ``geostp.stream.lagrangian.harmonise`` checks units, pixel size and step). RMI is left
+  out because its terms forbid commercial use and these weights ship with the package; BoM (0.5 km /
+  10 min) is refused by the harmonisation at a 5-min step. MeteoSwiss 2017-01-31 is never trained on.
+- **main**: ``geostp.fit(corpus, "tau", advection=True)`` (rain-weighted loss) for ``--steps`` optimiser
+  steps (OneCycle), weights written to ``--save-model``; verified on MeteoSwiss 2017-01-31, whole domain,
+  the 12 reference times of the earlier reproductions, leads 5-60 min: MSE, CSI at 1 and 5 mm/h, FSS at
+  1 mm/h over 8 km, for persistence, ``optical_flow`` (pysteps' standard recipe), ``sprog`` and the model
+  with and without probability matching.
+- **ablations** (``--ablation-steps`` each): Eulerian TAU on MeteoSwiss 2015+2016, advection-aware TAU with
+  plain MSE, advection-aware PredRNN-V2, and the main recipe at the same short budget.
+- **loso**: the main recipe without FMI, verified on FMI 2016-09-28 against extrapolation and S-PROG.
 
-Usage::
+Usage (each phase writes ``benchmarks/results/radar_skill_parts/<phase>.json``; ``report`` assembles them
+into ``radar_skill.md`` / ``.json``)::
 
-    GEOSTP_DATA=/work/shared/data .venv/bin/python benchmarks/radar_skill.py            # full
-    GEOSTP_DATA=/work/shared/data .venv/bin/python benchmarks/radar_skill.py --quick    # a few minutes
+    GEOSTP_DATA=../shared/data .venv/bin/python benchmarks/radar_skill.py --phase all
+    GEOSTP_DATA=../shared/data .venv/bin/python benchmarks/radar_skill.py --phase main --steps 300  # shorter
 
-writes ``benchmarks/results/radar_skill.json`` and ``radar_skill.md`` (``--out`` elsewhere; ``--quick``
-writes ``radar_skill_quick.*``). Data: MeteoSwiss and the Bureau of Meteorology (pysteps example data set).
+Data: MeteoSwiss, KNMI, FMI (pysteps example data set): cite the providers where these numbers are shown.
 """
 
 from __future__ import annotations
@@ -46,53 +43,44 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+PARTS = REPO / "benchmarks" / "results" / "radar_skill_parts"
 
-TAU_ARGS = {"spatial_hidden_channels": 16, "temporal_hidden_channels": 128, "spatial_blocks": 4,
+TAU_ARGS = {"spatial_hidden_channels": 16, "temporal_hidden_channels": 128, "spatial_blocks": 2,
             "temporal_blocks": 4}
-MODEL_ARGS = {"tau": TAU_ARGS, "predrnn_v2": {"hidden_channels": 64, "num_layers": 2, "patch_size": 4}}
-LABELS = {"tau": "TAU", "predrnn_v2": "PredRNN-V2"}
+PREDRNN_ARGS = {"hidden_channels": 32, "num_layers": 2, "patch_size": 4}
 METRICS = ["mse", "csi", "fss"]
 THRESHOLDS = [1.0, 5.0]
+SCALES = [8]
+STEPS = 12
+CORPUS = ["mch_2015", "mch_2016", "knmi", "fmi"]
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def crop(ds, size: int | None):
-    if not size:
-        return ds
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    y0, x0 = max((ny - size) // 2, 0), max((nx - size) // 2, 0)
-    return ds.isel(y=slice(y0, y0 + size), x=slice(x0, x0 + size))
-
-
 def pick(candidates: np.ndarray, n: int) -> list:
-    if n >= len(candidates):
-        return list(candidates)
     idx = np.unique(np.round(np.linspace(0, len(candidates) - 1, n)).astype(int))
     return list(candidates[idx])
 
 
-def train_set_size(cube, fitted, batch_size: int, validation_fraction: float = 0.15) -> dict[str, int]:
-    """The windows one training epoch of ``geostp.fit`` draws (same split and spec as fit uses)."""
-    from geostp.stream import CubeDataset, WindowSpec, split_cube
+def open_sources() -> dict[str, Any]:
+    import geostp
 
-    spec = WindowSpec.from_dict(fitted.metadata["window"])
-    nt = cube.sizes["time"]
-    n_val = int(round(validation_fraction * nt))
-    if n_val >= spec.length and nt - n_val >= spec.length:  # as geostp.fit decides
-        splits = split_cube(cube, train=1 - validation_fraction, validation=validation_fraction)
-    else:  # too short for a validation split: fit trains on every window and validates on none
-        splits = {"train": None, "validation": None}
-    out = {"validation_samples_per_epoch": 0}
-    for name in ("train", "validation"):
-        if name == "validation" and splits["validation"] is None:
-            continue
-        dset = CubeDataset(cube, fitted.variables, spec, split=splits[name], normalizer=fitted.normalizer,
-                           batch_size=batch_size, shuffle=False)
-        out[f"{name}_samples_per_epoch"] = int(sum(len(s) for s in dset.batch_samples()))
+    cat = geostp.open_catalog("radar")
+    mch = cat.open("mch")
+    out = {"mch_2015": mch.sel(time=slice("2015-01-01", "2015-12-31")),
+           "mch_2016": mch.sel(time=slice("2016-01-01", "2016-12-31")),
+           "mch_2017": mch.sel(time=slice("2017-01-01", None)),
+           "knmi": cat.open("knmi"), "fmi": cat.open("fmi"), "bom": cat.open("bom")}
+    for k, c in out.items():
+        c.attrs["source_name"] = k
     return out
+
+
+def refs_for(cube) -> list:
+    times = cube["time"].values
+    return pick(times[5:len(times) - STEPS], 12)  # the 12 reference times of the earlier reproductions
 
 
 def scores_to_dict(scores) -> dict[str, Any]:
@@ -102,250 +90,265 @@ def scores_to_dict(scores) -> dict[str, Any]:
                                   for m in scores["model"].values} for var in scores.data_vars}}
 
 
-def md_table(res: dict[str, Any]) -> list[str]:
-    leads = res["lead_minutes"]
-    lines = ["| score | model | " + " | ".join(f"{lead} min" for lead in leads) + " |",
-             "|---|---|" + "---|" * len(leads)]
-    for var, per_model in res["scores"].items():
-        for model, vals in per_model.items():
-            lines.append(f"| {var} | {model} | " + " | ".join(f"{v:.3g}" for v in vals) + " |")
-    return lines
+def train(cubes, model: str, *, steps: int, minutes: float, advection: bool, loss: str = "weighted",
+          model_args: dict[str, Any], patch: int, batch: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    import geostp
+
+    t0 = time.perf_counter()
+    fitted = geostp.fit(cubes, model, model_args=dict(model_args), advection=advection, loss=loss,
+                        input_steps=4 if advection else 6, output_steps=6, patch_size=patch, batch_size=batch,
+                        max_steps=steps, max_minutes=minutes, epochs=100_000, seed=seed, use_store=False,
+                        window_stride=2 if advection else 1,
+                        device="cpu", progress=False)
+    meta = {k: fitted.metadata.get(k) for k in ("steps", "stopped", "final_loss", "corpus", "sampling_schedule",
+                                                "skipped_steps")}
+    meta["epochs"] = len(fitted.metadata["epochs"]) if isinstance(fitted.metadata.get("epochs"), list) \
+        else fitted.metadata.get("epochs")
+    meta.update(wall_seconds=round(time.perf_counter() - t0, 1), planned_steps=steps, budget_minutes=minutes,
+                parameters=int(sum(p.numel() for p in fitted.model.parameters())), model=model,
+                advection=advection, loss=loss, model_args=model_args, patch_size=patch, batch_size=batch)
+    log(f"trained {model} advection={advection} loss={loss}: {meta}")
+    return fitted, meta
+
+
+def evaluate(cube, models: dict[str, Any], refs: list, tile: int | None, overlap: int) -> dict[str, Any]:
+    import geostp
+
+    t0 = time.perf_counter()
+    sc = geostp.evaluate(cube, models, steps=STEPS, reference_times=refs, metrics=METRICS, thresholds=THRESHOLDS,
+                         scales=SCALES, device="cpu", tile=tile, overlap=overlap, progress=False, print_table=False)
+    from geostp.evaluate import format_table
+
+    print(format_table(sc), flush=True)
+    return {"eval_seconds": round(time.perf_counter() - t0, 1), **scores_to_dict(sc)}
+
+
+def with_pm(fitted):
+    import copy
+
+    pm = copy.copy(fitted)
+    pm.metadata = {**fitted.metadata, "probability_matching": True}
+    return pm
+
+
+def save_part(name: str, data: dict[str, Any]) -> None:
+    PARTS.mkdir(parents=True, exist_ok=True)
+    data = {"phase": name, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": "python " + " ".join(sys.argv),
+            "load_average_end": list(os.getloadavg()), **data}
+    (PARTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
+    log(f"wrote {PARTS / (name + '.json')}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="cropped domain, 3 reference times, ~1.5 min training")
-    ap.add_argument("--model", choices=sorted(MODEL_ARGS), default="tau",
-                    help="the learned model (results of other models than tau go to radar_skill_<model>.*)")
-    ap.add_argument("--train-minutes", type=float, default=None, help="training budget (default 12, quick 1.5)")
-    ap.add_argument("--refs", type=int, default=None, help="reference times per test event (default 12, quick 3)")
-    ap.add_argument("--crop", type=int, default=None, help="central square crop in pixels (default none, quick 256)")
-    ap.add_argument("--output-steps", type=int, default=12,
-                    help="TAU output frames in training (12 = the whole hour; fewer are rolled out to 12)")
-    ap.add_argument("--train-steps", type=int, default=None,
-                    help="optimiser steps (OneCycle sized to them; --train-minutes then only caps the time)")
-    ap.add_argument("--bom-coarsen", type=int, default=4,
-                    help="average BoM over N x N pixels (4: 2 km / 10 min = MeteoSwiss' 1 km / 5 min in pixels per step)")
+    ap.add_argument("--phase", default="all",
+                    help="all, or a comma-separated list of baselines, main, record, ablations, loso, report")
+    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps of the main run")
+    ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock cap of the main run's training")
+    ap.add_argument("--ablation-steps", type=int, default=600)
+    ap.add_argument("--ablation-minutes", type=float, default=8.0)
     ap.add_argument("--patch", type=int, default=64)
-    ap.add_argument("--tile", type=int, default=0,
-                    help="forecast the learned model in overlapping tiles of this size (0: the whole domain)")
-    ap.add_argument("--overlap", type=int, default=16, help="tile overlap in pixels")
-    ap.add_argument("--save-model", type=Path, default=None, help="also write the fitted model here")
-    ap.add_argument("--load-model", type=Path, default=None,
-                    help="evaluate this checkpoint (written by --save-model) instead of training")
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--scales", default="8,32", help="FSS scales in pixels (1 km MeteoSwiss, 0.5 km BoM)")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--tile", type=int, default=64, help="learned models forecast in tiles of the patch size")
+    ap.add_argument("--overlap", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save-model", type=Path, default=REPO / "geostp" / "weights" / "tau_radar.pt")
     args = ap.parse_args()
-    minutes = args.train_minutes if args.train_minutes is not None else (1.5 if args.quick else 12.0)
-    n_refs = args.refs if args.refs is not None else (3 if args.quick else 12)
-    size = args.crop if args.crop is not None else (256 if args.quick else None)
-    scales = [int(s) for s in args.scales.split(",") if s]
-    tile = args.tile or None
     os.environ.setdefault("GEOSTP_DATA", str(REPO.parent / "shared" / "data"))
-    warnings.filterwarnings("ignore", category=RuntimeWarning)
+    os.environ.setdefault("GEOSTP_MODEL_STORE", tempfile.mkdtemp(prefix="geostp-radar-skill-store-"))
+    warnings.filterwarnings("ignore")
+    phases = ["main", "record", "baselines", "report", "loso", "ablations", "report"] if args.phase == "all" \
+        else args.phase.split(",")
+    for ph in phases:
+        log(f"phase {ph}")
+        globals()[f"phase_{ph}"](args)
 
-    import pandas as pd
+
+def _harmonised(names: list[str]):
+    from geostp.stream.lagrangian import harmonise
+
+    src = open_sources()
+    cubes = [src[n].load() for n in names]
+    return harmonise(cubes, "precipitation", pixel=1000.0, step="5min")
+
+
+def phase_baselines(args) -> None:
+    import geostp
+    from geostp.stream.lagrangian import harmonise
+
+    src = open_sources()
+    out: dict[str, Any] = {}
+    for event in ("mch_2017", "fmi"):
+        cube = src[event].load()
+        models = {"persistence": geostp.fit(cube, "persistence", model_args={"input_steps": 1}),
+                  "optical_flow": geostp.fit(cube, "optical_flow", model_args={"input_steps": 3}),
+                  "sprog": geostp.fit(cube, "sprog", model_args={"input_steps": 3})}
+        refs = refs_for(cube)
+        out[event] = {"reference_times": [str(t) for t in refs], **evaluate(cube, models, refs, None, 0)}
+    try:
+        harmonise([src["mch_2016"], src["bom"]], "precipitation", pixel=1000.0, step="5min")
+        out["bom_in_corpus"] = "accepted"
+    except geostp.GeostpError as exc:
+        out["bom_in_corpus"] = f"refused: {exc}"
+    save_part("baselines", out)
+
+
+def phase_main(args) -> None:
     import torch
 
-    import geostp
-    from geostp.cube import validate_cube
-    from geostp.evaluate import format_table
-
-    t_start = time.perf_counter()
-    cat = geostp.open_catalog("radar")
-    mch = crop(cat.open("mch"), size)
-    info = validate_cube(mch, check_values=False)
-    log(f"mch: {mch.sizes['time']} frames, step {info.step}, gaps {[(str(g.after), str(g.before)) for g in info.gaps]}")
-    train = mch.sel(time=slice(None, "2016-12-31")).load()
-    test = mch.sel(time=slice("2017-01-01", None)).load()
-    tinfo = validate_cube(train, check_values=False)
-    log(f"train cube {dict(train.sizes)} ({len(tinfo.gaps)} gap), test {dict(test.sizes)}")
-
-    # ---------------------------------------------------------------- training
-    store = tempfile.mkdtemp(prefix="geostp-radar-skill-store-")
-    os.environ["GEOSTP_MODEL_STORE"] = store
-    t0 = time.perf_counter()
-    name, label, model_args = args.model, LABELS[args.model], MODEL_ARGS[args.model]
-    if args.load_model is not None:
-        fitted = geostp.load_forecaster(args.load_model)
-        if fitted.name != name:
-            raise SystemExit(f"{args.load_model} holds model {fitted.name!r}, not {name!r}")
+    cubes = _harmonised(CORPUS)
+    fitted, meta = train(cubes, "tau", steps=args.steps, minutes=args.minutes, advection=True,
+                         model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed)
+    complete = meta["steps"] >= 0.9 * args.steps
+    if complete and args.save_model:
+        args.save_model.parent.mkdir(parents=True, exist_ok=True)
+        fitted.metadata.update(corpus_sources=CORPUS, training_run=meta)
+        fitted.save(args.save_model)
+        log(f"saved {args.save_model} ({args.save_model.stat().st_size / 1e6:.2f} MB)")
     else:
-        fitted = geostp.fit(train, name, model_args=dict(model_args), input_steps=6, output_steps=args.output_steps,
-                            patch_size=args.patch, batch_size=args.batch, max_minutes=minutes, epochs=100_000,
-                            max_steps=args.train_steps,
-                            seed=args.seed, use_store=False, device="cpu", progress=False)
-        fitted.metadata["train_seconds"] = round(time.perf_counter() - t0, 1)
-        if args.save_model is not None:
-            fitted.save(args.save_model)
-    train_s = float(fitted.metadata.get("train_seconds", time.perf_counter() - t0))
-    n_params = int(sum(p.numel() for p in fitted.model.parameters()))
-    sizes = train_set_size(train, fitted, args.batch)
-    meta = {k: fitted.metadata.get(k) for k in ("steps", "epochs", "stopped", "final_loss")}
-    if isinstance(meta["epochs"], list):  # the trainer's per-epoch records: keep their number
-        meta["epochs"] = len(meta["epochs"])
-    log(f"{label} fitted in {train_s:.0f} s: {meta}, {sizes}, {n_params} parameters")
+        log(f"NOT saving the weights: {meta['steps']} of {args.steps} planned steps")
+    src = open_sources()
+    test = src["mch_2017"].load()
+    refs = refs_for(test)
+    res = evaluate(test, {"tau_advection": fitted, "tau_advection_pm": with_pm(fitted)}, refs, args.tile,
+                   args.overlap)
+    save_part("main", {"training": meta, "saved": str(args.save_model) if complete else None,
+                       "torch_threads": torch.get_num_threads(), "mch_2017": res})
 
-    baselines = {"persistence": geostp.fit(test, "persistence", model_args={"input_steps": 1}),
-                 "optical_flow": geostp.fit(test, "optical_flow", model_args={"input_steps": 3})}
 
-    # ---------------------------------------------------------------- MeteoSwiss 2017-01-31
-    steps = 12
-    t_in = int(fitted.model.input_steps)
-    times = test["time"].values
-    cand = times[t_in - 1: len(times) - steps]
-    refs_mch = pick(cand, n_refs)
-    log(f"MeteoSwiss 2017-01-31: {len(refs_mch)} reference times {pd.Timestamp(refs_mch[0])} .. {pd.Timestamp(refs_mch[-1])}")
-    t0 = time.perf_counter()
-    sc_mch = geostp.evaluate(test, {name: fitted, **baselines}, steps=steps, reference_times=refs_mch,
-                             metrics=METRICS, thresholds=THRESHOLDS, scales=scales, device="cpu",
-                             tile=tile, overlap=args.overlap, progress=False, print_table=False)
-    eval_mch_s = time.perf_counter() - t0
-    print(format_table(sc_mch), flush=True)
+def phase_ablations(args) -> None:
+    src = open_sources()
+    test = src["mch_2017"].load()
+    refs = refs_for(test)
+    cubes = _harmonised(CORPUS)
+    import geostp
 
-    # ---------------------------------------------------------------- BoM (TAU by transfer)
-    # The TAU learned motion in pixels per step on 1 km / 5 min. BoM is 0.5 km / 10 min: averaged over
-    # 4 x 4 pixels it is 2 km / 10 min, the same pixels per step, so the model sees the speeds it knows.
-    factor = args.bom_coarsen
-    bom_native = crop(cat.open("bom"), size)
-    bom_all = bom_native.coarsen(y=factor, x=factor, boundary="trim").mean(keep_attrs=True) if factor > 1 \
-        else bom_native
-    binfo = validate_cube(bom_all, check_values=False)
-    nb = bom_all.sizes["time"]
-    bsteps = 6
-    refused = ""
-    try:
-        fitted.predict(bom_all.isel(time=slice(0, t_in)), 1)
-    except geostp.GeostpError as exc:
-        refused = str(exc)
-    bom_km = 0.5 * factor
-    bscales = [max(1, round(sc / bom_km)) for sc in scales]  # the same scales in km as on MeteoSwiss
-    log(f"BoM: step {binfo.step}, {bom_km:g} km pixels, FSS scales {bscales} px; without transfer: {refused}")
-
-    def bom_block(first: int, last: int) -> dict[str, Any]:
-        """The learned model and baselines from reference times whose forecasts verify inside frames first..last."""
-        cube = bom_all.isel(time=slice(first - t_in, last + 1)).load()  # T_in input frames before the period
-        btimes = cube["time"].values
-        refs = pick(btimes[t_in: len(btimes) - bsteps], n_refs)
-        models = {name: fitted,
-                  "persistence": geostp.fit(cube, "persistence", model_args={"input_steps": 1}),
-                  "optical_flow": geostp.fit(cube, "optical_flow", model_args={"input_steps": 3})}
-        t0 = time.perf_counter()
-        sc = geostp.evaluate(cube, models, steps=bsteps, reference_times=refs, metrics=METRICS,
-                             thresholds=THRESHOLDS, scales=bscales, device="cpu", tile=tile, overlap=args.overlap,
-                             transfer=True, progress=False,
-                             print_table=False)
-        period = cube["precipitation"].isel(time=slice(t_in, None))
-        print(format_table(sc), flush=True)
-        return {"steps": bsteps, "step_minutes": 10, "pixel_km": bom_km, "fss_scales_px": bscales,
-                "models": list(sc["model"].values),
-                "period": [str(pd.Timestamp(btimes[t_in])), str(pd.Timestamp(btimes[-1]))],
-                "reference_times": [str(pd.Timestamp(t)) for t in refs], "refused_without_transfer": refused,
-                "fraction_of_pixels_ge_1mmh": float((period >= 1.0).mean()),
-                "fraction_of_pixels_ge_5mmh": float((period >= 5.0).mean()),
-                "eval_seconds": round(time.perf_counter() - t0, 1), **scores_to_dict(sc)}
-
-    bom_test = bom_block(nb - nb // 3, nb - 1)  # the held-back last third of the day
-    bom_rainy = bom_block(12, 77)  # 02:00-12:50, the rainy part: as unseen by the TAU as the rest of the day
-    test_frames = test["precipitation"].isel(time=slice(t_in, None))
-    mch_rain = {"fraction_of_pixels_ge_1mmh": float((test_frames >= 1.0).mean()),
-                "fraction_of_pixels_ge_5mmh": float((test_frames >= 5.0).mean())}
-
-    # ---------------------------------------------------------------- results
-    cmd = "python benchmarks/radar_skill.py " + " ".join(sys.argv[1:])
-    when = time.strftime("%Y-%m-%d %H:%M:%S")
-    rain_frac = float((train["precipitation"] >= 1.0).mean())
-    result = {
-        "schema": 1, "command": cmd, "date": when, "quick": args.quick,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "torch_threads": torch.get_num_threads(),
-                    "load_average_end": list(os.getloadavg())},
-        "data": {"source": "catalog radar: mch (MeteoSwiss AQC), bom (BoM Rainfields 3, radar 66); pysteps example data",
-                 "crop_pixels": size, "grid_mch": [int(mch.sizes["y"]), int(mch.sizes["x"])],
-                 "grid_bom": [int(bom_all.sizes["y"]), int(bom_all.sizes["x"])]},
-        "training": {"model": name, "model_args": model_args,
-                     "sampling_schedule": fitted.metadata.get("sampling_schedule"), "input_steps": 6, "output_steps": args.output_steps,
-                     "parameters": n_params, "events": ["2015-05-15", "2016-07-11"],
-                     "frames": int(train.sizes["time"]), "gaps": len(tinfo.gaps), "patch_size": args.patch,
-                     "batch_size": args.batch, "budget_minutes": minutes, "max_steps": args.train_steps,
-                     "inference_tile": tile, "inference_overlap": args.overlap if tile else None,
-                     "loaded_from": str(args.load_model) if args.load_model else None, "wall_seconds": round(train_s, 1),
-                     "samples_seen": int((meta["steps"] or 0) * args.batch),
-                     "fraction_of_pixels_ge_1mmh": rain_frac, **meta, **sizes},
-        "tests": {
-            "mch_20170131": {"steps": steps, "step_minutes": 5, "models": list(sc_mch["model"].values),
-                             "reference_times": [str(pd.Timestamp(t)) for t in refs_mch],
-                             "eval_seconds": round(eval_mch_s, 1), **mch_rain, **scores_to_dict(sc_mch)},
-            "bom_20201031_last_third": bom_test,
-            "bom_20201031_rainy_0200_1250": bom_rainy,
-        },
-        "total_seconds": round(time.perf_counter() - t_start, 1),
+    mch = geostp.open_catalog("radar").open("mch")
+    eul_train = mch.sel(time=slice(None, "2016-12-31")).load()
+    variants = {
+        "tau_advection_weighted": (cubes, "tau", True, "weighted", TAU_ARGS),
+        "tau_advection_mse": (cubes, "tau", True, "mse", TAU_ARGS),
+        "predrnn_v2_advection_weighted": (cubes, "predrnn_v2", True, "weighted", PREDRNN_ARGS),
+        "tau_eulerian_mse": (eul_train, "tau", False, "mse", TAU_ARGS),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "radar_skill" + ("" if name == "tau" else f"_{name}") + ("_quick" if args.quick else "")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
-    tr = result["training"]
-    md = [
-        "# Radar nowcasting skill on real data (CPU)", "",
-        f"`{cmd}` on {when}: {result['machine']['platform']}, {os.cpu_count()} CPUs, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads); the 2 cores were shared with other work.", "",
-        "Data: MeteoSwiss AQC composite (catalog `radar`, source `mch`) and Bureau of Meteorology Rainfields 3 "
-        "radar 66 (source `bom`), from the pysteps example data set; cite MeteoSwiss and the Bureau of "
-        "Meteorology (Copyright Commonwealth of Australia) where these numbers are shown."
-        + (f" Domain: central {size} x {size} pixels." if size else " Whole domains (640 x 710 and 512 x 512)."), "",
-        "## Training", "",
-        f"`geostp.fit(train, \"{name}\", model_args={model_args}, input_steps=6, output_steps={args.output_steps}, "
-        f"patch_size={args.patch}, batch_size={args.batch}, max_minutes={minutes:g}"
-        f"{f', max_steps={args.train_steps}' if args.train_steps else ''})` on the MeteoSwiss events "
-        f"2015-05-15 and 2016-07-11 ({tr['frames']} frames, {tr['gaps']} gap between the events; fit validates on "
-        f"the last 15 % of the time axis when that holds a whole window, else on nothing): {n_params:,} parameters, {tr['wall_seconds']:.0f} s of training "
-        f"({tr['steps']} optimiser steps, {tr['samples_seen']:,} samples of {args.patch} x {args.patch} seen, "
-        f"{tr['epochs']} complete epochs; an epoch is {tr['train_samples_per_epoch']} rainy patch windows; "
-        f"{tr['validation_samples_per_epoch']} validation windows; stopped: {tr['stopped']}, "
-        f"final training loss {tr['final_loss']:.4g}).", "",
-        "Baselines: `persistence` (newest frame) and `optical_flow` (pysteps Lucas-Kanade motion on the 3 newest "
-        "frames + semi-Lagrangian extrapolation, on the rain rates as `geostp.fit` hands them to a baseline).", "",
-        "Scores from `geostp.evaluate` (`geostp.metrics.verify`): `mse` in (mm/h)^2, `csi_T` critical success "
-        "index at T mm/h, `fss_T_S` fractions skill score at T mm/h over S x S pixels "
-        f"(MeteoSwiss: 1 km pixels; BoM: {bom_km:g} km pixels). Mean over the reference times. Frames that "
-        "learned models produce are clamped to the range of their training data (in model units, before "
-        "they are fed back).", "",
-        "## MeteoSwiss 2017-01-31 (test event), 5-min steps", "",
-        f"{len(refs_mch)} reference times, {pd.Timestamp(refs_mch[0])} .. "
-        f"{pd.Timestamp(refs_mch[-1])}; {label} ({args.output_steps} output steps in training) "
-        f"{'rolled out to 12 steps' if args.output_steps < 12 else 'trained on the 12 steps it predicts'}; "
-        f"{f'forecast in {tile} x {tile} tiles overlapping by {args.overlap} pixels (the training patch size); ' if tile else 'forecast on the whole domain at once; '}"
-        f"{100 * mch_rain['fraction_of_pixels_ge_1mmh']:.1f} % of the verified pixels >= 1 mm/h, "
-        f"{100 * mch_rain['fraction_of_pixels_ge_5mmh']:.2f} % >= 5 mm/h. Evaluation took "
-        f"{eval_mch_s:.0f} s.", "",
-        *md_table(result["tests"]["mch_20170131"]), "",
-        f"## BoM 2020-10-31, 10-min steps: the {label} by transfer", "",
-        f"The {label} never saw BoM data. BoM is 0.5 km / 10 min; averaged over {factor} x {factor} pixels it is "
-        f"{bom_km:g} km / 10 min, which is MeteoSwiss' 1 km / 5 min in pixels per step, so the speeds the model "
-        "learned carry over. It is applied with `geostp.evaluate(..., transfer=True)`; without that flag it is "
-        f"refused (`{refused}`). All three models run and are verified on the averaged "
-        f"{bom_all.sizes['y']} x {bom_all.sizes['x']} grid; the {label} gets its 6 input frames (60 min), the "
-        f"baselines theirs; 6 steps = 60 min. FSS scales {bscales} pixels = {scales} km as on MeteoSwiss. "
-        "Averaging over 2 km smooths the peaks, so fewer pixels pass 5 mm/h than at 0.5 km.", "",
-        f"### Held-back last third of the day, {bom_test['period'][0]} .. {bom_test['period'][1]}", "",
-        f"{len(bom_test['reference_times'])} reference times; forecasts verified inside this period only. "
-        f"The period is nearly dry: {100 * bom_test['fraction_of_pixels_ge_1mmh']:.3f} % of the pixels >= 1 mm/h, "
-        f"{100 * bom_test['fraction_of_pixels_ge_5mmh']:.3f} % >= 5 mm/h (NaN: no event in forecast or "
-        f"observation at any reference time). Evaluation took {bom_test['eval_seconds']:.0f} s.", "",
-        *md_table(bom_test), "",
-        f"### The rainy part of the day, {bom_rainy['period'][0]} .. {bom_rainy['period'][1]}", "",
-        f"As unseen by the {label} as the last third (it trained on MeteoSwiss only) and the day's real test: "
-        f"{len(bom_rainy['reference_times'])} reference times, "
-        f"{100 * bom_rainy['fraction_of_pixels_ge_1mmh']:.1f} % of the pixels >= 1 mm/h, "
-        f"{100 * bom_rainy['fraction_of_pixels_ge_5mmh']:.1f} % >= 5 mm/h. Evaluation took "
-        f"{bom_rainy['eval_seconds']:.0f} s.", "",
-        *md_table(bom_rainy), "",
-        f"Total run time {result['total_seconds']:.0f} s.", "",
-    ]
-    (args.out / f"{stem}.md").write_text("\n".join(md))
-    log(f"wrote {args.out / stem}.json and .md")
+    out: dict[str, Any] = {}
+    for label, (data, model, adv, loss, margs) in variants.items():
+        fitted, meta = train(data, model, steps=args.ablation_steps, minutes=args.ablation_minutes, advection=adv,
+                             loss=loss, model_args=margs, patch=args.patch, batch=args.batch, seed=args.seed)
+        models = {label: fitted}
+        if adv:
+            models[label + "_pm"] = with_pm(fitted)
+        out[label] = {"training": meta, "mch_2017": evaluate(test, models, refs, args.tile, args.overlap)}
+        save_part("ablations", out)
+
+
+def phase_loso(args) -> None:
+    names = [n for n in CORPUS if n != "fmi"]
+    cubes = _harmonised(names)
+    fitted, meta = train(cubes, "tau", steps=args.ablation_steps, minutes=args.ablation_minutes, advection=True,
+                         model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed)
+    fmi = open_sources()["fmi"].load()
+    refs = refs_for(fmi)
+    res = evaluate(fmi, {"tau_advection_without_fmi": fitted, "tau_advection_without_fmi_pm": with_pm(fitted)},
+                   refs, args.tile, args.overlap)
+    save_part("loso", {"corpus": names, "training": meta, "fmi": {"reference_times": [str(t) for t in refs], **res}})
+
+
+#: The small fixed case the shipped weights' recorded score is computed on (tests/test_pretrained.py).
+RECORD_CASE = {"n_times": 30, "ny": 48, "nx": 48, "seed": 5, "reference_index": 20, "steps": 6}
+
+
+def record_score(path: Path) -> dict[str, Any]:
+    """MSE per lead of the weights at ``path`` on :data:`RECORD_CASE` (synthetic, generated in code)."""
+    import geostp
+    from geostp.testing import small_cube
+
+    c = RECORD_CASE
+    cube = small_cube(c["n_times"], c["ny"], c["nx"], seed=c["seed"], backend="numpy")
+    fitted = geostp.load_forecaster(path)
+    fitted.schema = None
+    ref = cube["time"].values[c["reference_index"]]
+    fc = fitted.predict(cube, c["steps"], reference_times=[ref])
+    obs = cube["precipitation"].isel(time=slice(c["reference_index"] + 1, c["reference_index"] + 1 + c["steps"]))
+    err = (fc.values[0] - obs.values) ** 2
+    return {**c, "mse": [float(np.nanmean(e)) for e in err]}
+
+
+def phase_record(args) -> None:
+    """Write the shipped weights' recorded score beside them (``<weights>.json``)."""
+    path = args.save_model
+    rec = {"weights": path.name, "bytes": path.stat().st_size, "record": record_score(path)}
+    main = PARTS / "main.json"
+    if main.exists():
+        part = json.loads(main.read_text())
+        rec["training"] = part["training"]
+        rec["mch_2017"] = part["mch_2017"]
+    path.with_suffix(".json").write_text(json.dumps(rec, indent=1))
+    log(f"wrote {path.with_suffix('.json')}")
+
+
+def _table(scores: dict[str, dict[str, list[float]]], leads: list[int], var: str, show: list[int]) -> list[str]:
+    cols = [leads.index(m) for m in show if m in leads]
+    lines = [f"| {var} | " + " | ".join(f"{leads[c]} min" for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for model, vals in scores.get(var, {}).items():
+        lines.append(f"| {model} | " + " | ".join(f"{vals[c]:.3f}" for c in cols) + " |")
+    return lines
+
+
+def phase_report(args) -> None:
+    import torch
+
+    parts = {p.stem: json.loads(p.read_text()) for p in sorted(PARTS.glob("*.json"))}
+    show = [5, 10, 15, 20, 30, 40, 45, 50, 60]
+    md = ["# Radar nowcasting skill: advection-aware TAU on a multi-source corpus (CPU)", "",
+          f"Assembled {time.strftime('%Y-%m-%d %H:%M')} on {platform.platform()}, {os.cpu_count()} CPUs, torch "
+          f"{torch.__version__} (CPU capability {torch.backends.cpu.get_cpu_capability()}); the two cores were shared "
+          "with other work. Each part's own command, date and load are in `radar_skill_parts/*.json`.", "",
+          "Data: MeteoSwiss, KNMI, FMI (pysteps example data set); cite the providers where these numbers are shown.",
+          "Scores from `geostp.evaluate`: MSE in (mm/h)^2, `csi_T` at T mm/h, `fss_1_8` at 1 mm/h over 8 x 8 km; "
+          "means over the reference times.", ""]
+    merged: dict[str, Any] = {}
+    for event, title in (("mch_2017", "MeteoSwiss 2017-01-31 (never trained on), whole domain, 12 reference times"),
+                         ("fmi", "FMI 2016-09-28, 12 reference times (leave-one-source-out)")):
+        scores: dict[str, dict[str, list[float]]] = {}
+        leads: list[int] = []
+        for part in ("baselines", "main", "loso"):
+            res = parts.get(part, {}).get(event)
+            if res:
+                leads = res["lead_minutes"]
+                for var, per in res["scores"].items():
+                    scores.setdefault(var, {}).update(per)
+        if not scores:
+            continue
+        merged[event] = {"lead_minutes": leads, "scores": scores}
+        md += [f"## {title}", ""]
+        for var in ("mse", "csi_1", "csi_5", "fss_1_8"):
+            md += _table(scores, leads, var, show) + [""]
+    if "main" in parts:
+        tr = parts["main"]["training"]
+        md += ["## The main run", "", "```", json.dumps(tr, indent=1, default=str), "```", ""]
+    if "ablations" in parts:
+        md += ["## Ablations (each trained for the same short budget; MeteoSwiss 2017-01-31)", ""]
+        rows = {}
+        for label, res in parts["ablations"].items():
+            for var, per in res["mch_2017"]["scores"].items():
+                rows.setdefault(var, {}).update(per)
+            leads = res["mch_2017"]["lead_minutes"]
+            t = res["training"]
+            md.append(f"- `{label}`: {t['steps']} steps in {t['wall_seconds']:.0f} s ({t['stopped']}), "
+                      f"{t['parameters']:,} parameters")
+        md.append("")
+        for k in ("optical_flow", "sprog"):
+            for var in rows:
+                rows[var][k] = merged["mch_2017"]["scores"][var][k]
+        for var in ("mse", "csi_1", "csi_5", "fss_1_8"):
+            md += _table(rows, leads, var, show) + [""]
+    if "baselines" in parts:
+        md += [f"BoM in the corpus at 1 km / 5 min: {parts['baselines'].get('bom_in_corpus')}", ""]
+    out = REPO / "benchmarks" / "results"
+    (out / "radar_skill.md").write_text("\n".join(md) + "\n")
+    (out / "radar_skill.json").write_text(json.dumps({"parts": parts, "merged": merged}, indent=1, default=str))
+    log(f"wrote {out / 'radar_skill.md'}")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,14 @@ def resolve_forecaster(
     variables: Sequence[str] | None = None,
     model_args: dict[str, Any] | None = None,
     fit_minutes: float = 2.0,
+    pretrained: bool = True,
+    fine_tune_minutes: float = 0.0,
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
 ) -> FittedForecaster:
-    """``model`` as a :class:`FittedForecaster`: as given, loaded from a checkpoint, or fitted on ``ds`` by name."""
+    """``model`` as a :class:`FittedForecaster`: as given, loaded from a checkpoint, the weights geostp ships
+    (:mod:`geostp.pretrained`, for a name on a cube they suit), or fitted on ``ds`` by name."""
     import geostp.models as registry
 
     if isinstance(model, FittedForecaster):
@@ -42,8 +45,17 @@ def resolve_forecaster(
         return load_forecaster(model)
     if isinstance(model, str):
         from geostp.fit import fit
+        from geostp.pretrained import load_pretrained, suits_pretrained
 
         registry.model_class(model)  # unknown names fail here, listing the registered ones
+        if pretrained and model_args is None and suits_pretrained(ds, model, variables):
+            names = list(variables) if variables is not None else [str(v) for v in ds.data_vars
+                                                                     if ds[v].ndim >= 3]
+            shipped = load_pretrained(model, names[0])
+            if not fine_tune_minutes:
+                return shipped
+            return fit(ds, model, variables=names, init=shipped, max_minutes=fine_tune_minutes,
+                       use_store=use_store, device=device, progress=progress)
         return fit(ds, model, variables=variables, model_args=model_args, max_minutes=fit_minutes,
                    use_store=use_store, device=device, progress=progress)
     raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
@@ -59,6 +71,8 @@ def forecast(
     variables: Sequence[str] | None = None,
     model_args: dict[str, Any] | None = None,
     fit_minutes: float = 2.0,
+    pretrained: bool = True,
+    fine_tune_minutes: float = 0.0,
     use_store: bool = True,
     device: str = "auto",
     tile: int | None = None,
@@ -83,7 +97,13 @@ def forecast(
     model_args
         Constructor arguments when ``model`` is a name.
     fit_minutes
-        Time budget for fitting a learned model on ``ds`` when ``model`` is a name.
+        Time budget for fitting a learned model on ``ds`` when ``model`` is a name (and no pretrained
+        weights suit the cube).
+    pretrained
+        For ``model="tau"`` on a rain-rate cube of 1-km pixels and 5-minute steps, use the advection-aware
+        TAU that geostp ships (:mod:`geostp.pretrained`) instead of fitting one on ``ds``.
+    fine_tune_minutes
+        Train the pretrained model further on ``ds``'s own history for this long first (0: not at all).
     use_store
         Look up / save a model fitted on ``ds`` in the local model store.
     device
@@ -101,6 +121,7 @@ def forecast(
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
     fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
-                                use_store=use_store, device=device, progress=progress)
+                                pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,
+                                device=device, progress=progress)
     return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
                           overlap=overlap, transfer=transfer, progress=progress)

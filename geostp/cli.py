@@ -14,7 +14,8 @@ __all__ = ["main"]
 def _cmd_demo(args: argparse.Namespace) -> int:
     from geostp.demo import run_demo
 
-    run_demo(args.out, minutes=args.minutes, model=args.model, progress=not args.quiet)
+    run_demo(args.out, minutes=args.minutes, model=args.model, fine_tune_minutes=args.fine_tune_minutes,
+             progress=not args.quiet)
     return 0
 
 
@@ -160,9 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on the embedded synthetic radar")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--minutes", type=float, default=2.0,
-                   help="training budget of the model in minutes (default: 2); a second run with the same "
-                        "data and settings loads the model from the model store instead")
-    p.add_argument("--model", default="tau", help="the learned model to fit and verify (default: tau)")
+                   help="training budget in minutes when the model is fitted on the demo's history (a model "
+                        "without shipped weights); a second run with the same data and settings loads it from "
+                        "the model store (default: 2)")
+    p.add_argument("--fine-tune-minutes", type=float, default=0.0,
+                   help="fine-tune the shipped pretrained TAU on the demo's history for this long (default: 0)")
+    p.add_argument("--model", default="tau",
+                   help="the learned model (default: tau, the pretrained advection-aware TAU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 

@@ -65,6 +65,7 @@ def fit(
     loss: str = "weighted",
     probability_matching: bool = False,
     window_stride: int = 1,
+    init: FittedForecaster | None = None,
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
@@ -101,9 +102,12 @@ def fit(
     window_stride
         Advection-aware: use every ``window_stride``-th window of each cube (the motion and the
         carried windows are prepared once per window, which dominates the start on a large corpus).
+    init
+        Fine-tune this fitted advection-aware model (e.g. :func:`geostp.pretrained.load_pretrained`) instead of
+        training a new one: its configuration and normaliser are kept.
     use_store
-        Load an identical earlier fit from the model store, and store this one (only when it ran
-        at least half of the steps it planned: a model cut short is never cached).
+        Load an identical earlier fit from the model store, and store this one, unless it was cut short:
+        fewer than ``MIN_CACHED_STEPS`` optimiser steps, or under 90 % of ``max_steps`` (a warning says so).
     """
     from geostp import models as registry
     from geostp.pipeline import TrainingJob, advection_default, train_forecaster
@@ -126,6 +130,11 @@ def fit(
         args.setdefault("channels", len(variables))
         return FittedForecaster(model=registry.get(model, **args), variables=variables, normalizer=None,
                                 schema=cube_schema(first, variables, info), metadata={"fitted": False})
+    if init is not None:
+        if not init.model.needs_motion:
+            raise ConfigError("fit(init=...) fine-tunes an advection-aware model; got "
+                              f"{init.name!r}")
+        advection, model_args = True, {**init.model.config}
     if advection is None:
         advection = advection_default(first, variables)
     args = cls.quick_config() if model_args is None else dict(model_args)
@@ -145,7 +154,7 @@ def fit(
                       patch_size=patch_size, validation_fraction=validation_fraction, advection=advection,
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
                       workers=2 if (len(cubes) == 1 and first.encoding.get("source")) else 0,
-                      time_the_budget=True)
+                      time_the_budget=True, init=init)
     key = _store_key(job, [data_fingerprint(c, variables) for c in cubes])
     stored = model_store_dir() / f"{model}-{key}.pt"
     if use_store and stored.exists():
@@ -166,7 +175,7 @@ def _store_key(job: Any, fingerprints: list[str]) -> str:
         "advection": job.advection, "loss": job.loss, "probability_matching": job.probability_matching,
         "stride": job.window_stride, "settings": job.settings.model_dump(exclude={"progress", "device"}),
         "batch_size": job.batch_size, "validation_fraction": job.validation_fraction, "data": fingerprints,
-        "version": __version__,
+        "init": None if job.init is None else str(job.init.checkpoint), "version": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 

@@ -71,6 +71,9 @@ class TrainingJob:
         Eulerian: read windows from this zarr store (worker processes) rather than from the cube object.
     checkpoint_dir, resume
         Where the trainer writes ``last.pt``/``best.pt`` (``None``: a temporary folder) and whether it resumes.
+    init
+        A :class:`~geostp.forecast.FittedForecaster` to start from (fine-tuning): its model, configuration and
+        normaliser are kept; ``model`` and ``model_args`` are then ignored.
     time_the_budget
         Under a time budget alone, time a few steps first to place recurrent models' sampling marks.
     metadata
@@ -98,6 +101,7 @@ class TrainingJob:
     checkpoint_dir: Path | None = None
     resume: bool = False
     time_the_budget: bool = False
+    init: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
@@ -260,7 +264,10 @@ def _corpus_data(cubes: Sequence[xr.Dataset], job: TrainingJob, net: Any, progre
     parts = [_split_time(c, job.validation_fraction, length) for c in cubes]
     train_cubes = [t for t, _ in parts]
     val_cubes = [v for _, v in parts if v is not None]
-    normalizer = pooled_statistics(train_cubes, var, transforms=job.transforms)
+    if job.init is not None:  # the weights belong to the normaliser they were trained with
+        normalizer = job.init.normalizer.renamed({job.init.variables[0]: var})
+    else:
+        normalizer = pooled_statistics(train_cubes, var, transforms=job.transforms)
     cache = MotionCache.shared(job.motion_dir if job.motion_dir is not None else model_store_dir().parent / "motion")
     computed_before = cache.computed
     common = {"input_steps": net.input_steps, "output_steps": net.output_steps, "normalizer": normalizer,
@@ -309,6 +316,8 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
         if job.loss == "weighted":
             args["decoder"] = {"kind": "none", "mean": 0.0, "std": 1.0}  # replaced once the statistics are known
     name = "lagrangian" if job.advection else job.model
+    if job.init is not None:  # fine-tuning: the model as it is, its own normaliser
+        name, args = job.init.model.name, job.init.model.config
     net = _build(name, args)
     if not net.trainable:
         raise ConfigError(f"model {name!r} has nothing to train")
@@ -317,7 +326,9 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
 
         cubes = harmonise(cubes, job.variables[0])  # units, pixel size and step must agree (or a clear error)
         train_loader, val_loader, normalizer, info = _corpus_data(cubes, job, net, progress)
-        if job.loss == "weighted":
+        if job.init is not None:
+            net.load_state_dict(job.init.model.state_dict())
+        elif job.loss == "weighted":
             args["decoder"] = _decoder(normalizer, job.variables[0])
             net = _build(name, args)
     else:

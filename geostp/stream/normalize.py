@@ -198,6 +198,13 @@ class Normalizer:
         self.fill_value = float(fill_value)
         self.extra = {v: dict(extra.get(v, {})) for v in self.variables} if extra else {v: {} for v in self.variables}
 
+    def renamed(self, names: Mapping[str, str]) -> Normalizer:
+        """The same statistics under other variable names (``{old: new}``)."""
+        n = {v: names.get(v, v) for v in self.variables}
+        return Normalizer([n[v] for v in self.variables], {n[v]: t for v, t in self.transforms.items()},
+                          {n[v]: m for v, m in self.mean.items()}, {n[v]: s for v, s in self.std.items()},
+                          fill_value=self.fill_value, extra={n[v]: e for v, e in self.extra.items()})
+
     def __repr__(self) -> str:
         parts = ", ".join(f"{v}: {self.transforms[v].kind} mean={self.mean[v]:.4g} std={self.std[v]:.4g}"
                           for v in self.variables)

@@ -359,8 +359,13 @@ class Trainer:
         total_steps = s.planned_iterations(steps_per_epoch)
         first_step = self.result.iteration
         pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up steps
-        bar = tqdm(total=total_steps, initial=self.result.iteration, disable=not s.progress or self.rank != 0,
-                   desc=f"train {self.model.name}", unit="step", dynamic_ncols=True)
+        # Under a time budget alone the bar counts the budget's seconds (time left), not the planned steps,
+        # which the budget usually ends long before.
+        by_time = bool(s.max_minutes) and s.max_steps is None
+        bar = tqdm(total=round(s.max_minutes * 60) if by_time else total_steps,
+                   initial=round(self.elapsed) if by_time else self.result.iteration,
+                   disable=not s.progress or self.rank != 0, desc=f"train {self.model.name}",
+                   unit="s" if by_time else "step", dynamic_ncols=True)
         try:
             while self.epoch < s.epochs and not self.result.stopped:
                 _set_epoch(train_loader, self.epoch, self.batch_in_epoch)
@@ -376,8 +381,8 @@ class Trainer:
                         pace_from = (self.result.iteration, self._elapsed_now())
                     elif done == 2 * _PACE_STEPS and pace_from is not None:
                         self._warn_if_time_cuts_schedule(total_steps, *pace_from)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch)
+                    bar.update(min(round(self._elapsed_now()), bar.total) - bar.n if by_time else 1)
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch, step=self.result.iteration)
                     if self.checkpoint_dir and self.result.iteration % s.checkpoint_every == 0:
                         self._checkpoint()
                     if self.on_step is not None:
