@@ -67,26 +67,34 @@ def test_environment_variables_expand(tmp_path, monkeypatch, radar_cube):
         cat.open("d")
 
 
-def test_cli_demo_runs_the_nowcast_and_reuses_the_stored_model(tmp_path, capsys, monkeypatch):
+def test_cli_demo_runs_the_nowcast_with_the_pretrained_model(tmp_path, capsys, monkeypatch):
     import xarray as xr
 
     monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path / "store"))
-    assert main(["demo", "--out", str(tmp_path), "--quiet", "--minutes", "0.1"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "time=192, y=128, x=128" in out and "synthetic_radar.zarr" in out
-    assert "tau: trained" in out
-    for model in ("tau", "persistence", "optical_flow"):
+    assert "tau: the pretrained advection-aware model shipped with geostp" in out
+    for model in ("tau", "persistence", "optical_flow", "sprog"):
         assert any(line.split()[:2] == [model, "csi_1"] for line in out.splitlines())
     written = sorted(tmp_path.glob("nowcast_*.nc"))
     assert len(written) == 1
     with xr.open_dataset(written[0]) as fc:
-        assert fc["precipitation"].sizes["lead_time"] == 12 and fc["precipitation"].attrs["model"] == "tau"
-    assert list((tmp_path / "store").glob("tau-*.pt"))
-    # the second run loads the model from the store instead of training again
-    assert main(["demo", "--out", str(tmp_path), "--quiet", "--minutes", "0.1"]) == 0
-    assert "tau: loaded from the model store" in capsys.readouterr().out
+        assert fc["precipitation"].sizes["lead_time"] == 12
+        assert fc["precipitation"].attrs["model"] == "lagrangian"
+        assert "newest observation" in fc["precipitation"].attrs["advection"]
+    assert not list((tmp_path / "store").glob("*.pt"))  # nothing was trained
     assert main(["info", str(tmp_path / "synthetic_radar.zarr")]) == 0
     assert "precipitation [mm h-1]" in capsys.readouterr().out
+
+
+def test_cli_demo_says_when_a_model_is_too_short_to_be_reused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path / "store"))
+    with pytest.warns(UserWarning, match="not cached"):
+        assert main(["demo", "--out", str(tmp_path), "--quiet", "--model", "predrnn_v2", "--minutes", "0.03"]) == 0
+    out = capsys.readouterr().out
+    assert "predrnn_v2: trained:" in out and "NOT cached" in out
+    assert not list((tmp_path / "store").glob("*.pt"))
 
 
 def test_cli_reports_errors_without_traceback(tmp_path, capsys):
