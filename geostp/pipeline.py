@@ -336,6 +336,10 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
     sample = next(iter(train_loader)) if job.time_the_budget else None
     args, net, schedule = _place_marks(job, args, net, len(train_loader), sample)
     schema = cube_schema(cubes[0], job.variables)
+    if job.advection:
+        # Advection-aware models learn growth and decay per step on any grid of their pixel size (a corpus mixes
+        # grids): the schema keeps variables, units and step, not the first cube's grid.
+        schema["any_grid"] = True
     metadata = {**job.metadata, "variables": job.variables, "normalizer": normalizer.to_dict(), "schema": schema,
                 "fill_value": normalizer.fill_value, "geostp_version": __version__, "sampling_schedule": schedule,
                 "probability_matching": bool(job.probability_matching), **info}
