@@ -165,9 +165,9 @@ def test_train_saves_recipe_beside_outputs_and_in_checkpoints(tmp_path):
 
 
 def test_a_recipe_places_predrnn_sampling_marks_for_its_own_run(tmp_path):
+    from geostp.models.schedules import schedule_marks_for
     from geostp.recipes import load_recipe, run_recipe
     from geostp.train.checkpoint import load_checkpoint
-    from geostp.models.schedules import schedule_marks_for
 
     small = {"hidden_channels": 4, "num_layers": 1, "patch_size": 4}
     recipe = _synthetic_train(tmp_path, **{"model.args": small, "model.name": "predrnn_v2",
