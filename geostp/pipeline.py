@@ -177,7 +177,7 @@ def _build(name: str, args: dict[str, Any]):
 
 
 def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, steps_per_epoch: int,
-                 sample: Any) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+                 loader: Any) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
     """Recurrent models: the papers' sampling marks at their fractions of this run's length."""
     from geostp.models.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks, takes_schedule_marks
 
@@ -188,7 +188,8 @@ def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, steps_per_epo
     s = job.settings
     planned = s.planned_iterations(steps_per_epoch)
     if job.time_the_budget and s.max_steps is None and s.max_minutes:
-        planned = min(planned, _steps_in_minutes(net, sample, s.max_minutes, s.device))
+        # one batch to time the steps on: drawn only here, where it is needed
+        planned = min(planned, _steps_in_minutes(net, next(iter(loader)), s.max_minutes, s.device))
     scaled = fit_schedule_marks(target, inner_args, planned)
     if scaled is None:
         return args, net, None
@@ -333,12 +334,11 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
             net = _build(name, args)
     else:
         train_loader, val_loader, normalizer, info = _eulerian_data(cubes[0], job, net)
-    sample = next(iter(train_loader)) if job.time_the_budget else None
-    args, net, schedule = _place_marks(job, args, net, len(train_loader), sample)
+    args, net, schedule = _place_marks(job, args, net, len(train_loader), train_loader)
     schema = cube_schema(cubes[0], job.variables)
-    if job.advection:
-        # Advection-aware models learn growth and decay per step on any grid of their pixel size (a corpus mixes
-        # grids): the schema keeps variables, units and step, not the first cube's grid.
+    if len(cubes) > 1:
+        # A corpus mixes grids: the schema keeps variables, units and step, not the first cube's grid. A model
+        # fitted on one cube still refuses another grid unless transfer=True.
         schema["any_grid"] = True
     metadata = {**job.metadata, "variables": job.variables, "normalizer": normalizer.to_dict(), "schema": schema,
                 "fill_value": normalizer.fill_value, "geostp_version": __version__, "sampling_schedule": schedule,
