@@ -257,9 +257,11 @@ class LagrangianCorpus:
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         rng = np.random.default_rng([self.seed, self._epoch])
-        batches = [self._batch(rng) for _ in range(self.batches)]  # drawn in full: resuming mid-epoch agrees
-        yield from batches[self._start_batch:]
-        self._start_batch = 0
+        start, self._start_batch = self._start_batch, 0
+        for i in range(self.batches):
+            batch = self._batch(rng)  # skipped batches are drawn too: resuming mid-epoch agrees
+            if i >= start:
+                yield batch
 
     # ----------------------------------------------------------------- sampling
     def _pick(self, rng: np.random.Generator) -> tuple[_Windows, int, int, int]:
