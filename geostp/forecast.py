@@ -365,23 +365,33 @@ class FittedForecaster:
         stride = tile - overlap
         ys = sorted({*range(0, max(h - tile, 0) + 1, stride), max(h - tile, 0)})
         xs = sorted({*range(0, max(w - tile, 0) + 1, stride), max(w - tile, 0)})
-        for y0 in ys:
-            for x0 in xs:
-                part = x[:, :, y0:y0 + tile, x0:x0 + tile]
-                pred = _padded_predict(model, part, steps, m, device, bounds)
+        corners = [(y0, x0) for y0 in ys for x0 in xs]
+        # Every tile has the same shape: run them in batches (one forward pass per TILE_BATCH tiles).
+        for b0 in range(0, len(corners), TILE_BATCH):
+            group = corners[b0:b0 + TILE_BATCH]
+            parts = np.stack([x[:, :, y0:y0 + tile, x0:x0 + tile] for y0, x0 in group])
+            preds = _padded_predict(model, parts, steps, m, device, bounds)
+            for (y0, x0), pred in zip(group, preds):
                 wy, wx = pred.shape[-2:]
                 out[..., y0:y0 + wy, x0:x0 + wx] += pred * win[:wy, :wx]
                 weight[y0:y0 + wy, x0:x0 + wx] += win[:wy, :wx]
         return (out / weight).astype(np.float32)
 
 
+#: Tiles per forward pass when a forecast runs in tiles.
+TILE_BATCH = 16
+
+
 def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: torch.device,
                     bounds: tuple[list[float], list[float]] | None = None) -> np.ndarray:
+    """The model's forecast of one window ``[T, C, H, W]`` or a batch of them ``[B, T, C, H, W]``."""
     import torch
 
-    t, c, h, w = x.shape
+    batched = x.ndim == 5
+    xb = x if batched else x[None]
+    b, t, c, h, w = xb.shape
     ph, pw = (-h) % multiple, (-w) % multiple
-    xt = torch.from_numpy(np.ascontiguousarray(x))[None].to(device)
+    xt = torch.from_numpy(np.ascontiguousarray(xb)).to(device)
     if ph or pw:
         # replicate the border: no artificial edge for convolutions to react to
         xt = torch.nn.functional.pad(xt.flatten(1, 2), (0, pw, 0, ph), mode="replicate").unflatten(1, (t, c))
@@ -390,7 +400,8 @@ def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: tor
     else:
         with torch.inference_mode():
             pred = model(xt, steps)
-    return pred[0, :, :, :h, :w].float().cpu().numpy()
+    out = pred[:, :, :, :h, :w].float().cpu().numpy()
+    return out if batched else out[0]
 
 
 # ----------------------------------------------------------------------------- loading

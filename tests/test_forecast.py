@@ -300,6 +300,18 @@ def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the probe changed the model"
 
 
+def test_tiles_run_in_batches_with_the_same_result(cube, fitted, monkeypatch):
+    import importlib
+
+    fc = importlib.import_module("geostp.forecast")  # the module, not the function geostp.forecast
+
+    batched = geostp.forecast(cube, model=fitted, steps=3, tile=16, overlap=4, progress=False)
+    monkeypatch.setattr(fc, "TILE_BATCH", 1)
+    single = geostp.forecast(cube, model=fitted, steps=3, tile=16, overlap=4, progress=False)
+    np.testing.assert_allclose(np.nan_to_num(batched.values), np.nan_to_num(single.values), rtol=2e-2, atol=2e-2)
+    assert np.isfinite(batched.values).any()
+
+
 def test_tiles_apply_to_learned_models_and_baselines_run_whole(cube, fitted):
     whole = geostp.forecast(cube, model=fitted, steps=3, progress=False)
     tiled = geostp.forecast(cube, model=fitted, steps=3, tile=16, overlap=4, progress=False)
