@@ -13,7 +13,10 @@ One home for the motion behind every nowcast in geostp (pysteps does the work):
   into the frame of the newest observation (L-CNN, Ritvanen et al. 2023);
 - :func:`probability_match`: a forecast's values given the distribution of the
   newest observation (pysteps' CDF matching, as in S-PROG);
-- :class:`MotionCache`: motion fields on disk, computed once per window.
+- :func:`sprog_nowcast`: pysteps' S-PROG along a motion field, and
+  :func:`lagrangian_sprog`, the same in the frame of the newest observation
+  (the base an advection-aware model can learn its change from);
+- :class:`MotionCache`: motion fields (and S-PROG bases) on disk, computed once per window.
 
 Arrays are plain numpy, ``[..., y, x]``; velocities are ``[2, y, x]`` (x then
 y component) in pixels per time step, as pysteps has them.
@@ -45,6 +48,8 @@ __all__ = [
     "advect",
     "to_lagrangian",
     "probability_match",
+    "sprog_nowcast",
+    "lagrangian_sprog",
     "MotionCache",
     "motion_description",
 ]
@@ -193,6 +198,62 @@ def probability_match(forecast: np.ndarray, observed: np.ndarray) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def sprog_nowcast(frames: np.ndarray, velocity: np.ndarray, steps: int, *, levels: int = 8,
+                  probability_matching: str | None = "cdf") -> np.ndarray:
+    """pysteps' S-PROG of rain rates: ``[steps, y, x]`` mm/h from the 3 newest of ``frames`` ``[T >= 3, y, x]``.
+
+    The cascade (``levels`` scales, AR(2) per scale) runs on dBR (threshold
+    0.1 mm/h, as in pysteps' examples); ``probability_matching`` is pysteps'
+    (``"cdf"``, ``"mean"`` or ``None``).  NaN inputs count as no rain; a field
+    without rain gives zeros (S-PROG's statistics are undefined there).
+    """
+    dbr = to_dbr(np.asarray(frames, np.float64)[-3:])
+    return _sprog_dbr(np.where(np.isfinite(dbr), dbr, DBR_ZERO), velocity, steps, levels, probability_matching)
+
+
+def _sprog_dbr(dbr: np.ndarray, velocity: np.ndarray, steps: int, levels: int,
+               probability_matching: str | None) -> np.ndarray:
+    rain_floor = 10.0 * np.log10(DBR_THRESHOLD)
+    if not (dbr[-1] > rain_floor).any():
+        return np.zeros((steps, *dbr.shape[1:]), np.float32)
+    out = None
+    if all(bool((f > rain_floor).any()) for f in dbr):
+        with contextlib.redirect_stdout(io.StringIO()):
+            from pysteps import nowcasts
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    out = nowcasts.get_method("sprog")(
+                        dbr, np.asarray(velocity, np.float64), steps, precip_thr=rain_floor,
+                        n_cascade_levels=levels, probmatching_method=probability_matching,
+                    )
+                except ValueError:  # degenerate statistics (a scale without variance): no AR model to fit
+                    out = None
+    if out is None or not np.isfinite(np.asarray(out, np.float64)).any():
+        # Rain in the newest frame but not in an older one: S-PROG's lag correlations are undefined, and what
+        # is left is the newest frame carried along the motion (the extrapolation nowcast).
+        _, extrapolation = _pysteps()
+        out = extrapolation.get_method("semilagrangian")(dbr[-1], np.asarray(velocity, np.float64), steps,
+                                                         outval=DBR_ZERO)
+    return np.nan_to_num(from_dbr(np.asarray(out, np.float64)), nan=0.0).astype(np.float32)
+
+
+def lagrangian_sprog(frames: np.ndarray, velocity: np.ndarray, steps: int, *, levels: int = 8) -> np.ndarray:
+    """S-PROG in the frame of the newest observation: ``[steps, y, x]`` mm/h.
+
+    ``frames`` ``[T >= 3, y, x]`` are the observed rain rates (mm/h) and
+    ``velocity`` their motion.  As pysteps' S-PROG does, the two older of the
+    three newest frames are carried to the newest in dBR; the cascade then runs
+    with the motion removed.  Advecting lead ``k`` ``k`` steps forward
+    (:func:`advect`) gives pysteps' S-PROG nowcast up to interpolation.
+    """
+    dbr = to_dbr(np.asarray(frames, np.float64)[-3:])
+    dbr = np.where(np.isfinite(dbr), dbr, DBR_ZERO)
+    carried, _ = to_lagrangian(dbr, None, velocity, outval=DBR_ZERO)
+    return _sprog_dbr(carried.astype(np.float64), np.zeros((2, *dbr.shape[1:])), steps, levels, "cdf")
+
+
 def motion_description() -> str:
     """The attrs text naming the motion behind a nowcast."""
     return (f"pysteps Lucas-Kanade on the {MOTION_FRAMES} newest frames in dBR (threshold {DBR_THRESHOLD} mm/h); "
@@ -215,6 +276,7 @@ class MotionCache:
         self._memory: dict[str, np.ndarray] = {}
         self._windows: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
         self.computed = 0  # how many fields this cache had to compute (the tests count them)
+        self.computed_bases = 0  # how many S-PROG bases it had to compute
 
     @classmethod
     def shared(cls, directory: str | os.PathLike[str] | None) -> MotionCache:
@@ -234,6 +296,39 @@ class MotionCache:
             self._windows[key] = (lag_in.astype(np.float16), lag_out.astype(np.float16))
         lag_in, lag_out = self._windows[key]
         return lag_in.astype(np.float32), lag_out.astype(np.float32)
+
+    def sprog_base(self, identity: Any, time: Any, frames: np.ndarray, steps: int, *, levels: int = 8) -> np.ndarray:
+        """:func:`lagrangian_sprog` of the window whose newest input is at ``time`` (``frames``: its inputs), on
+        disk (float16) beside its motion (which must be in this cache already)."""
+        key = self.key(identity, time) + f"-sprog{levels}-{steps}"
+        path = self.directory / f"{key}.npy" if self.directory is not None else None
+        want = (steps, *frames.shape[1:])
+        if key in self._memory and self._memory[key].shape == want:
+            return self._memory[key].astype(np.float32)
+        if path is not None and path.exists():
+            try:
+                b = np.load(path, allow_pickle=False)
+                if b.shape == want:
+                    self._memory[key] = b
+                    return b.astype(np.float32)
+            except (OSError, ValueError):
+                pass  # a damaged entry is recomputed and rewritten
+        velocity = self.get(identity, time, frames[-MOTION_FRAMES:])
+        b = lagrangian_sprog(frames, velocity, steps, levels=levels).astype(np.float16)
+        self.computed_bases += 1
+        self._memory[key] = b
+        if path is not None:
+            self._save(path, b)
+        return b.astype(np.float32)
+
+    @staticmethod
+    def _save(path: Path, array: np.ndarray) -> None:
+        from geostp.writers import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, array, allow_pickle=False)
 
     def key(self, identity: Any, time: Any) -> str:
         text = json.dumps({"id": identity, "t": str(time), "how": motion_description()}, sort_keys=True, default=str)
@@ -257,10 +352,5 @@ class MotionCache:
         self.computed += 1
         self._memory[key] = v
         if path is not None:
-            from geostp.writers import atomic_path
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, v, allow_pickle=False)
+            self._save(path, v)
         return v

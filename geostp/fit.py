@@ -61,7 +61,7 @@ def fit(
     lr: float = 1e-3,
     validation_fraction: float = 0.15,
     seed: int = 0,
-    advection: bool | None = None,
+    advection: bool | str | None = None,
     loss: str = "weighted",
     probability_matching: bool = False,
     window_stride: int = 1,
@@ -95,7 +95,9 @@ def fit(
     advection
         Learn the change of rain in the frame that moves with it (:mod:`geostp.models.lagrangian`):
         an untrained model is then the extrapolation nowcast.  ``None``: on for one precipitation
-        variable, off otherwise.
+        variable, off otherwise.  ``"sprog"``: learn the change from S-PROG's forecast in the moving
+        frame instead of from the newest frame (an untrained model is then the S-PROG nowcast);
+        ``"extrapolation"`` is the same as ``True``.
     loss, probability_matching
         Advection-aware: ``"weighted"`` (rain-weighted, ``min(1 + R, 24)``) or ``"mse"``; match each
         lead's distribution to the newest observation.
@@ -135,6 +137,14 @@ def fit(
             raise ConfigError("fit(init=...) fine-tunes an advection-aware model; got "
                               f"{init.name!r}")
         advection, model_args = True, {**init.model.config}
+        base = init.model.base
+    base = "extrapolation"
+    if isinstance(advection, str):
+        from geostp.models.lagrangian import BASES
+
+        if advection not in BASES:
+            raise ConfigError(f"advection must be True, False, None or one of {list(BASES)}, got {advection!r}")
+        base, advection = advection, True
     if advection is None:
         advection = advection_default(first, variables)
     args = cls.quick_config() if model_args is None else dict(model_args)
@@ -151,7 +161,7 @@ def fit(
                              schedule=schedule, device=device, progress=progress, checkpoint_every=50,
                              bf16=not advection)
     job = TrainingJob(model=model, model_args=args, variables=variables, settings=settings, batch_size=batch_size,
-                      patch_size=patch_size, validation_fraction=validation_fraction, advection=advection,
+                      patch_size=patch_size, validation_fraction=validation_fraction, advection=advection, base=base,
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
                       workers=2 if (len(cubes) == 1 and first.encoding.get("source")) else 0,
                       time_the_budget=True, init=init)
@@ -172,8 +182,8 @@ def _store_key(job: Any, fingerprints: list[str]) -> str:
     """The model store's key for a fit: every setting of the job, the data and the package version."""
     parts = {
         "model": job.model, "args": job.model_args, "variables": job.variables, "patch": job.patch_size,
-        "advection": job.advection, "loss": job.loss, "probability_matching": job.probability_matching,
-        "stride": job.window_stride, "settings": job.settings.model_dump(exclude={"progress", "device"}),
+        "advection": job.advection, "base": job.base, "loss": job.loss,
+        "probability_matching": job.probability_matching, "stride": job.window_stride, "settings": job.settings.model_dump(exclude={"progress", "device"}),
         "batch_size": job.batch_size, "validation_fraction": job.validation_fraction, "data": fingerprints,
         "init": None if job.init is None else str(job.init.checkpoint), "version": __version__,
     }

@@ -307,8 +307,11 @@ class FittedForecaster:
             from geostp.advection import motion_description
 
             attrs["advection"] = ("advection-aware: the inputs were carried into the frame of the newest observation "
-                                  "(the reference time), the model forecast the change there, and each lead was "
-                                  f"advected forward; motion: {motion_description()}")
+                                  "(the reference time), the model forecast the change there from "
+                                  + ("S-PROG's forecast in that frame (pysteps, "
+                                     f"{self.model.base_levels} cascade levels)" if self.model.base == "sprog"
+                                     else "the newest frame")
+                                  + f", and each lead was advected forward; motion: {motion_description()}")
             attrs["probability_matching"] = ("each lead matched to the newest observation's distribution (CDF)"
                                              if self.metadata.get("probability_matching") else "none")
         return attrs
@@ -325,6 +328,7 @@ class FittedForecaster:
             advect,
             displacements,
             estimate_motion,
+            lagrangian_sprog,
             probability_match,
             to_lagrangian,
         )
@@ -338,6 +342,9 @@ class FittedForecaster:
         x = self._encode(lagrangian[:, None]).astype(np.float32)
         zero = np.float32(self._encode(np.zeros((1, 1, 1, 1), np.float32)).reshape(-1)[0])
         x = np.where(np.isfinite(x), x, zero)
+        if model.base == "sprog":  # the base the change is learned from travels after the inputs
+            base = lagrangian_sprog(frames, velocity, steps, levels=model.base_levels)
+            x = np.concatenate([x, self._encode(base[:, None]).astype(np.float32)])
         pred = self._decode(self._run(model, x, steps, device, tile=tile, overlap=overlap, bounds=bounds))[:, 0]
         newest = np.nan_to_num(frames[-1], nan=0.0)
         outside = float(newest.min())
@@ -371,7 +378,7 @@ class FittedForecaster:
             group = corners[b0:b0 + TILE_BATCH]
             parts = np.stack([x[:, :, y0:y0 + tile, x0:x0 + tile] for y0, x0 in group])
             preds = _padded_predict(model, parts, steps, m, device, bounds)
-            for (y0, x0), pred in zip(group, preds):
+            for (y0, x0), pred in zip(group, preds, strict=True):
                 wy, wx = pred.shape[-2:]
                 out[..., y0:y0 + wy, x0:x0 + wx] += pred * win[:wy, :wx]
                 weight[y0:y0 + wy, x0:x0 + wx] += win[:wy, :wx]

@@ -59,6 +59,9 @@ class TrainingJob:
         Passed to :func:`geostp.stream.compute_statistics`.
     advection
         Train advection-aware (:class:`geostp.models.lagrangian.Lagrangian` around ``model``).
+    base
+        Advection-aware: what the learned change is added to, ``"extrapolation"`` (the newest frame) or
+        ``"sprog"`` (S-PROG's forecast in the moving frame).
     loss
         Advection-aware: ``"weighted"`` (rain-weighted, the default) or ``"mse"``.
     probability_matching
@@ -92,6 +95,7 @@ class TrainingJob:
     validation_fraction: float = 0.15
     transforms: Any = "auto"
     advection: bool = False
+    base: str = "extrapolation"
     loss: str = "weighted"
     probability_matching: bool = False
     batches_per_epoch: int = 50
@@ -273,7 +277,7 @@ def _corpus_data(cubes: Sequence[xr.Dataset], job: TrainingJob, net: Any, progre
     computed_before = cache.computed
     common = {"input_steps": net.input_steps, "output_steps": net.output_steps, "normalizer": normalizer,
               "motion_cache": cache, "patch_size": job.patch_size or 64, "batch_size": job.batch_size,
-              "progress": progress}
+              "base": net.base, "base_levels": net.base_levels, "progress": progress}
     train = LagrangianCorpus(train_cubes, var, identities=[_identity(c, var) for c in train_cubes],
                              batches_per_epoch=job.batches_per_epoch, seed=job.settings.seed,
                              stride=job.window_stride, **common)
@@ -287,7 +291,7 @@ def _corpus_data(cubes: Sequence[xr.Dataset], job: TrainingJob, net: Any, progre
             val = None  # validation parts too short for a window: train without
     info = {"corpus": {"cubes": len(cubes), "train_windows": train.n_windows,
                        "validation_windows": val.n_windows if val is not None else 0,
-                       "motion_fields_computed": cache.computed - computed_before}}
+                       "motion_fields_computed": cache.computed - computed_before, "base": net.base}}
     return train, val, normalizer, info
 
 
@@ -313,7 +317,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
     args = dict(job.model_args)
     if job.advection:
         shape = {k: args.pop(k) for k in ("input_steps", "output_steps", "channels") if k in args}
-        args = {"model": job.model, "model_config": args, "loss": job.loss, **shape}
+        args = {"model": job.model, "model_config": args, "loss": job.loss, "base": job.base, **shape}
         if job.loss == "weighted":
             args["decoder"] = {"kind": "none", "mean": 0.0, "std": 1.0}  # replaced once the statistics are known
     name = "lagrangian" if job.advection else job.model

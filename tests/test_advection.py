@@ -90,6 +90,53 @@ def test_an_untrained_advection_aware_model_is_the_extrapolation_nowcast(cube):
     assert float(np.nanmax(np.abs(moved.values - extrapolation.values))) > 1e-3
 
 
+def test_an_untrained_sprog_based_model_is_the_sprog_nowcast(cube):
+    fitted = geostp.fit(cube, "tau", advection="sprog", max_steps=1, max_minutes=None, batch_size=2, patch_size=32,
+                        use_store=False, progress=False, device="cpu")
+    assert fitted.model.base == "sprog"
+    fitted.model = models.get("lagrangian", **fitted.model.config).eval()  # untrained: output layer zero
+    rain = cube["precipitation"].fillna(0).sum(("y", "x")).values
+    ref = cube["time"].values[4 + int(np.argmax(rain[4:-1]))]
+    learned = fitted.predict(cube, 6, reference_times=[ref])
+    sprog = geostp.fit(cube, "sprog", model_args={"input_steps": 3}).predict(cube, 6, reference_times=[ref])
+    assert float(np.nanmax(sprog.values)) > 1.0
+    err = np.abs(learned.values - sprog.values)
+    # the same S-PROG; pysteps advects in dBR and the model in mm/h, so they differ by interpolation only
+    assert float(np.nanmean(err)) < 0.01 * float(np.nanmean(sprog.values))
+    assert float(np.nanpercentile(err, 99)) < 0.1 * float(np.nanmax(sprog.values))
+    assert "S-PROG" in learned.attrs["advection"]
+    # and it is not the extrapolation nowcast: the base matters
+    flow = geostp.fit(cube, "optical_flow", model_args={"input_steps": 3}).predict(cube, 6, reference_times=[ref])
+    assert float(np.nanmean(np.abs(learned.values - flow.values))) > 5 * float(np.nanmean(err))
+
+
+def test_a_sprog_based_corpus_carries_the_base_after_the_inputs_computed_once(cube, tmp_path):
+    from geostp.pipeline import pooled_statistics
+    from geostp.stream.lagrangian import LagrangianCorpus
+
+    norm = pooled_statistics([cube], "precipitation")
+
+    def corpus(cache):
+        return LagrangianCorpus([cube], "precipitation", input_steps=4, output_steps=3, normalizer=norm,
+                                identities=["cube-b"], motion_cache=cache, patch_size=32, batch_size=2,
+                                batches_per_epoch=2, base="sprog", augment=False, progress=False)
+
+    first = MotionCache(tmp_path)
+    a = corpus(first)
+    assert first.computed_bases == a.n_windows > 0
+    again = MotionCache(tmp_path)
+    corpus(again)
+    assert again.computed_bases == 0 and again.computed == 0  # read back from disk
+    batch = next(iter(a))
+    assert batch["x"].shape == (2, 4 + 3, 1, 32, 32) and batch["y"].shape == (2, 3, 1, 32, 32)
+    net = models.get("lagrangian", model="tau", model_config=models.model_class("lagrangian").quick_settings[
+        "model_config"], input_steps=4, output_steps=3, loss="mse", base="sprog")
+    loss, _ = net.training_loss(batch["x"], batch["y"], mask=batch["mask_y"])
+    assert torch.isfinite(loss)
+    with pytest.raises(ConfigError, match="S-PROG base frames"):
+        net(batch["x"][:, :4], 3)  # the base is missing
+
+
 def test_the_motion_is_computed_once_per_window_and_cached_on_disk(cube, tmp_path):
     from geostp.pipeline import pooled_statistics
     from geostp.stream.lagrangian import LagrangianCorpus

@@ -8,8 +8,6 @@ check ``trainable`` before calling ``backward``.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 
@@ -197,25 +195,8 @@ class SProg(_MotionBaseline):
         )
 
     def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
-        import contextlib
-        import io
-
-        from geostp.advection import DBR_THRESHOLD, DBR_ZERO, estimate_motion, from_dbr, to_dbr
+        from geostp.advection import estimate_motion, sprog_nowcast
 
         velocity = estimate_motion(sequence, rain=True)
-        dbr = to_dbr(sequence[-3:])
-        dbr = np.where(np.isfinite(dbr), dbr, DBR_ZERO)
-        rain_floor = 10.0 * np.log10(DBR_THRESHOLD)
-        if not (dbr[-1] > rain_floor).any():  # no rain to forecast: S-PROG's statistics are undefined
-            return np.zeros((steps, *dbr.shape[1:]), np.float32)
-        with contextlib.redirect_stdout(io.StringIO()):
-            from pysteps import nowcasts
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = nowcasts.get_method("sprog")(
-                    dbr, velocity.astype(np.float64), steps, precip_thr=rain_floor,
-                    n_cascade_levels=self.cascade_levels, probmatching_method=self.probability_matching,
-                )
-        rain = from_dbr(np.asarray(out, np.float64))
-        return np.nan_to_num(rain, nan=0.0).astype(np.float32)
+        return sprog_nowcast(sequence, velocity, steps, levels=self.cascade_levels,
+                             probability_matching=self.probability_matching)

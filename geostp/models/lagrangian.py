@@ -12,6 +12,18 @@ and forecasts, in that frame, each lead's field as
 The inner model's output layer starts at zero, so an untrained wrapper
 forecasts "no change in the moving frame", which, advected forward, *is* the
 extrapolation nowcast; training moves it away only where the loss says so.
+
+``base="sprog"`` learns the change from a stronger base: S-PROG's forecast in
+the same moving frame (:func:`geostp.advection.lagrangian_sprog`; scale by
+scale AR(2) smoothing with probability matching), so that an untrained model
+is the S-PROG nowcast and the network learns what S-PROG cannot do (growth,
+decay, the shapes it smooths away).  Each lead is then
+
+    S-PROG base + inner model(inputs - newest frame)
+
+and the base frames travel with the inputs: ``x`` holds the ``input_steps``
+carried inputs followed by one base frame per lead (the training corpus and
+the forecaster put them there).
 The Eulerian <-> Lagrangian transforms (motion, warps) happen outside the
 network: in the training corpus (:mod:`geostp.stream.lagrangian`) and in
 :meth:`geostp.forecast.FittedForecaster.predict`.
@@ -30,11 +42,13 @@ from typing import Any
 import torch
 
 from geostp.errors import ConfigError
-from geostp.models.base import Forecaster, build_model, check_float, register_model
+from geostp.models.base import Forecaster, build_model, check_float, check_int, register_model
 
 __all__ = ["Lagrangian"]
 
 _LOSSES = ("weighted", "mse")
+#: What the learned change is added to: the newest frame (extrapolation) or S-PROG's forecast.
+BASES = ("extrapolation", "sprog")
 
 
 @register_model("lagrangian")
@@ -56,6 +70,10 @@ class Lagrangian(Forecaster):
     decoder
         How model units become mm/h for the weight: ``{"kind": "log10", "offset": ..., "mean": ..., "std": ...}``
         (set by the training pipeline from the normaliser).
+    base
+        ``"extrapolation"`` (the newest frame) or ``"sprog"`` (S-PROG in the moving frame, passed in ``x``).
+    base_levels
+        S-PROG's cascade levels for ``base="sprog"``.
     """
 
     needs_motion = True
@@ -74,6 +92,8 @@ class Lagrangian(Forecaster):
         loss: str = "weighted",
         weight_cap: float = 24.0,
         decoder: dict[str, Any] | None = None,
+        base: str = "extrapolation",
+        base_levels: int = 8,
     ) -> None:
         inner_args = dict(model_config or {})
         for k in ("input_steps", "output_steps", "channels"):
@@ -91,7 +111,11 @@ class Lagrangian(Forecaster):
         if loss == "weighted" and decoder is None:
             raise ConfigError("loss='weighted' needs decoder (how model units become mm/h); the training "
                               "pipeline sets it from the normaliser")
+        if base not in BASES:
+            raise ConfigError(f"base must be one of {list(BASES)}, got {base!r}")
         self.inner = inner
+        self.base = base
+        self.base_levels = check_int("base_levels", base_levels, minimum=1)
         self.loss_kind = loss
         self.weight_cap = check_float("weight_cap", weight_cap, minimum=1.0)
         self.decoder = dict(decoder) if decoder is not None else None
@@ -103,15 +127,34 @@ class Lagrangian(Forecaster):
         inner_config = {k: v for k, v in inner.config.items() if k not in ("input_steps", "output_steps", "channels")}
         self._remember_config(model=inner.name, model_config=inner_config, input_steps=self.input_steps,
                               output_steps=self.output_steps, channels=self.channels, loss=self.loss_kind,
-                              weight_cap=self.weight_cap, decoder=self.decoder)
+                              weight_cap=self.weight_cap, decoder=self.decoder, base=self.base,
+                              base_levels=self.base_levels)
 
     def output_layer(self) -> torch.nn.Module:
         return self.inner.output_layer()
 
-    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def base_steps(self, steps: int) -> int:
+        """How many base frames ``x`` carries after the inputs for a forecast of ``steps`` leads."""
+        return steps if self.base == "sprog" else 0
+
+    def split_input(self, x: torch.Tensor, steps: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``x`` as (carried inputs, base ``[B, steps, C, H, W]``, steps); checks both."""
+        n_in = self.input_steps
+        if self.base == "sprog":
+            if steps is None:
+                steps = x.shape[1] - n_in if x.ndim == 5 else None
+            steps = self.check_input(x[:, :n_in] if x.ndim == 5 else x, steps)
+            if x.shape[1] != n_in + steps:
+                raise ConfigError(f"{self.name} with base='sprog' expects x with {n_in} inputs followed by {steps} "
+                                  f"S-PROG base frames, got {x.shape[1]} frames (axis 1 of {tuple(x.shape)})")
+            return x[:, :n_in], x[:, n_in:], steps
         steps = self.check_input(x, steps)
-        anchor = x[:, -1:]
-        out = anchor + self.inner(x - anchor, steps)
+        return x, x[:, -1:].expand(-1, steps, -1, -1, -1), steps
+
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        inputs, base, steps = self.split_input(x, steps)
+        anchor = inputs[:, -1:]
+        out = base + self.inner(inputs - anchor, steps)
         return self.clamp_output(out)
 
     def rain_weight(self, y: torch.Tensor) -> torch.Tensor:
@@ -137,10 +180,11 @@ class Lagrangian(Forecaster):
         mask: torch.Tensor | None = None,
         weight: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The inner model's objective on the change relative to the newest input, rain-weighted."""
-        self.check_target(x, y, mask)
+        """The inner model's objective on the change from the base, rain-weighted."""
+        inputs, base, _ = self.split_input(x, y.shape[1] if isinstance(y, torch.Tensor) and y.ndim == 5 else None)
+        self.check_target(inputs, y, mask)
         if self.loss_kind == "weighted":
             w = self.rain_weight(y)
             weight = w if weight is None else weight * w
-        anchor = x[:, -1:]
-        return self.inner.training_loss(x - anchor, y - anchor, iteration=iteration, mask=mask, weight=weight)
+        anchor = inputs[:, -1:]
+        return self.inner.training_loss(inputs - anchor, y - base, iteration=iteration, mask=mask, weight=weight)

@@ -138,6 +138,7 @@ class _Windows:
     targets: np.ndarray  # [N, T_out, H, W]
     rain: np.ndarray  # [N, H, W] bool: rain in the newest input (for patch sampling)
     source: int
+    base: np.ndarray | None = None  # [N, T_out, H, W] float16, model units: S-PROG in the moving frame
 
 
 class LagrangianCorpus:
@@ -170,6 +171,12 @@ class LagrangianCorpus:
         Random flips and 90-degree turns.
     seed
         The sampling is a function of ``(seed, epoch)``.
+    base
+        ``"extrapolation"``, or ``"sprog"``: each sample's ``x`` also carries S-PROG's forecast in the moving
+        frame after the inputs (:class:`~geostp.models.lagrangian.Lagrangian`'s ``base``), computed once per
+        window and cached with the motion.
+    base_levels
+        S-PROG's cascade levels.
     progress
         A progress bar while the windows are prepared.
     """
@@ -191,8 +198,12 @@ class LagrangianCorpus:
         rain_threshold: float = 0.1,
         augment: bool = True,
         seed: int = 0,
+        base: str = "extrapolation",
+        base_levels: int = 8,
         progress: bool = True,
     ) -> None:
+        if base not in ("extrapolation", "sprog"):
+            raise ConfigError(f"base must be 'extrapolation' or 'sprog', got {base!r}")
         if input_steps < MOTION_FRAMES:
             raise ConfigError(f"advection-aware training needs input_steps >= {MOTION_FRAMES} (the motion is "
                               f"estimated from the {MOTION_FRAMES} newest frames), got {input_steps}")
@@ -207,6 +218,7 @@ class LagrangianCorpus:
         self.augment = augment
         self.seed = int(seed)
         self.rain_threshold = float(rain_threshold)
+        self.base, self.base_levels = base, int(base_levels)
         self._epoch = 0
         self._start_batch = 0
         self.windows: list[_Windows] = []
@@ -227,9 +239,10 @@ class LagrangianCorpus:
             if min(cube.sizes["y"], cube.sizes["x"]) < self.patch_size:
                 continue
             jobs += [(i, int(s)) for s in corpus_windows(cube, length, stride)]
-        per_cube: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        per_cube: dict[int, list[tuple[np.ndarray, ...]]] = {}
         loaded: dict[int, np.ndarray] = {}
-        for i, start in tqdm(jobs, desc="motion + Lagrangian windows", disable=not progress, unit="window"):
+        what = "motion + Lagrangian windows" + (" + S-PROG" if self.base == "sprog" else "")
+        for i, start in tqdm(jobs, desc=what, disable=not progress, unit="window"):
             if i not in loaded:
                 loaded = {i: np.asarray(cubes[i][self.variable].transpose("time", "y", "x").values, np.float32)}
             frames = loaded[i][start:start + length]
@@ -238,14 +251,20 @@ class LagrangianCorpus:
             t0 = cubes[i]["time"].values[start + self.input_steps - 1]
             lag_in, lag_out = self.motion_cache.lagrangian(identities[i], t0, frames, self.input_steps)
             enc = self.normalizer.encode_variable
-            per_cube.setdefault(i, []).append((
+            item = (
                 np.asarray(enc(self.variable, lag_in), np.float16),
                 np.asarray(enc(self.variable, lag_out), np.float16),
                 np.nan_to_num(frames[self.input_steps - 1], nan=0.0) >= self.rain_threshold,
-            ))
+            )
+            if self.base == "sprog":
+                b = self.motion_cache.sprog_base(identities[i], t0, frames[:self.input_steps], self.output_steps,
+                                                 levels=self.base_levels)
+                item += (np.asarray(enc(self.variable, b), np.float16),)
+            per_cube.setdefault(i, []).append(item)
         for i, items in per_cube.items():
-            self.windows.append(_Windows(np.stack([a for a, _, _ in items]), np.stack([b for _, b, _ in items]),
-                                         np.stack([c for _, _, c in items]), i))
+            self.windows.append(_Windows(np.stack([it[0] for it in items]), np.stack([it[1] for it in items]),
+                                         np.stack([it[2] for it in items]), i,
+                                         np.stack([it[3] for it in items]) if self.base == "sprog" else None))
 
     # ----------------------------------------------------------------- the trainer's interface
     def __len__(self) -> int:
@@ -284,6 +303,8 @@ class LagrangianCorpus:
         for _ in range(self.batch_size):
             w, n, y0, x0 = self._pick(rng)
             x = w.inputs[n, :, y0:y0 + p, x0:x0 + p].astype(np.float32)
+            if w.base is not None:  # the S-PROG base travels after the inputs (and turns with them)
+                x = np.concatenate([x, w.base[n, :, y0:y0 + p, x0:x0 + p].astype(np.float32)])
             y = w.targets[n, :, y0:y0 + p, x0:x0 + p].astype(np.float32)
             if self.augment:
                 k = int(rng.integers(4))
