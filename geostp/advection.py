@@ -204,8 +204,9 @@ def sprog_nowcast(frames: np.ndarray, velocity: np.ndarray, steps: int, *, level
 
     The cascade (``levels`` scales, AR(2) per scale) runs on dBR (threshold
     0.1 mm/h, as in pysteps' examples); ``probability_matching`` is pysteps'
-    (``"cdf"``, ``"mean"`` or ``None``).  NaN inputs count as no rain; a field
-    without rain gives zeros (S-PROG's statistics are undefined there).
+    (``"cdf"``, ``"mean"`` or ``None``).  NaN inputs count as no rain; a newest
+    frame without rain gives zeros, and an older frame without rain (S-PROG's
+    lag correlations are then undefined) gives the extrapolation of the newest.
     """
     dbr = to_dbr(np.asarray(frames, np.float64)[-3:])
     return _sprog_dbr(np.where(np.isfinite(dbr), dbr, DBR_ZERO), velocity, steps, levels, probability_matching)
