@@ -18,6 +18,7 @@ __all__ = [
     "forecast",
     "fit",
     "evaluate",
+    "ForecastOptions",
     "load_forecaster",
     "open_catalog",
     "open_cube",
@@ -38,5 +39,5 @@ from geostp.api import forecast  # noqa: E402
 from geostp.data.catalog import open_catalog  # noqa: E402
 from geostp.evaluate import evaluate  # noqa: E402
 from geostp.fit import fit  # noqa: E402
-from geostp.forecast import load_forecaster  # noqa: E402
+from geostp.forecast import ForecastOptions, load_forecaster  # noqa: E402
 from geostp.store import ingest, open_cube  # noqa: E402

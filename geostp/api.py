@@ -16,7 +16,8 @@ from typing import Any
 import xarray as xr
 
 from geostp.errors import ConfigError
-from geostp.forecast import FittedForecaster, check_steps, load_forecaster
+from geostp.forecast import FittedForecaster, ForecastOptions, check_steps, load_forecaster
+from geostp.options import option_group
 
 __all__ = ["forecast", "resolve_forecaster"]
 
@@ -34,10 +35,16 @@ def resolve_forecaster(
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
+    options: ForecastOptions | None = None,
 ) -> FittedForecaster:
     """``model`` as a :class:`FittedForecaster`: as given, loaded from a checkpoint, the weights geostp ships
-    (:mod:`geostp.pretrained`, for a name on a cube they suit), or fitted on ``ds`` by name."""
+    (:mod:`geostp.pretrained`, for a name on a cube they suit), or fitted on ``ds`` by name.
+
+    ``options`` (a :class:`~geostp.forecast.ForecastOptions`) stands for ``device`` and ``progress``."""
     import geostp.models as registry
+
+    opts = option_group(resolve_forecaster, options, ForecastOptions, "options", device=device, progress=progress)
+    device, progress = opts.device, opts.progress
 
     if isinstance(model, FittedForecaster):
         return model
@@ -79,6 +86,7 @@ def forecast(
     overlap: int = 32,
     transfer: bool = False,
     progress: bool = True,
+    options: ForecastOptions | None = None,
 ) -> xr.DataArray:
     """Forecast ``steps`` frames after the last time of ``ds`` (or after each of ``reference_times``).
 
@@ -116,12 +124,16 @@ def forecast(
         (:meth:`FittedForecaster.predict`); otherwise such data is refused.
     progress
         Progress bars while fitting and forecasting.
+    options
+        A :class:`~geostp.forecast.ForecastOptions` in place of ``device``, ``tile``, ``overlap``,
+        ``transfer`` and ``progress`` (a keyword set besides it to another value is a ConfigError).
     """
+    opts = option_group(forecast, options, ForecastOptions, "options", device=device, tile=tile, overlap=overlap,
+                        transfer=transfer, progress=progress)
     steps = check_steps(steps)
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
     fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
                                 pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,
-                                device=device, progress=progress)
-    return fitted.predict(ds, steps, reference_times=reference_times, device=device, tile=tile,
-                          overlap=overlap, transfer=transfer, progress=progress)
+                                options=opts)
+    return fitted.predict(ds, steps, reference_times=reference_times, options=opts)

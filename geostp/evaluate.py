@@ -16,7 +16,9 @@ import pandas as pd
 import xarray as xr
 
 from geostp.errors import ConfigError, CubeError
+from geostp.forecast import ForecastOptions
 from geostp.metrics import verify
+from geostp.options import option_group
 
 __all__ = ["evaluate", "format_table", "score_cases", "Verification"]
 
@@ -40,20 +42,24 @@ class Verification:
 
 def score_cases(cube: xr.Dataset, contenders: Mapping[str, Any], cases: np.ndarray, *, steps: int,
                 verification: Verification, tile: int | None = None, overlap: int = 32, transfer: bool = False,
-                device: str = "auto", progress: bool = False, variable: str | None = None) -> xr.Dataset:
+                device: str = "auto", progress: bool = False, variable: str | None = None,
+                options: ForecastOptions | None = None) -> xr.Dataset:
     """Every contender (name -> :class:`~geostp.forecast.FittedForecaster`) forecasts every case; one Dataset of scores.
 
     ``cases`` is a structured array of window starts (fields ``time`` and, for multi-sequence cubes,
     ``sequence``) whose first ``T_in`` frames are inputs, ``T_in`` the largest of the contenders'.
     ``variable`` scores that variable only (default: every variable the contenders forecast).
+    ``options`` (a :class:`~geostp.forecast.ForecastOptions`) stands for ``tile``, ``overlap``, ``transfer``,
+    ``device`` and ``progress``.
     """
+    opts = option_group(score_cases, options, ForecastOptions, "options", tile=tile, overlap=overlap,
+                        transfer=transfer, device=device, progress=progress)
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cube, cases = _load_cases(cube, cases, t_in + steps)
     results = []
     for name, model in contenders.items():
         try:
-            fc, obs = _forecast_cases(model, cube, cases, t_in, steps, progress,
-                                      {"tile": tile, "overlap": overlap, "transfer": transfer, "device": device})
+            fc, obs = _forecast_cases(model, cube, cases, t_in, steps, opts)
         except (ConfigError, CubeError) as exc:
             raise type(exc)(f"{name}: {exc}") from None
         if variable is not None and "variable" in fc.dims:
@@ -106,19 +112,19 @@ def _observations(fc: xr.DataArray, cube: xr.Dataset, variables: list[str]) -> x
 
 
 def _forecast_cases(fitted: Any, cube: xr.Dataset, cases: np.ndarray, t_in: int, steps: int,
-                    progress: bool, options: dict[str, Any]) -> tuple[xr.DataArray, xr.DataArray]:
+                    options: ForecastOptions) -> tuple[xr.DataArray, xr.DataArray]:
     """Forecasts at every case and the matching observations, stacked along ``time`` (or ``case``)."""
     times = cube["time"].values
     variables = list(fitted.variables)
     if "sequence" not in cube.dims:
         refs = times[cases["time"] + t_in - 1]
-        fc = fitted.predict(cube, steps, reference_times=list(refs), progress=progress, **options)
+        fc = fitted.predict(cube, steps, reference_times=list(refs), options=options)
         return fc, _observations(fc, cube, variables)
     fcs, obss = [], []
     for s, ti in zip(cases["sequence"], cases["time"], strict=True):
         sub = cube.isel(sequence=int(s))
         ref = times[int(ti) + t_in - 1]
-        fc = fitted.predict(sub, steps, reference_times=[ref], **options)
+        fc = fitted.predict(sub, steps, reference_times=[ref], options=options)
         obs = _observations(fc, sub, variables)
         fcs.append(fc.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"], errors="ignore"))
         obss.append(obs.isel(time=0, drop=True).drop_vars(["valid_time", "forecast_reference_time"],
@@ -146,6 +152,7 @@ def evaluate(
     transfer: bool = False,
     progress: bool = True,
     print_table: bool = True,
+    options: ForecastOptions | None = None,
 ) -> xr.Dataset:
     """Forecast with every model from the same reference times and score them per lead time.
 
@@ -169,6 +176,9 @@ def evaluate(
     transfer
         Let trained models run on a grid or time step other than their training
         data's (:meth:`geostp.forecast.FittedForecaster.predict`).
+    options
+        A :class:`~geostp.forecast.ForecastOptions` in place of ``device``, ``tile``, ``overlap``,
+        ``transfer`` and ``progress`` (a keyword set besides it to another value is a ConfigError).
 
     Returns
     -------
@@ -177,12 +187,13 @@ def evaluate(
     """
     from geostp.api import resolve_forecaster
 
+    opts = option_group(evaluate, options, ForecastOptions, "options", device=device, tile=tile, overlap=overlap,
+                        transfer=transfer, progress=progress)
     if not isinstance(models, Mapping):
         models = {(m if isinstance(m, str) else getattr(m, "name", f"model{i}")): m for i, m in enumerate(models)}
     if not models:
         raise ConfigError("evaluate needs at least one model")
-    contenders = {label: resolve_forecaster(ds, model, device=device, progress=progress)
-                  for label, model in models.items()}
+    contenders = {label: resolve_forecaster(ds, model, options=opts) for label, model in models.items()}
     variable = variable or next(iter(contenders.values())).variables[0]
     missing = [k for k, f in contenders.items() if variable not in f.variables]
     if missing:
@@ -191,7 +202,7 @@ def evaluate(
     cases = _reference_time_cases(ds, reference_times, t_in)
     out = score_cases(ds, contenders, cases, steps=steps, verification=Verification(
         metrics=tuple(metrics), thresholds=tuple(thresholds), scales=tuple(scales), data_range=data_range),
-        tile=tile, overlap=overlap, transfer=transfer, device=device, progress=progress, variable=variable)
+        options=opts, variable=variable)
     out.attrs["reference_times"] = [str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64)
                                     else str(t) for t in np.atleast_1d(reference_times)]
     if print_table:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,12 +33,14 @@ import xarray as xr
 
 from geostp.cube import CubeInfo, forecast_to_dataarray, is_precipitation, validate_cube
 from geostp.errors import CheckpointError, ConfigError, CubeError
+from geostp.options import option_group
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
     "FittedForecaster",
+    "ForecastOptions",
     "cube_schema",
     "check_schema",
     "load_forecaster",
@@ -54,6 +57,52 @@ def check_steps(steps: Any) -> int:
         raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
     return int(steps)
 
+
+# ----------------------------------------------------------------------------- how a forecast runs
+
+
+@dataclass(frozen=True)
+class ForecastOptions:
+    """How a forecast runs: what :func:`geostp.forecast`, :func:`geostp.evaluate` and
+    :meth:`FittedForecaster.predict` take as ``options=`` instead of the same five keywords.
+
+    Attributes
+    ----------
+    device
+        ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (a ``torch.device``
+        is kept as its name).
+    tile, overlap
+        Forecast large grids in tiles of ``tile`` pixels that overlap by ``overlap``, blended (learned
+        models; baselines run on the whole grid); ``tile=None`` runs the whole grid at once.
+    transfer
+        Apply a trained model to a grid or time step other than its training data's.
+    progress
+        Progress bars while fitting and forecasting.
+    """
+
+    device: str = "auto"
+    tile: int | None = None
+    overlap: int = 32
+    transfer: bool = False
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        device = self.device if isinstance(self.device, str) else str(self.device)  # a torch.device
+        if not re.fullmatch(r"[a-z]+(:[0-9]+)?", device):
+            raise ConfigError(f"ForecastOptions device={self.device!r}; expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        object.__setattr__(self, "device", device)
+        if self.tile is not None:
+            if isinstance(self.tile, bool) or not isinstance(self.tile, (int, np.integer)) or self.tile < 1:
+                raise ConfigError(f"ForecastOptions tile={self.tile!r}; expected None or an integer >= 1 (pixels)")
+            object.__setattr__(self, "tile", int(self.tile))
+        if isinstance(self.overlap, bool) or not isinstance(self.overlap, (int, np.integer)) or self.overlap < 0:
+            raise ConfigError(f"ForecastOptions overlap={self.overlap!r}; expected an integer >= 0 (pixels)")
+        object.__setattr__(self, "overlap", int(self.overlap))
+        for name in ("transfer", "progress"):
+            value = getattr(self, name)
+            if not isinstance(value, (bool, np.bool_)):
+                raise ConfigError(f"ForecastOptions {name}={value!r}; expected True or False")
+            object.__setattr__(self, name, bool(value))
 
 
 def cube_schema(cube: xr.Dataset, variables: Sequence[str], info: CubeInfo | None = None) -> dict[str, Any]:
@@ -202,6 +251,7 @@ class FittedForecaster:
         overlap: int = 32,
         transfer: bool = False,
         progress: bool = False,
+        options: ForecastOptions | None = None,
     ) -> xr.DataArray:
         """Forecast ``steps`` frames after each reference time (default: the last time of ``cube``).
 
@@ -216,9 +266,15 @@ class FittedForecaster:
         size / time step near the training data's (coarsen or resample it)
         for the model to see the speeds it knows.  The output's ``transfer``
         attribute records the training grid and step.
+
+        ``options`` (a :class:`ForecastOptions`) stands for ``device``, ``tile``, ``overlap``,
+        ``transfer`` and ``progress``; a keyword set besides it to another value is a ConfigError.
         """
         from geostp.train.trainer import pick_device
 
+        opts = option_group(FittedForecaster.predict, options, ForecastOptions, "options", device=device, tile=tile,
+                            overlap=overlap, transfer=transfer, progress=progress)
+        tile, overlap, transfer = opts.tile, opts.overlap, opts.transfer
         steps = check_steps(steps)
         if isinstance(cube, xr.DataArray):
             cube = cube.to_dataset(name=cube.name or self.variables[0])
@@ -236,13 +292,13 @@ class FittedForecaster:
         refs, positions = self._input_positions(cube, reference_times, info.step)
         several = reference_times is not None
         step = info.step
-        dev = pick_device(str(device))
+        dev = pick_device(opts.device)
         model = self.model.to(dev)
         outputs = []
         from tqdm.auto import tqdm
 
         bounds = self.output_bounds()
-        for start, end in tqdm(positions, disable=not progress or len(positions) < 2, desc="forecast"):
+        for start, end in tqdm(positions, disable=not opts.progress or len(positions) < 2, desc="forecast"):
             window = cube[self.variables].isel(time=slice(start, end + 1))
             raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
                             for v in self.variables], axis=1)  # [T, C, H, W]

@@ -1,0 +1,65 @@
+"""Option groups: one frozen object where the same keyword list would repeat from function to function.
+
+Each group is a frozen dataclass in the module that owns its concern: :class:`geostp.forecast.ForecastOptions`
+(how a forecast runs), :class:`geostp.plot.style.MapStyle` (how a map looks) and
+:class:`geostp.stream.options.LoaderOptions` (how batches are read and served), after the model of
+:class:`geostp.evaluate.Verification`.  A public function keeps its keywords and also takes the object;
+:func:`option_group` turns the two into the one object that the layers below receive.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import fields
+from functools import cache
+from typing import Any, TypeVar
+
+from geostp.errors import ConfigError
+
+__all__ = ["option_group"]
+
+T = TypeVar("T")
+
+
+@cache
+def _defaults(func: Callable[..., Any]) -> dict[str, Any]:
+    return {name: p.default for name, p in inspect.signature(func).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # e.g. arrays, whose == is elementwise
+        return False
+
+
+def option_group(func: Callable[..., Any], given: T | None, cls: type[T], argname: str, **keywords: Any) -> T:
+    """The option group a call of ``func`` means: ``given`` (a ``cls``), or one built from ``keywords``.
+
+    ``keywords`` are the call's values of some of ``cls``'s fields, under the fields' names.  Without
+    ``given`` they make the object (so ``func``'s own defaults hold).  With it, a keyword left at ``func``'s
+    default defers to the object, and one set to a value the object does not hold is a ConfigError: which
+    of the two was meant cannot be told.
+    """
+    if given is None:
+        return cls(**keywords)
+    if not isinstance(given, cls):
+        raise ConfigError(f"{func.__qualname__}: {argname}= must be a {cls.__name__}, got {type(given).__name__}")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(keywords) - names)
+    if unknown:  # a programming error in geostp, not the user's
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    defaults = _defaults(func)
+    asked = cls(**keywords)  # validates and normalises the keywords as the fields would hold them
+    plain = cls(**{k: defaults[k] for k in keywords})
+    clash = [k for k in keywords
+             if not _same(getattr(asked, k), getattr(plain, k)) and not _same(getattr(asked, k), getattr(given, k))]
+    if clash:
+        shown = ", ".join(f"{k}={keywords[k]!r} (the {cls.__name__} has {getattr(given, k)!r})" for k in clash)
+        raise ConfigError(f"{func.__qualname__}: {argname}= and conflicting keyword(s) {shown}; set them in the "
+                          f"{cls.__name__} (dataclasses.replace({argname}, ...)) or leave the keyword(s) out")
+    return given
