@@ -8,6 +8,10 @@ Importing this package registers the ``.geostp`` accessor on xarray objects::
     forecast.geostp.compare(cube)           # plot_comparison(forecast, cube)
     forecast.geostp.animate("nowcast.gif")  # animate(forecast, "nowcast.gif")
     scores.sel(metric="csi").geostp.scores()
+
+One house style for all of them: ``style=MapStyle(...)`` (:mod:`geostp.plot.style`) in place of the
+style keywords (``scale``, ``vmin``, ``vmax``, ``crs``, ``natural_earth``, ``features``, ``resolution``,
+``colorbar``, ``title``, ``figsize``).
 """
 
 from geostp.plot import accessor as _accessor  # noqa: F401  (registers .geostp)
@@ -23,12 +27,15 @@ from geostp.plot.colours import (
 )
 from geostp.plot.curves import plot_scores
 from geostp.plot.maps import plot_comparison, plot_map, plot_panel, projection_for, select_field
+from geostp.plot.style import DEFAULT_FEATURES, MapStyle
 
 __all__ = [
     "plot_map",
     "plot_panel",
     "plot_comparison",
     "plot_scores",
+    "MapStyle",
+    "DEFAULT_FEATURES",
     "animate",
     "render_frames",
     "ffmpeg_executable",

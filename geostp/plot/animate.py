@@ -18,8 +18,10 @@ import numpy as np
 import xarray as xr
 
 from geostp.errors import GeostpError
+from geostp.options import option_group
 from geostp.plot import maps
 from geostp.plot.colours import ColourScale
+from geostp.plot.style import DEFAULT_FEATURES, MapStyle
 
 __all__ = ["animate", "ffmpeg_executable", "render_frames"]
 
@@ -48,17 +50,21 @@ def render_frames(
     vmax: float | None = None,
     crs: Any = None,
     natural_earth: str | os.PathLike[str] | bool | None = None,
-    features: Sequence[str] = maps.DEFAULT_FEATURES,
+    features: Sequence[str] = DEFAULT_FEATURES,
     resolution: str = "auto",
     figsize: tuple[float, float] | None = None,
+    style: MapStyle | None = None,
 ) -> list[np.ndarray]:
     """Render every lead time (forecast) or time (cube) as an RGB ``uint8`` image of one size.
 
     The map, its coastlines and colour bar are drawn once; each frame only
     swaps the image data and the title, so frames align exactly. Parameters
     are those of :func:`geostp.plot.plot_map`; ``time`` chooses the reference
-    time of a forecast with several.
+    time of a forecast with several.  A ``style`` (:class:`~geostp.plot.MapStyle`)
+    stands for ``scale`` ... ``figsize``; its ``title``, if set, is every frame's.
     """
+    look = option_group(render_frames, style, MapStyle, "style", scale=scale, vmin=vmin, vmax=vmax, crs=crs,
+                        natural_earth=natural_earth, features=features, resolution=resolution, figsize=figsize)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -77,23 +83,24 @@ def render_frames(
         raise GeostpError(f"da: an animation needs a 'lead_time' or 'time' dim; dims are {tuple(da.dims)}")
     n = da.sizes[dim]
     fields = [maps.select_field(da.isel({dim: i})) for i in range(n)]
-    style = maps._style(da, maps._panel_values(fields), scale=scale, vmin=vmin, vmax=vmax, crs=crs)
-    fig = Figure(figsize=figsize or maps._figsize(style, 1, 1, width=5.5), dpi=dpi, layout="constrained")
+    drawn = maps._style(da, maps._panel_values(fields), look)
+    fig = Figure(figsize=look.figsize or maps._figsize(drawn, 1, 1, width=5.5), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
-    kwargs = {"projection": style.projection} if style.projection is not None else {}
+    kwargs = {"projection": drawn.projection} if drawn.projection is not None else {}
     ax = fig.add_subplot(1, 1, 1, **kwargs)
-    image = maps._draw(ax, fields[0], style)
-    maps._frame_axes(ax, style, natural_earth=natural_earth, features=features, resolution=resolution)
-    ax.set_title(maps._map_title(fields[0], da, style), fontsize=10)
-    maps._no_data_key(ax, fields, style)
-    maps._colorbar(fig, image, [ax], style)
+    image = maps._draw(ax, fields[0], drawn)
+    maps._frame_axes(ax, drawn)
+    ax.set_title(look.title or maps._map_title(fields[0], da, drawn), fontsize=10)
+    maps._no_data_key(ax, fields, drawn)
+    if look.colorbar:
+        maps._colorbar(fig, image, [ax], drawn)
     fig.canvas.draw()
     fig.set_layout_engine("none")  # freeze the layout: later titles must not move the map
     frames = []
     for field in fields:
-        arr, _ = maps._oriented(field, style.projection is not None)
+        arr, _ = maps._oriented(field, drawn.projection is not None)
         image.set_data(arr)
-        ax.set_title(maps._map_title(field, da, style), fontsize=10)
+        ax.set_title(look.title or maps._map_title(field, da, drawn), fontsize=10)
         fig.canvas.draw()
         frames.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     return frames

@@ -8,6 +8,8 @@ import numpy as np
 import xarray as xr
 
 from geostp.errors import GeostpError
+from geostp.options import option_group
+from geostp.plot.style import MapStyle
 
 __all__ = ["plot_scores"]
 
@@ -30,6 +32,7 @@ def plot_scores(
     ylabel: str | None = None,
     models: list[str] | None = None,
     figsize: tuple[float, float] = (6.0, 4.0),
+    style: MapStyle | None = None,
 ):
     """Plot a verification score against lead time, one line per model.
 
@@ -52,6 +55,9 @@ def plot_scores(
         Which models to show, in this order (default: all).
     figsize
         Size of a new figure.
+    style
+        A :class:`~geostp.plot.MapStyle`: its ``title`` and ``figsize`` stand for those keywords (a
+        house style shared with the maps; its colour and basemap fields do not apply to curves).
 
     Returns
     -------
@@ -65,6 +71,8 @@ def plot_scores(
     """
     import matplotlib.pyplot as plt
 
+    look = option_group(plot_scores, style, MapStyle, "style", title=title, figsize=figsize)
+    title, figsize = look.title, look.figsize or (6.0, 4.0)
     if isinstance(scores, xr.Dataset):
         names = list(scores.data_vars)
         if metric is None:

@@ -22,8 +22,10 @@ import xarray as xr
 
 from geostp.conventions import to_timedelta
 from geostp.errors import CubeError, GeostpError
+from geostp.options import option_group
 from geostp.plot import basemap
 from geostp.plot.colours import ColourScale, colour_scale, legend_ticks
+from geostp.plot.style import DEFAULT_FEATURES, MapStyle
 
 __all__ = [
     "plot_map",
@@ -34,7 +36,6 @@ __all__ = [
     "format_lead_time",
 ]
 
-DEFAULT_FEATURES = ("coastline", "borders", "lakes")
 _MAX_DEFAULT_PANELS = 6
 
 
@@ -199,6 +200,8 @@ def select_field(
 
 @dataclass
 class _Style:
+    """A :class:`MapStyle` resolved for one piece of data: its projection, extent and colours."""
+
     projection: Any  # a cartopy projection, or None for a plain image
     extent: tuple[float, float, float, float]
     scale: ColourScale
@@ -206,6 +209,7 @@ class _Style:
     norm: Any
     quantity: str
     units: str | None
+    look: MapStyle
 
 
 def projection_for(da: xr.DataArray | xr.Dataset, *, crs: Any = None, variable: str | None = None):
@@ -229,16 +233,15 @@ def _quantity(da: xr.DataArray) -> str:
     return str(name).replace("_", " ")
 
 
-def _style(da: xr.DataArray, values: Any, *, scale: str | ColourScale, vmin: float | None,
-           vmax: float | None, crs: Any) -> _Style:
-    pcrs = basemap.grid_crs(da, crs)
+def _style(da: xr.DataArray, values: Any, look: MapStyle) -> _Style:
+    pcrs = basemap.grid_crs(da, look.crs)
     extent = basemap.data_extent(da, in_metres=pcrs is not None and pcrs.is_projected)
     projection = basemap.map_projection(pcrs, extent) if pcrs is not None else None
     units = da.attrs.get("units")
-    sc = colour_scale(scale, units=units, standard_name=da.attrs.get("standard_name"))
+    sc = colour_scale(look.scale, units=units, standard_name=da.attrs.get("standard_name"))
     return _Style(projection=projection, extent=extent, scale=sc, cmap=sc.cmap(),
-                  norm=sc.norm(values, vmin=vmin, vmax=vmax), quantity=_quantity(da),
-                  units=str(units) if units is not None else None)
+                  norm=sc.norm(values, vmin=look.vmin, vmax=look.vmax), quantity=_quantity(da),
+                  units=str(units) if units is not None else None, look=look)
 
 
 def _quantity_label(style: _Style) -> str:
@@ -327,11 +330,13 @@ def _draw(ax, field: xr.DataArray, style: _Style):
     return ax.imshow(arr, **kwargs)
 
 
-def _frame_axes(ax, style: _Style, *, natural_earth, features, resolution) -> list:
+def _frame_axes(ax, style: _Style) -> list:
     """Extent, basemap (georeferenced) or axis labels (plain image)."""
     if style.projection is not None:
         ax.set_extent(style.extent, crs=style.projection)
-        return basemap.add_basemap(ax, natural_earth=natural_earth, features=features, resolution=resolution)
+        look = style.look
+        return basemap.add_basemap(ax, natural_earth=look.natural_earth, features=look.features,
+                                   resolution=look.resolution)
     x0, x1, y0, y1 = ax.images[-1].get_extent() if ax.images else style.extent
     ax.set_xlim(x0, x1)
     ax.set_ylim(y0, y1)
@@ -376,10 +381,10 @@ def _figsize(style: _Style, nrows: int, ncols: int, *, width: float = 3.4) -> tu
     return (width * ncols + 1.2, width * aspect * nrows + 0.6 * nrows + 0.6)
 
 
-def _new_figure(style: _Style, nrows: int, ncols: int, figsize=None, *, width: float = 3.4):
+def _new_figure(style: _Style, nrows: int, ncols: int, *, width: float = 3.4):
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=figsize or _figsize(style, nrows, ncols, width=width), layout="constrained")
+    fig = plt.figure(figsize=style.look.figsize or _figsize(style, nrows, ncols, width=width), layout="constrained")
     kwargs = {"projection": style.projection} if style.projection is not None else {}
     axes = [fig.add_subplot(nrows, ncols, i + 1, **kwargs) for i in range(nrows * ncols)]
     return fig, axes
@@ -403,6 +408,7 @@ def plot_map(
     colorbar: bool = True,
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    style: MapStyle | None = None,
 ):
     """Map one field: a forecast at one lead time, or one frame of a cube.
 
@@ -446,6 +452,10 @@ def plot_map(
         Replaces the automatic title (quantity, units, valid and lead time).
     figsize
         Size of a new figure, in inches.
+    style
+        A :class:`~geostp.plot.MapStyle` in place of the keywords from
+        ``scale`` to ``figsize`` (a keyword set besides it to another value is
+        a ConfigError).
 
     Returns
     -------
@@ -459,19 +469,22 @@ def plot_map(
         For data without ``y``/``x`` dims, an unknown lead time or time, dims
         left to select, or plain axes given for georeferenced data.
     """
+    look = option_group(plot_map, style, MapStyle, "style", scale=scale, vmin=vmin, vmax=vmax, crs=crs,
+                        natural_earth=natural_earth, features=features, resolution=resolution, colorbar=colorbar,
+                        title=title, figsize=figsize)
     da = _as_dataarray(da, variable, "da")
     field = select_field(da, lead_time, time=time)
-    style = _style(da, field.values, scale=scale, vmin=vmin, vmax=vmax, crs=crs)
+    drawn = _style(da, field.values, look)
     if ax is None:
-        fig, (ax,) = _new_figure(style, 1, 1, figsize=figsize, width=5.5)
+        fig, (ax,) = _new_figure(drawn, 1, 1, width=5.5)
     else:
-        _check_axes(ax, style)
-    image = _draw(ax, field, style)
-    _frame_axes(ax, style, natural_earth=natural_earth, features=features, resolution=resolution)
-    ax.set_title(title if title is not None else _map_title(field, da, style), fontsize=10)
-    _no_data_key(ax, [field], style)
-    if colorbar:
-        _colorbar(ax.figure, image, [ax], style)
+        _check_axes(ax, drawn)
+    image = _draw(ax, field, drawn)
+    _frame_axes(ax, drawn)
+    ax.set_title(look.title if look.title is not None else _map_title(field, da, drawn), fontsize=10)
+    _no_data_key(ax, [field], drawn)
+    if look.colorbar:
+        _colorbar(ax.figure, image, [ax], drawn)
     return ax
 
 
@@ -536,6 +549,7 @@ def plot_panel(
     resolution: str = "auto",
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    style: MapStyle | None = None,
 ):
     """A panel of maps: a forecast at several lead times, or several frames of a cube.
 
@@ -557,28 +571,36 @@ def plot_panel(
         Replaces the automatic figure title.
     figsize
         Figure size in inches.
+    style
+        A :class:`~geostp.plot.MapStyle` in place of ``scale`` ... ``figsize``
+        (its ``colorbar=False`` leaves out the shared colour bar).
 
     Returns
     -------
     matplotlib.figure.Figure
     """
+    look = option_group(plot_panel, style, MapStyle, "style", scale=scale, vmin=vmin, vmax=vmax, crs=crs,
+                        natural_earth=natural_earth, features=features, resolution=resolution, title=title,
+                        figsize=figsize)
     da = _as_dataarray(da, variable, "da")
     fields = _frames(da, lead_times, times, time, "da")
-    style = _style(da, _panel_values(fields), scale=scale, vmin=vmin, vmax=vmax, crs=crs)
+    drawn = _style(da, _panel_values(fields), look)
     ncols = ncols or min(3, len(fields))
     nrows = -(-len(fields) // ncols)
-    fig, axes = _new_figure(style, nrows, ncols, figsize=figsize)
+    fig, axes = _new_figure(drawn, nrows, ncols)
     image = None
     for ax, field in zip(axes, fields, strict=False):
-        image = _draw(ax, field, style)
-        _frame_axes(ax, style, natural_earth=natural_earth, features=features, resolution=resolution)
+        image = _draw(ax, field, drawn)
+        _frame_axes(ax, drawn)
         ax.set_title(_short_when(field), fontsize=9)
     for ax in axes[len(fields):]:
         ax.set_visible(False)
-    _no_data_key(axes[len(fields) - 1], fields, style)
-    _colorbar(fig, image, axes, style)
+    _no_data_key(axes[len(fields) - 1], fields, drawn)
+    if look.colorbar:
+        _colorbar(fig, image, axes, drawn)
+    title = look.title
     if title is None:
-        head = _quantity_label(style)
+        head = _quantity_label(drawn)
         source = _source_name(da)
         first = fields[0].coords
         if "lead_time" in first and "forecast_reference_time" in first:
@@ -606,6 +628,7 @@ def plot_comparison(
     resolution: str = "auto",
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
+    style: MapStyle | None = None,
 ):
     """Observation beside forecast: for each lead time, what was observed at the valid time above the forecast.
 
@@ -627,6 +650,9 @@ def plot_comparison(
         As for :func:`plot_map`; one colour scale is shared by all maps.
     title, figsize
         Figure title and size.
+    style
+        A :class:`~geostp.plot.MapStyle` in place of ``scale`` ... ``figsize``
+        (its ``colorbar=False`` leaves out the shared colour bar).
 
     Returns
     -------
@@ -638,6 +664,9 @@ def plot_comparison(
     GeostpError
         If ``observed`` has no frame at a forecast's valid time, or the grids differ.
     """
+    look = option_group(plot_comparison, style, MapStyle, "style", scale=scale, vmin=vmin, vmax=vmax, crs=crs,
+                        natural_earth=natural_earth, features=features, resolution=resolution, title=title,
+                        figsize=figsize)
     fc = _as_dataarray(forecast, variable, "forecast")
     if "lead_time" not in fc.dims:
         raise GeostpError(f"forecast: expected a 'lead_time' dim (a forecast DataArray); dims are {tuple(fc.dims)}")
@@ -667,23 +696,25 @@ def plot_comparison(
                 f"{_format_time(obs['time'].values[0])} .. {_format_time(obs['time'].values[-1])}"
             ) from None
         obs_fields.append(select_field(obs.isel(time=i), argname="observed"))
-    style = _style(fc, _panel_values(fc_fields + obs_fields), scale=scale, vmin=vmin, vmax=vmax, crs=crs)
+    drawn = _style(fc, _panel_values(fc_fields + obs_fields), look)
     n = len(fc_fields)
-    fig, axes = _new_figure(style, 2, n, figsize=figsize)
+    fig, axes = _new_figure(drawn, 2, n)
     image = None
     source = _source_name(fc) or "forecast"
     for j, (o, f) in enumerate(zip(obs_fields, fc_fields, strict=True)):
         for row, (field, who) in enumerate(((o, "observed"), (f, source))):
             ax = axes[row * n + j]
-            image = _draw(ax, field, style)
-            _frame_axes(ax, style, natural_earth=natural_earth, features=features, resolution=resolution)
+            image = _draw(ax, field, drawn)
+            _frame_axes(ax, drawn)
             when = _short_when(f) if row == 1 else _format_time(o.coords["time"].values[()])
             ax.set_title(f"{who}\n{when}", fontsize=9)
-    _no_data_key(axes[-1], fc_fields + obs_fields, style)
-    _colorbar(fig, image, axes, style)
+    _no_data_key(axes[-1], fc_fields + obs_fields, drawn)
+    if look.colorbar:
+        _colorbar(fig, image, axes, drawn)
+    title = look.title
     if title is None:
         ref = fc_fields[0].coords.get("forecast_reference_time")
-        title = f"{_quantity_label(style)}: observed and {source}"
+        title = f"{_quantity_label(drawn)}: observed and {source}"
         if ref is not None:
             title += f" from {_format_time(ref.values[()])}"
     fig.suptitle(title, fontsize=11)
