@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from geostp.stream.dataset import CubeDataset, CubeLoader, make_loader, worker_init
 from geostp.stream.normalize import Normalizer, Transform, compute_statistics, default_transform
+from geostp.stream.options import LoaderOptions
 from geostp.stream.windows import (
     SAMPLE_DTYPE,
     RainFilter,
@@ -42,6 +43,7 @@ __all__ = [
     "default_transform",
     "CubeDataset",
     "CubeLoader",
+    "LoaderOptions",
     "make_loader",
     "worker_init",
 ]

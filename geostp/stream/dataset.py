@@ -57,9 +57,11 @@ import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from geostp.errors import ConfigError
+from geostp.options import option_group
 from geostp.store import open_cube, unmodified_store_path
 from geostp.stream._shm import Releaser, SlotAllocator, alloc_batch, slot_table
 from geostp.stream.normalize import Normalizer
+from geostp.stream.options import LoaderOptions
 from geostp.stream.windows import (
     SampleSource,
     Split,
@@ -315,6 +317,10 @@ class CubeDataset(IterableDataset):
         Encoded value of missing pixels; default ``normalizer.fill_value`` or 0.
     reader
         ``"auto"``, ``"zarr"`` (read the store directly) or ``"xarray"``.
+    loader
+        A :class:`~geostp.stream.LoaderOptions` in place of the keywords from
+        ``batch_size`` to ``reader`` (a keyword set besides it to another value
+        is a ConfigError); kept as ``self.loader_options``.
 
     Notes
     -----
@@ -350,8 +356,15 @@ class CubeDataset(IterableDataset):
         cache_megabytes: float | None = None,
         fill_value: float | None = None,
         reader: str = "auto",
+        loader: LoaderOptions | None = None,
     ) -> None:
         super().__init__()
+        opts = option_group(CubeDataset.__init__, loader, LoaderOptions, "loader", batch_size=batch_size,
+                            shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank, world_size=world_size,
+                            shard=shard, streams=streams, shuffle_blocks=shuffle_blocks,
+                            block_megabytes=block_megabytes, cache_megabytes=cache_megabytes, fill_value=fill_value,
+                            reader=reader)
+        self.loader_options = opts
         if spec is None:
             raise ConfigError("CubeDataset needs spec=WindowSpec(input_steps=..., output_steps=..., ...)")
         if isinstance(source, (str, os.PathLike)):
@@ -362,36 +375,28 @@ class CubeDataset(IterableDataset):
             path = cube.encoding.get("source")
         else:
             raise ConfigError(f"CubeDataset source is a {type(source).__name__}; expected a store path or an xarray Dataset")
-        for name, value in (("batch_size", batch_size), ("streams", streams), ("shuffle_blocks", shuffle_blocks)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"CubeDataset {name}={value!r}; expected a positive integer")
-        if not block_megabytes > 0:
-            raise ConfigError(f"CubeDataset block_megabytes={block_megabytes}; expected a positive size")
-        if shard not in ("streams", "batches"):
-            raise ConfigError(f"CubeDataset shard={shard!r}; expected 'streams' or 'batches'")
-        if reader not in ("auto", "zarr", "xarray"):
-            raise ConfigError(f"CubeDataset reader={reader!r}; expected 'auto', 'zarr' or 'xarray'")
         self.variables = cube_variables(cube, variables)
         self.spec = spec
         self.split = split
         self.normalizer = normalizer
         if normalizer is not None:
             normalizer._channels(self.variables)  # every channel must have statistics
-        self.batch_size = int(batch_size)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.drop_last = bool(drop_last)
-        self.rank, self.world_size = rank_and_size(rank, world_size)
-        self.shard = shard
-        self.streams = int(streams)
-        self.shuffle_blocks = int(shuffle_blocks)
-        self.fill_value = float(fill_value if fill_value is not None
+        self.batch_size = int(opts.batch_size)
+        self.shuffle = bool(opts.shuffle)
+        self.seed = int(opts.seed)
+        self.drop_last = bool(opts.drop_last)
+        self.rank, self.world_size = rank_and_size(opts.rank, opts.world_size)
+        self.shard = opts.shard
+        self.streams = int(opts.streams)
+        self.shuffle_blocks = int(opts.shuffle_blocks)
+        self.fill_value = float(opts.fill_value if opts.fill_value is not None
                                 else (normalizer.fill_value if normalizer is not None else 0.0))
         self.has_sequence = "sequence" in cube[self.variables[0]].dims
         self.time = cube["time"].values
         self.sizes = {d: int(cube.sizes[d]) for d in _CANONICAL if d in cube.dims}
         self.patch = spec.patch_shape(cube.sizes["y"], cube.sizes["x"])
 
+        reader = opts.reader
         use_zarr = reader == "zarr" or (reader == "auto" and path is not None)
         if use_zarr and (path is None or not _zarr_matches(cube, path, self.variables)):
             if reader == "zarr":
@@ -403,11 +408,12 @@ class CubeDataset(IterableDataset):
             _ZarrReader(path, self.variables, self.has_sequence) if use_zarr  # type: ignore[arg-type]
             else _XarrayReader(cube, self.variables, self.has_sequence))
         self._source: SampleSource = sample_source(cube, spec, split=split, variables=self.variables)
-        self.block = self._block_shape(self._reader.chunks(), float(block_megabytes) * 2**20)
+        self.block = self._block_shape(self._reader.chunks(), float(opts.block_megabytes) * 2**20)
         block_bytes = self._box_bytes(self.block)
         # By default a worker keeps a block while a later batch of its own needs it: about
         # (streams / workers) x (shuffle_blocks + 1) blocks.  A cap evicts (Belady: the block
         # needed furthest ahead) and re-reads instead.
+        cache_megabytes = opts.cache_megabytes
         self.cache_bytes = None if cache_megabytes is None else int(max(cache_megabytes * 2**20, block_bytes))
         # epoch and start batch, in shared memory so that persistent workers see set_epoch
         self._state = torch.zeros(2, dtype=torch.int64).share_memory_()
@@ -692,6 +698,7 @@ def make_loader(
     pin_memory: bool = False,
     multiprocessing_context: Any = None,
     timeout: float = 0,
+    loader: LoaderOptions | None = None,
 ) -> DataLoader:
     """A DataLoader over a :class:`CubeDataset` (which yields whole batches).
 
@@ -700,7 +707,9 @@ def make_loader(
     the order), runs :func:`worker_init` in each worker, and lets workers reuse
     the shared memory of batches the training loop has dropped.  Call
     ``dataset.set_epoch(epoch)`` before iterating each epoch, also with
-    ``persistent_workers=True``.
+    ``persistent_workers=True``.  ``loader`` (a :class:`~geostp.stream.LoaderOptions`) stands for the
+    keywords from ``num_workers`` to ``timeout`` (a keyword set besides it to another value is a
+    ConfigError); its dataset fields are the dataset's business.
 
     Returns
     -------
@@ -709,11 +718,13 @@ def make_loader(
     """
     if not isinstance(dataset, CubeDataset):
         raise ConfigError(f"make_loader expects a CubeDataset, got {type(dataset).__name__}")
-    if num_workers < 0:
-        raise ConfigError(f"num_workers={num_workers}; expected 0 or more")
+    opts = option_group(make_loader, loader, LoaderOptions, "loader", num_workers=num_workers,
+                        persistent_workers=persistent_workers, prefetch_factor=prefetch_factor, pin_memory=pin_memory,
+                        multiprocessing_context=multiprocessing_context, timeout=timeout)
     kwargs: dict[str, Any] = {}
-    if num_workers > 0:
-        kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
-                      worker_init_fn=worker_init, multiprocessing_context=multiprocessing_context, timeout=timeout)
-    return CubeLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, in_order=True,
-                      **kwargs)
+    if opts.num_workers > 0:
+        kwargs.update(prefetch_factor=opts.prefetch_factor, persistent_workers=opts.persistent_workers,
+                      worker_init_fn=worker_init, multiprocessing_context=opts.multiprocessing_context,
+                      timeout=opts.timeout)
+    return CubeLoader(dataset, batch_size=None, num_workers=opts.num_workers, pin_memory=opts.pin_memory,
+                      in_order=True, **kwargs)
