@@ -27,7 +27,7 @@ from geostp.plot.colours import (
 )
 from geostp.plot.curves import plot_scores
 from geostp.plot.maps import plot_comparison, plot_map, plot_panel, projection_for, select_field
-from geostp.plot.style import DEFAULT_FEATURES, MapStyle
+from geostp.plot.style import MapStyle
 
 __all__ = [
     "plot_map",
@@ -35,7 +35,6 @@ __all__ = [
     "plot_comparison",
     "plot_scores",
     "MapStyle",
-    "DEFAULT_FEATURES",
     "animate",
     "render_frames",
     "ffmpeg_executable",
