@@ -57,8 +57,8 @@ net = models.get("tau", input_steps=4, output_steps=4, channels=1, spatial_hidde
 stamps = []
 def on_step(trainer, record):
     stamps.append(time.perf_counter())
-settings = TrainSettings(epochs=100, max_steps=steps, lr=1e-3, schedule="constant", device="cpu", progress=False,
-                         seed=0)
+settings = TrainSettings(epochs=100, max_iterations=steps, lr=1e-3, schedule="constant", device="cpu",
+                         progress=False, seed=0)
 trainer = Trainer(net, settings, on_step=on_step)
 barrier()
 t0 = time.perf_counter()
@@ -101,8 +101,8 @@ def _timed(fn, *args, **kwargs):
 def bench_data(work: Path, n_times: int, size: int) -> dict:
     from distributed import Client, LocalCluster
 
-    from geostp.store import ingest, open_cube
     from geostp.data.synthetic import synthetic_radar
+    from geostp.store import ingest, open_cube
     from geostp.stream import compute_statistics
 
     cube = synthetic_radar(n_times=n_times, ny=size, nx=size, seed=0, time_chunk=20)
@@ -330,7 +330,7 @@ def write_md(res: dict, path: Path) -> None:
         f"(best of the runs), {est['training']['cpu_core_hours_per_epoch']:,.0f} core-hours per epoch, "
         f"{est['training']['days_per_epoch_on_8_nodes_x_32_cores']} days per epoch on 8 nodes x 32 cores. "
         "Such an archive is trained on GPUs, with a rain filter and a sub-sampled epoch "
-        "(`training.max_steps`), not by full CPU epochs.",
+        "(`training.max_iterations`), not by full CPU epochs.",
         "",
     ]
     path.write_text("\n".join(lines))

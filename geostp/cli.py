@@ -132,7 +132,7 @@ def _add_run_parser(sub) -> None:
         p = sub.add_parser(name, help=text, description=text + ". Values of --set are read as YAML.")
         p.add_argument("recipe", help="a recipe YAML file (see docs/recipes.md)")
         p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
-                       help="override a recipe value, e.g. --set training.max_steps=10 (repeatable)")
+                       help="override a recipe value, e.g. --set training.max_iterations=10 (repeatable)")
         p.add_argument("--check", action="store_true", help="check the recipe and print it resolved; run nothing")
         p.add_argument("--watch", action="store_true",
                        help="nowcast: keep polling for new frames until SIGTERM/SIGINT")

@@ -56,7 +56,7 @@ def fit(
     patch_size: int | None = 64,
     batch_size: int = 8,
     max_minutes: float | None = 2.0,
-    max_steps: int | None = None,
+    max_iterations: int | None = None,
     epochs: int = 50,
     lr: float = 1e-3,
     validation_fraction: float = 0.15,
@@ -69,6 +69,7 @@ def fit(
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
+    max_steps: int | None = None,
 ) -> FittedForecaster:
     """Fit ``model`` (a registered name) on ``ds``; baselines are returned at once.
 
@@ -90,8 +91,9 @@ def fit(
     patch_size
         Square training patches (rounded down to what the model needs and to the grid);
         ``None`` trains on the whole domain (Eulerian only).
-    batch_size, max_minutes, max_steps, epochs, lr, seed
-        Training budget and settings (:class:`geostp.train.trainer.TrainSettings`).
+    batch_size, max_minutes, max_iterations, epochs, lr, seed
+        Training budget and settings (:class:`geostp.train.trainer.TrainSettings`); ``max_iterations``
+        counts optimiser iterations.
     advection
         Learn the change of rain in the frame that moves with it (:mod:`geostp.models.lagrangian`):
         an untrained model is then the extrapolation nowcast.  ``None``: on for one precipitation
@@ -109,12 +111,23 @@ def fit(
         training a new one: its configuration and normaliser are kept.
     use_store
         Load an identical earlier fit from the model store, and store this one, unless it was cut short:
-        fewer than ``MIN_CACHED_STEPS`` optimiser steps, or under 90 % of ``max_steps`` (a warning says so).
+        fewer than ``MIN_CACHED_ITERATIONS`` optimiser iterations, or under 90 % of ``max_iterations`` (a warning
+        says so).
+    max_steps
+        Deprecated name of ``max_iterations`` (``steps`` are lead times); removed in the next release.
     """
     from geostp import models as registry
     from geostp.pipeline import TrainingJob, advection_default, train_forecaster
     from geostp.train.trainer import TrainSettings
 
+    if max_steps is not None:
+        import warnings
+
+        if max_iterations is not None:
+            raise ConfigError("fit: max_steps is the deprecated name of max_iterations; give only max_iterations")
+        warnings.warn("geostp.fit(max_steps=...) is deprecated and will be removed in the next release; use "
+                      "max_iterations (optimiser iterations: 'steps' are lead times)", DeprecationWarning, stacklevel=2)
+        max_iterations = max_steps
     cubes = [ds] if isinstance(ds, xr.Dataset) else list(ds)
     if not cubes:
         raise ConfigError("fit needs a cube (or a list of cubes)")
@@ -151,14 +164,14 @@ def fit(
     args.setdefault("input_steps", input_steps or (4 if advection else 6))
     args.setdefault("output_steps", output_steps or (6 if advection else args["input_steps"]))
     args.setdefault("channels", len(variables))
-    # OneCycle is sized to a step count known in advance. Under a time budget alone that count is
+    # OneCycle is sized to an iteration count known in advance. Under a time budget alone that count is
     # unknown, and a schedule sized to the epoch budget would stop while still warming up (at lr/25):
     # then the learning rate is constant.
-    schedule = "constant" if (max_minutes is not None and max_steps is None) else "onecycle"
+    schedule = "constant" if (max_minutes is not None and max_iterations is None) else "onecycle"
     # Advection-aware models train in fp32: on an AMX CPU (Xeon, torch 2.13) bf16 autocast was slower for them
     # (1.87 s against 1.54 s per step, batch 8 of 64 x 64) and gave non-finite weight gradients in ~1 step in 10.
-    settings = TrainSettings(epochs=epochs, max_minutes=max_minutes, max_steps=max_steps, lr=lr, seed=seed,
-                             schedule=schedule, device=device, progress=progress, checkpoint_every=50,
+    settings = TrainSettings(epochs=epochs, max_minutes=max_minutes, max_iterations=max_iterations, lr=lr,
+                             seed=seed, schedule=schedule, device=device, progress=progress, checkpoint_every=50,
                              bf16=not advection)
     job = TrainingJob(model=model, model_args=args, variables=variables, settings=settings, batch_size=batch_size,
                       patch_size=patch_size, validation_fraction=validation_fraction, advection=advection, base=base,
@@ -180,28 +193,34 @@ def fit(
 
 def _store_key(job: Any, fingerprints: list[str]) -> str:
     """The model store's key for a fit: every setting of the job, the data and the package version."""
+    settings = job.settings.model_dump(exclude={"progress", "device"})
+    # the budget under its name before the rename to max_iterations: the fits already in a store keep their keys
+    settings["max_steps"] = settings.pop("max_iterations")
     parts = {
         "model": job.model, "args": job.model_args, "variables": job.variables, "patch": job.patch_size,
         "advection": job.advection, "base": job.base, "loss": job.loss,
-        "probability_matching": job.probability_matching, "stride": job.window_stride, "settings": job.settings.model_dump(exclude={"progress", "device"}),
+        "probability_matching": job.probability_matching, "stride": job.window_stride, "settings": settings,
         "batch_size": job.batch_size, "validation_fraction": job.validation_fraction, "data": fingerprints,
         "init": None if job.init is None else str(job.init.checkpoint), "version": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-#: Under a time budget, a fit that took fewer optimiser steps than this is not cached.
-MIN_CACHED_STEPS = 200
+#: Under a time budget, a fit that took fewer optimiser iterations than this is not cached.
+MIN_CACHED_ITERATIONS = 200
+#: Deprecated name of :data:`MIN_CACHED_ITERATIONS` (``steps`` are lead times); removed in the next release.
+MIN_CACHED_STEPS = MIN_CACHED_ITERATIONS
 
 
 def _store_if_complete(fitted: FittedForecaster, path: Path, settings: Any) -> None:
     """Cache ``fitted`` in the model store unless it was cut far short (said in a warning)."""
     import warnings
 
-    steps = int(fitted.metadata.get("steps") or 0)
-    wanted = settings.max_steps if settings.max_steps is not None else MIN_CACHED_STEPS
-    if steps < min(wanted, MIN_CACHED_STEPS) or (settings.max_steps is not None and steps < 0.9 * settings.max_steps):
-        warnings.warn(f"the {fitted.name} fit ran {steps} optimiser steps before its budget ended ({wanted} "
+    done = int(fitted.metadata.get("iterations") or 0)
+    budget = settings.max_iterations
+    wanted = budget if budget is not None else MIN_CACHED_ITERATIONS
+    if done < min(wanted, MIN_CACHED_ITERATIONS) or (budget is not None and done < 0.9 * budget):
+        warnings.warn(f"the {fitted.name} fit ran {done} optimiser iterations before its budget ended ({wanted} "
                       "wanted; the machine may be busy): it is used for this call but not cached in the model "
                       "store", stacklevel=3)
         fitted.metadata["cached"] = False

@@ -78,7 +78,7 @@ class TrainingJob:
         A :class:`~geostp.forecast.FittedForecaster` to start from (fine-tuning): its model, configuration and
         normaliser are kept; ``model`` and ``model_args`` are then ignored.
     time_the_budget
-        Under a time budget alone, time a few steps first to place recurrent models' sampling marks.
+        Under a time budget alone, time a few iterations first to place recurrent models' sampling marks.
     metadata
         Extra facts stored with the model (a recipe, ...).
     """
@@ -180,7 +180,7 @@ def _build(name: str, args: dict[str, Any]):
     return registry.get(name, **args)
 
 
-def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, steps_per_epoch: int,
+def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, iterations_per_epoch: int,
                  loader: Any) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
     """Recurrent models: the papers' sampling marks at their fractions of this run's length."""
     from geostp.models.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks, takes_schedule_marks
@@ -190,16 +190,16 @@ def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, steps_per_epo
     if not takes_schedule_marks(target, inner_args):
         return args, net, None
     s = job.settings
-    planned = s.planned_iterations(steps_per_epoch)
-    if job.time_the_budget and s.max_steps is None and s.max_minutes:
-        # one batch to time the steps on: drawn only here, where it is needed
-        planned = min(planned, _steps_in_minutes(net, next(iter(loader)), s.max_minutes, s.device))
+    planned = s.planned_iterations(iterations_per_epoch)
+    if job.time_the_budget and s.max_iterations is None and s.max_minutes:
+        # one batch to time the iterations on: drawn only here, where it is needed
+        planned = min(planned, _iterations_in_minutes(net, next(iter(loader)), s.max_minutes, s.device))
     scaled = fit_schedule_marks(target, inner_args, planned)
     if scaled is None:
         return args, net, None
     args = {**args, "model_config": scaled} if job.advection else scaled
     return args, _build(job.model if not job.advection else "lagrangian", args), {
-        "planned_steps": planned, **{k: scaled[k] for k in SCHEDULE_MARK_ARGS}}
+        "planned_iterations": planned, **{k: scaled[k] for k in SCHEDULE_MARK_ARGS}}
 
 
 def _eulerian_data(cube: xr.Dataset, job: TrainingJob, net: Any):
@@ -363,8 +363,12 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
     history = [h["loss"] for h in result.history[-10:]]
     fitted = FittedForecaster(
         model=net.cpu().eval(), variables=list(job.variables), normalizer=normalizer, schema=schema,
-        metadata={**metadata, "fitted": True, "stopped": result.stopped, "steps": result.iteration,
-                  "epochs": result.epochs, "from_checkpoint": chosen.name, "skipped_steps": result.skipped_steps,
+        metadata={**metadata, "fitted": True, "stopped": result.stopped, "iterations": result.iteration,
+                  "epochs": result.epochs, "from_checkpoint": chosen.name,
+                  "skipped_iterations": result.skipped_iterations,
+                  # Deprecated (one release): "steps" and "skipped_steps" repeat "iterations" and
+                  # "skipped_iterations" for readers written before optimiser iterations got their own name.
+                  "steps": result.iteration, "skipped_steps": result.skipped_iterations,
                   "final_loss": float(np.mean(history)) if history else None},
         fill_value=normalizer.fill_value,
     )
@@ -376,8 +380,9 @@ def with_settings(job: TrainingJob, **changes: Any) -> TrainingJob:
     return replace(job, **changes)
 
 
-def _steps_in_minutes(net, batch: dict[str, Any], minutes: float, device: str) -> int:
-    """About how many optimiser steps of ``net`` on batches like ``batch`` fit in ``minutes`` (timed on a copy)."""
+def _iterations_in_minutes(net, batch: dict[str, Any], minutes: float, device: str) -> int:
+    """About how many optimiser iterations of ``net`` on batches like ``batch`` fit in ``minutes`` (timed on a
+    copy)."""
     import copy
     import time
 
@@ -392,7 +397,7 @@ def _steps_in_minutes(net, batch: dict[str, Any], minutes: float, device: str) -
     x, y = batch["x"].to(dev), batch["y"].to(dev)
     mask = batch["mask_y"].to(dev) if batch.get("mask_y") is not None else None
     times: list[float] = []
-    # The first steps are slow (kernel selection, caches, page faults; far slower on a busy machine):
+    # The first iterations are slow (kernel selection, caches, page faults; far slower on a busy machine):
     # time up to 6, the fastest after the first counts; stop early once 15 % of the budget is spent.
     while len(times) < 6 and (len(times) < 2 or sum(times) < minutes * 9):
         start = time.perf_counter()

@@ -30,7 +30,7 @@ def fitted(cube, tmp_path_factory) -> FittedForecaster:
     mp = pytest.MonkeyPatch()
     mp.setenv("GEOSTP_MODEL_STORE", str(store))
     try:
-        return fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_steps=3,
+        return fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_iterations=3,
                    max_minutes=None, progress=False, device="cpu")
     finally:
         mp.undo()
@@ -119,7 +119,8 @@ def test_evaluate_compares_models_on_the_same_times(cube, capsys):
 
 def test_fitted_model_forecasts_beyond_its_training_length_and_round_trips(cube, fitted, tmp_path):
     assert fitted.checkpoint is not None and fitted.checkpoint.exists()
-    assert fitted.metadata["fitted"] is True and fitted.metadata["steps"] == 3
+    assert fitted.metadata["fitted"] is True and fitted.metadata["iterations"] == 3
+    assert fitted.metadata["steps"] == 3  # deprecated (one release): the same count under its old name
     fc = geostp.forecast(cube, model=fitted, steps=10, progress=False)  # trained for 4
     assert fc.sizes["lead_time"] == 10
     assert np.isfinite(fc.values[np.isfinite(cube["precipitation"].isel(time=-1).values)[None].repeat(10, 0)]).all()
@@ -140,12 +141,12 @@ def test_the_model_store_returns_the_same_fit_without_training(cube, fitted, mon
         raise AssertionError("trained again instead of loading from the store")
 
     monkeypatch.setattr(trainer.Trainer, "fit", refuse)
-    again = fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_steps=3,
+    again = fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_iterations=3,
                 max_minutes=None, progress=False, device="cpu")
     assert again.checkpoint == fitted.checkpoint
     # other settings are another model: the store does not hand back the wrong one
     with pytest.raises(AssertionError, match="trained again"):
-        fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_steps=4,
+        fit(cube, "tau", model_args=TINY_TAU, patch_size=16, batch_size=4, max_iterations=4,
             max_minutes=None, progress=False, device="cpu")
 
 
@@ -259,29 +260,29 @@ def test_fit_scales_predrnn_sampling_schedule_to_its_own_budget(cube, monkeypatc
 
     fit_module = importlib.import_module("geostp.pipeline")  # where the timing lives
     small = dict(hidden_channels=4, num_layers=1, patch_size=4, input_steps=4, output_steps=4)
-    by_steps = fit(cube, "predrnn", model_args=small, advection=False, patch_size=16, batch_size=4, max_steps=40,
-                   max_minutes=None, use_store=False, progress=False, device="cpu")
+    by_iterations = fit(cube, "predrnn", model_args=small, advection=False, patch_size=16, batch_size=4,
+                        max_iterations=40, max_minutes=None, use_store=False, progress=False, device="cpu")
     marks = schedule_marks_for(40)
     with pytest.raises(ConfigError, match="total_iterations must be a positive integer"):
         schedule_marks_for(0)
-    assert by_steps.metadata["sampling_schedule"] == {"planned_steps": 40, **marks}
-    assert by_steps.model.config["sampling_end_iteration"] == marks["sampling_end_iteration"] == 16
+    assert by_iterations.metadata["sampling_schedule"] == {"planned_iterations": 40, **marks}
+    assert by_iterations.model.config["sampling_end_iteration"] == marks["sampling_end_iteration"] == 16
     # by the end of the run the decoder reads its own predictions, as it will at inference
-    assert by_steps.model.teacher_forcing_probabilities(39)[1] == 0.0
-    # under a time budget the steps that fit are timed first (here: pretend 300 fit)
-    monkeypatch.setattr(fit_module, "_steps_in_minutes", lambda net, batch, minutes, device: 300)
+    assert by_iterations.model.teacher_forcing_probabilities(39)[1] == 0.0
+    # under a time budget the iterations that fit are timed first (here: pretend 300 fit)
+    monkeypatch.setattr(fit_module, "_iterations_in_minutes", lambda net, batch, minutes, device: 300)
     by_time = fit(cube, "predrnn_v2", model_args=small, advection=False, patch_size=16, batch_size=4, max_minutes=0.02,
                   use_store=False, progress=False, device="cpu")
-    assert by_time.metadata["sampling_schedule"]["planned_steps"] == 300
+    assert by_time.metadata["sampling_schedule"]["planned_iterations"] == 300
     assert by_time.model.config["sampling_start_iteration"] == schedule_marks_for(300)["sampling_start_iteration"]
     # marks the user chose are kept
     mine = fit(cube, "predrnn", model_args={**small, "sampling_start_iteration": 3, "sampling_end_iteration": 7},
                advection=False, patch_size=16, batch_size=4,
-               max_steps=2, max_minutes=None, use_store=False, progress=False, device="cpu")
+               max_iterations=2, max_minutes=None, use_store=False, progress=False, device="cpu")
     assert mine.model.config["sampling_end_iteration"] == 7 and mine.metadata["sampling_schedule"] is None
 
 
-def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
+def test_the_pace_probe_trains_a_copy_and_counts_iterations(cube):
     import importlib
 
     import torch
@@ -295,8 +296,8 @@ def test_the_pace_probe_trains_a_copy_and_counts_steps(cube):
     before = {k: v.clone() for k, v in net.state_dict().items()}
     data = cube.fillna(0)
     batch = next(iter(CubeDataset(data, ["precipitation"], WindowSpec(4, 4, patch_size=16), batch_size=2)))
-    n = fit_module._steps_in_minutes(net, batch, 0.5, "cpu")
-    assert 1 <= n < 30 * 60 / 1e-4  # at least one step; not faster than 0.1 ms a step
+    n = fit_module._iterations_in_minutes(net, batch, 0.5, "cpu")
+    assert 1 <= n < 30 * 60 / 1e-4  # at least one iteration; not faster than 0.1 ms an iteration
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items()), "the probe changed the model"
 
 

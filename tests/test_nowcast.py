@@ -338,7 +338,7 @@ def test_nowcast_from_a_trained_checkpoint_with_a_filled_frame(tmp_path):
                  "windows": {"input_steps": 3, "output_steps": 2}},
         "model": {"name": "tau", "args": {"spatial_hidden_channels": 4, "temporal_hidden_channels": 8,
                                           "spatial_blocks": 2, "temporal_blocks": 2}},
-        "training": {"max_steps": 2, "batch_size": 2, "progress": False},
+        "training": {"max_iterations": 2, "batch_size": 2, "progress": False},
         "output": {"dir": str(tmp_path / "train")},
     }
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))

@@ -61,7 +61,7 @@ def test_fine_tuning_starts_from_the_shipped_weights(weights, monkeypatch, tmp_p
     monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path))
     cube = small_cube(30, 48, 48, seed=7, backend="numpy")
     shipped = load_pretrained("tau", "precipitation")
-    tuned = geostp.fit(cube, "tau", init=shipped, max_steps=2, max_minutes=None, batch_size=2, patch_size=32,
+    tuned = geostp.fit(cube, "tau", init=shipped, max_iterations=2, max_minutes=None, batch_size=2, patch_size=32,
                        use_store=False, progress=False, device="cpu")
     assert tuned.model.config == shipped.model.config
     assert tuned.normalizer.to_dict() == shipped.normalizer.to_dict()

@@ -31,7 +31,7 @@ def _synthetic_train(tmp_path: Path, **changes) -> dict:
                  "variables": ["precipitation"], "splits": {"train": 0.7, "test": 0.3},
                  "windows": {"input_steps": 3, "output_steps": 2}, "patches": {"size": 16, "random": 1}},
         "model": {"name": "tau", "args": dict(TINY_TAU)},
-        "training": {"max_steps": 2, "batch_size": 2, "progress": False},
+        "training": {"max_iterations": 2, "batch_size": 2, "progress": False},
         "evaluation": {"steps": 2, "metrics": ["mse", "csi"], "thresholds": [0.5], "baselines": ["persistence"],
                        "max_cases": 2},
         "output": {"dir": str(tmp_path / "run")},
@@ -73,7 +73,7 @@ def test_valid_recipe_resolves_defaults(tmp_path):
         ({"model.args": {**TINY_TAU, "input_steps": 4}}, "data.windows.input_steps",
          "differs from model.args.input_steps"),
         ({"model.name": "taux"}, "model.name", "unknown model 'taux'"),
-        ({"training.max_steps": "many"}, "training.max_steps", "integer"),
+        ({"training.max_iterations": "many"}, "training.max_iterations", "integer"),
         ({"training.optimiser": "sgd"}, "training.optimiser", "unknown key"),
         ({"data.patches": {"size": 15}}, "data.patches.size", "multiple of 2"),
         ({"data.crop": {"size": 12}}, "data.patches.size", "larger than the grid (12 x 12 after data.crop)"),
@@ -112,14 +112,48 @@ def test_overrides_are_yaml_and_checked(tmp_path):
     from geostp.recipes import load_recipe
 
     p = _write(tmp_path, _synthetic_train(tmp_path))
-    recipe = load_recipe(p, ["training.max_steps=7", "model.args.temporal_blocks=3", "evaluation.thresholds=[1, 2]",
-                             "data.patches=null"])
-    assert recipe.training.max_steps == 7 and recipe.model.args["temporal_blocks"] == 3
+    recipe = load_recipe(p, ["training.max_iterations=7", "model.args.temporal_blocks=3",
+                             "evaluation.thresholds=[1, 2]", "data.patches=null"])
+    assert recipe.training.max_iterations == 7 and recipe.model.args["temporal_blocks"] == 3
     assert recipe.evaluation.thresholds == [1.0, 2.0] and recipe.data.patches is None
     with pytest.raises(ConfigError, match=r"recipe.yaml: training.max_step: unknown key"):
         load_recipe(p, ["training.max_step=7"])
     with pytest.raises(ConfigError, match="not KEY.PATH=VALUE"):
-        load_recipe(p, ["training.max_steps"])
+        load_recipe(p, ["training.max_iterations"])
+
+
+def test_the_deprecated_max_steps_key_is_read_and_stored_as_max_iterations(tmp_path):
+    """``training.max_steps`` (before ``steps`` meant lead times only) still works for a release, with a warning."""
+    from geostp.recipes import load_recipe, recipe_to_yaml
+
+    old = _synthetic_train(tmp_path)
+    old["training"] = {"max_steps": 2, "batch_size": 2, "progress": False}
+    p = _write(tmp_path, old)
+    with pytest.warns(DeprecationWarning, match=r"recipe.yaml: training.max_steps is deprecated.*"
+                                                r"training.max_iterations"):
+        recipe = load_recipe(p)
+    assert recipe.training.max_iterations == 2
+    # what a run writes (recipe.yaml, the checkpoint's metadata) names the new key only
+    saved = yaml.safe_load(recipe_to_yaml(recipe))["training"]
+    assert saved["max_iterations"] == 2 and "max_steps" not in saved
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # read back without a warning
+        assert load_recipe(_write(tmp_path, {**old, "training": saved}, "again.yaml")).training.max_iterations == 2
+    # an override under either name replaces the value under the other; the old one still warns
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert load_recipe(p, ["training.max_iterations=5"]).training.max_iterations == 5
+    with pytest.warns(DeprecationWarning, match="training.max_steps"):
+        assert load_recipe(_write(tmp_path, _synthetic_train(tmp_path), "new.yaml"),
+                           ["training.max_steps=6"]).training.max_iterations == 6
+    # errors name the key as written; both names in one section is an error
+    with pytest.raises(ConfigError, match=r"recipe.yaml: training.max_steps: .*integer"), \
+            pytest.warns(DeprecationWarning):
+        load_recipe(p, {"training.max_steps": "many"})
+    both = _synthetic_train(tmp_path)
+    both["training"]["max_steps"] = 3
+    with pytest.raises(ConfigError, match="max_steps is the deprecated name of max_iterations"):
+        load_recipe(_write(tmp_path, both, "both.yaml"))
 
 
 def test_cli_check_prints_resolved_recipe(tmp_path, capsys):
@@ -171,7 +205,7 @@ def test_a_recipe_places_predrnn_sampling_marks_for_its_own_run(tmp_path):
 
     small = {"hidden_channels": 4, "num_layers": 1, "patch_size": 4}
     recipe = _synthetic_train(tmp_path, **{"model.args": small, "model.name": "predrnn_v2",
-                                           "training.max_steps": 10, "evaluation.baselines": []})
+                                           "training.max_iterations": 10, "evaluation.baselines": []})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_recipe(load_recipe(_write(tmp_path, recipe)), progress=False)
@@ -180,7 +214,7 @@ def test_a_recipe_places_predrnn_sampling_marks_for_its_own_run(tmp_path):
     # marks written in the recipe stay as written
     mine = _synthetic_train(tmp_path, **{"model.args": {**small, "sampling_start_iteration": 4,
                                                          "sampling_end_iteration": 9},
-                                         "model.name": "predrnn_v2", "training.max_steps": 1,
+                                         "model.name": "predrnn_v2", "training.max_iterations": 1,
                                          "evaluation.baselines": [], "output.dir": str(tmp_path / "mine")})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -205,7 +239,7 @@ SMALL_DATA = {
 
 def _tiny_overrides(recipe: dict) -> list[str]:
     """--set values that shrink an example recipe to a few seconds while keeping its wiring."""
-    sets = ["training.max_steps=1", "training.batch_size=2", "training.progress=false", "training.workers=0",
+    sets = ["training.max_iterations=1", "training.batch_size=2", "training.progress=false", "training.workers=0",
             f"model.args={json.dumps(TINY_TAU)}", "data.windows={input_steps: 2, output_steps: 2}",
             "evaluation.max_cases=1", "evaluation.steps=2"]
     if recipe["data"].get("patches"):
@@ -233,7 +267,7 @@ def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
         assert main(args) == 0
     assert (out / "model.pt").exists() and (out / "scores.json").exists()
     saved = yaml.safe_load((out / "recipe.yaml").read_text())
-    assert saved["training"]["max_steps"] == 1 and saved["name"] == path.stem
+    assert saved["training"]["max_iterations"] == 1 and saved["name"] == path.stem
     scores = json.loads((out / "scores.json").read_text())
     assert len(scores["lead_times"]) == 2 and scores["cases"] >= 1
     for model, table in scores["scores"].items():

@@ -28,7 +28,7 @@ from geostp.train.ddp import init_from_env, rank, shutdown, world_size
 from geostp.stream import CubeDataset, WindowSpec, compute_statistics, make_loader
 from geostp.train.trainer import Trainer, TrainSettings
 
-out, global_batch, max_steps, shard = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+out, global_batch, max_iterations, shard = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 init_from_env()
 torch.set_num_threads(1)
 torch.manual_seed(0)
@@ -39,7 +39,7 @@ ds = CubeDataset(cube, ["precipitation"], spec, normalizer=norm, batch_size=glob
                  shuffle=True, seed=5, drop_last=True, shard=shard)
 net = models.get("predrnn", input_steps=3, output_steps=3, channels=1, hidden_channels=8, num_layers=2,
                  patch_size=2, sampling_start_iteration=0, sampling_end_iteration=1)
-settings = TrainSettings(epochs=3, max_steps=max_steps, lr=3e-3, schedule="constant", device="cpu",
+settings = TrainSettings(epochs=3, max_iterations=max_iterations, lr=3e-3, schedule="constant", device="cpu",
                          progress=False, checkpoint_every=3, seed=0, grad_clip=1.0,
                          bf16=False)  # fp32: bf16 rounding differs between batch 4 and 2 x 2
 trainer = Trainer(net, settings, checkpoint_dir=os.path.join(out, "ck"))
@@ -67,11 +67,12 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _train(tmp: Path, nproc: int, max_steps: int, *, global_batch: int = 4, shard: str = "batches") -> list[dict]:
+def _train(tmp: Path, nproc: int, max_iterations: int, *, global_batch: int = 4,
+           shard: str = "batches") -> list[dict]:
     tmp.mkdir(parents=True, exist_ok=True)
     script = tmp / "train.py"
     script.write_text(TRAIN_SCRIPT)
-    args = [str(script), str(tmp), str(global_batch), str(max_steps), shard]
+    args = [str(script), str(tmp), str(global_batch), str(max_iterations), shard]
     if nproc == 1:
         cmd = [sys.executable, *args]
     else:
@@ -242,7 +243,7 @@ data:
 model:
   name: predrnn
   args: {{hidden_channels: 8, num_layers: 1, patch_size: 2}}
-training: {{max_steps: 3, batch_size: 2, progress: false, checkpoint_every: 2}}
+training: {{max_iterations: 3, batch_size: 2, progress: false, checkpoint_every: 2}}
 output: {{dir: {out}}}
 """
 

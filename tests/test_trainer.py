@@ -45,6 +45,7 @@ class Batches:
             yield {"x": clip[:, :4], "y": clip[:, 4:8], "mask_y": torch.ones_like(clip[:, 4:8], dtype=torch.bool)}
 '''
 exec(HELPERS)
+Batches = globals()["Batches"]  # defined by exec(HELPERS), the source the subprocess scripts reuse
 
 
 def tiny_tau():
@@ -71,9 +72,10 @@ def test_training_lowers_the_loss_and_validates(tmp_path):
     assert not list(tmp_path.glob("*.tmp")), "no temporary files left behind"
 
 
-def test_step_and_time_budgets(tmp_path):
-    result = Trainer(tiny_tau(), TrainSettings(epochs=5, max_steps=3, progress=False)).fit(Batches(n=2))
-    assert len(result.history) == 3 and result.stopped == "max_steps=3 reached"
+def test_iteration_and_time_budgets(tmp_path):
+    result = Trainer(tiny_tau(), TrainSettings(epochs=5, max_iterations=3, progress=False)).fit(Batches(n=2))
+    assert len(result.history) == 3 and result.stopped == "max_iterations=3 reached"
+    assert [h["iteration"] for h in result.history] == [1, 2, 3]
     result = Trainer(tiny_tau(), TrainSettings(epochs=50, max_minutes=0.001, progress=False)).fit(Batches(n=2))
     assert result.stopped.startswith("max_minutes") and len(result.history) < 50 * 2
 
@@ -84,14 +86,14 @@ def test_a_time_budget_that_cuts_the_schedule_short_is_warned_about_once(monkeyp
     from geostp.train import trainer
     from geostp.train.trainer import TrainingBudgetWarning
 
-    monkeypatch.setattr(trainer, "_PACE_STEPS", 2)  # judge the pace after steps 2..4
+    monkeypatch.setattr(trainer, "_PACE_ITERATIONS", 2)  # judge the pace after iterations 2..4
 
     class Enough(Exception):
         pass
 
     def run(settings: TrainSettings) -> None:
-        def stop(tr, record):  # the judgement is made at step 4; no need to train on
-            if record["step"] == 6:
+        def stop(tr, record):  # the judgement is made at iteration 4; no need to train on
+            if record["iteration"] == 6:
                 raise Enough
 
         t = Trainer(tiny_tau(), settings)
@@ -99,8 +101,9 @@ def test_a_time_budget_that_cuts_the_schedule_short_is_warned_about_once(monkeyp
         with pytest.raises(Enough):
             t.fit(Batches(n=10))
 
-    # a million steps of OneCycle cannot fit in 10 minutes: warned once the pace is measured, once
-    with pytest.warns(TrainingBudgetWarning, match=r"stops training near step \d+ of the 1000000 .*onecycle") as rec:
+    # a million iterations of OneCycle cannot fit in 10 minutes: warned once the pace is measured, once
+    with pytest.warns(TrainingBudgetWarning,
+                      match=r"stops training near iteration \d+ of the 1000000 .*onecycle.*max_iterations") as rec:
         run(TrainSettings(epochs=100_000, max_minutes=10, progress=False))
     assert len([w for w in rec if w.category is TrainingBudgetWarning]) == 1
     # a budget that the schedule fits, or a constant rate, is not warned about
@@ -131,7 +134,7 @@ def test_killed_run_resumes_on_the_same_loss_curve(tmp_path):
         model = TAU(**{TINY_TAU!r})
         kill_at = int(sys.argv[2])
         def on_step(trainer, record):
-            if record["step"] == kill_at:
+            if record["iteration"] == kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)  # no clean-up: as a killed job
         settings = TrainSettings(epochs=2, lr=5e-3, checkpoint_every=3, progress=False, schedule="onecycle")
         trainer = Trainer(model, settings, checkpoint_dir=sys.argv[1], on_step=on_step)
@@ -207,7 +210,7 @@ def test_untrainable_models_are_refused():
 
 
 def test_pickle_is_not_needed_for_our_own_checkpoints(tmp_path):
-    trainer = Trainer(tiny_tau(), TrainSettings(max_steps=2, progress=False), checkpoint_dir=tmp_path)
+    trainer = Trainer(tiny_tau(), TrainSettings(max_iterations=2, progress=False), checkpoint_dir=tmp_path)
     trainer.fit(Batches(n=2))
     raw = torch.load(tmp_path / "last.pt", weights_only=True)  # would raise if anything needed pickle
     assert raw["format"] == "geostp-checkpoint-1"
@@ -221,7 +224,8 @@ def test_the_allocator_is_tuned_when_training_starts_not_on_import():
         from geostp.train.trainer import Trainer, TrainSettings
         print(allocator.ALLOCATOR_TUNED)
     """) + HELPERS + textwrap.dedent(f"""
-        Trainer(geostp.models.get("tau", **{TINY_TAU!r}), TrainSettings(max_steps=1, progress=False)).fit(Batches(n=1))
+        settings = TrainSettings(max_iterations=1, progress=False)
+        Trainer(geostp.models.get("tau", **{TINY_TAU!r}), settings).fit(Batches(n=1))
         print(allocator.ALLOCATOR_TUNED)
     """)
     env = {k: v for k, v in os.environ.items() if k != "GEOSTP_NO_MALLOPT"}
@@ -241,7 +245,7 @@ def test_the_allocator_is_tuned_when_training_starts_not_on_import():
 def test_planned_iterations_and_the_deprecated_names():
     import importlib
 
-    settings = TrainSettings(epochs=3, max_steps=5)
+    settings = TrainSettings(epochs=3, max_iterations=5)
     assert settings.planned_iterations(4) == 5 and TrainSettings(epochs=3).planned_iterations(4) == 12
     with pytest.warns(DeprecationWarning, match="planned_iterations"):
         assert settings.planned_steps(4) == 5
@@ -253,3 +257,66 @@ def test_planned_iterations_and_the_deprecated_names():
         with pytest.warns(DeprecationWarning, match=new.__name__):
             alias = importlib.reload(importlib.import_module(old))
         assert all(getattr(alias, name) is getattr(new, name) for name in new.__all__)
+
+
+def test_the_deprecated_max_steps_still_works_and_max_iterations_is_stored(tmp_path):
+    """``max_steps`` (before ``steps`` meant lead times only) is read for a release, with a DeprecationWarning."""
+    import warnings
+
+    with pytest.warns(DeprecationWarning, match="max_iterations"):
+        old = TrainSettings(epochs=5, max_steps=3, progress=False)
+    assert old.max_iterations == 3 and old == TrainSettings(epochs=5, max_iterations=3, progress=False)
+    assert "max_steps" not in old.model_dump() and old.model_dump()["max_iterations"] == 3
+    with pytest.warns(DeprecationWarning, match="max_iterations"):
+        assert old.max_steps == 3  # the attribute too
+    with pytest.raises(ValueError, match="give only max_iterations"):
+        TrainSettings(max_steps=3, max_iterations=4)
+    # the checkpoint stores the new name; the settings of a checkpoint written before the rename still load
+    with pytest.warns(DeprecationWarning):
+        trainer = Trainer(tiny_tau(), TrainSettings(max_steps=2, progress=False), checkpoint_dir=tmp_path)
+    result = trainer.fit(Batches(n=3))
+    assert result.stopped == "max_iterations=2 reached"
+    state = load_checkpoint(tmp_path / "last.pt")["train_state"]
+    assert state["settings"]["max_iterations"] == 2 and "max_steps" not in state["settings"]
+    assert [h["iteration"] for h in state["history"]] == [1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert TrainSettings.model_validate(state["settings"]) == trainer.settings
+    stored = {k: v for k, v in state["settings"].items() if k != "max_iterations"}
+    with pytest.warns(DeprecationWarning, match="max_iterations"):
+        assert TrainSettings.model_validate({**stored, "max_steps": 2}) == trainer.settings
+    # a checkpoint written before the rename (history records counted by "step") resumes with "iteration"
+    ck = load_checkpoint(tmp_path / "last.pt")
+    ck["train_state"]["settings"] = {**stored, "max_steps": 2}
+    ck["train_state"]["history"] = [{"step": h["iteration"], **{k: v for k, v in h.items() if k != "iteration"}}
+                                    for h in ck["train_state"]["history"]]
+    save_checkpoint(tmp_path / "old.pt", ck)
+    resumed = Trainer(tiny_tau(), TrainSettings(max_iterations=3, progress=False))
+    result = resumed.fit(Batches(n=3), resume=tmp_path / "old.pt")
+    assert [h["iteration"] for h in result.history] == [1, 2, 3] and "step" not in result.history[0]
+    with pytest.warns(DeprecationWarning, match="skipped_iterations"):
+        assert result.skipped_steps == result.skipped_iterations == 0
+
+
+def test_fit_reads_the_deprecated_max_steps_and_records_iterations():
+    """``geostp.fit(max_steps=...)`` still works for a release (DeprecationWarning); metadata says iterations."""
+    import importlib
+
+    import geostp
+    from geostp.data.synthetic import synthetic_radar
+
+    fit_module = importlib.import_module("geostp.fit")  # the module (``geostp.fit`` is the function)
+
+    cube = synthetic_radar(n_times=24, ny=16, nx=16, seed=1).load()
+    small = dict(spatial_hidden_channels=4, temporal_hidden_channels=8, spatial_blocks=2, temporal_blocks=2)
+    kwargs = dict(model_args=small, advection=False, patch_size=16, batch_size=2, max_minutes=None, use_store=False,
+                  progress=False, device="cpu")
+    with pytest.warns(DeprecationWarning, match="max_iterations"):
+        fitted = geostp.fit(cube, "tau", max_steps=2, **kwargs)
+    # "steps" repeats "iterations" for one release (older readers look for it)
+    assert fitted.metadata["iterations"] == fitted.metadata["steps"] == 2
+    assert fitted.metadata["stopped"] == "max_iterations=2 reached"
+    assert fitted.metadata["skipped_iterations"] == fitted.metadata["skipped_steps"] == 0
+    with pytest.raises(ConfigError, match="give only max_iterations"):
+        geostp.fit(cube, "tau", max_steps=2, max_iterations=2, **kwargs)
+    assert fit_module.MIN_CACHED_STEPS == fit_module.MIN_CACHED_ITERATIONS

@@ -163,11 +163,21 @@ class ModelSection(_Strict):
 
 
 class TrainingSection(TrainSettings):
-    """:class:`geostp.train.settings.TrainSettings` plus how batches are served."""
+    """:class:`geostp.train.settings.TrainSettings` plus how batches are served.
+
+    ``max_iterations`` is the optimiser-iteration budget; ``max_steps``, its name before ``steps`` came to mean
+    lead times only, is still read for one release (a DeprecationWarning names the recipe and the new key).
+    """
 
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
     resume: bool = Field(True, description="continue from output.dir/checkpoints/last.pt when it exists")
+
+    @classmethod
+    def _deprecated_max_steps_message(cls, context: dict[str, Any] | None) -> str:
+        where = (context or {}).get("where", "recipe")
+        return (f"{where}: training.max_steps is deprecated and will not be read after the next release; "
+                "call it training.max_iterations (optimiser iterations: 'steps' are lead times)")
 
 
 class Baseline(_Strict):
@@ -322,15 +332,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any] |
         return out
     items = overrides.items() if isinstance(overrides, dict) else [_split_override(o, where) for o in overrides]
     for key, value in items:
+        _forget_other_name(out, key)
         _set_path(out, key, value, where)
     return out
+
+
+#: Recipe keys renamed, (section, old name) -> new name: the old name is still read for one release (with a
+#: DeprecationWarning); what a run writes has the new one.
+_RENAMED_KEYS = {("training", "max_steps"): "max_iterations"}
+
+
+def _forget_other_name(raw: dict[str, Any], dotted: str) -> None:
+    """An override of a renamed key replaces the value under either name (an old recipe, the new key on --set)."""
+    parts = dotted.split(".")
+    for (section, old), new in _RENAMED_KEYS.items():
+        if len(parts) == 2 and parts[0] == section and parts[1] in (old, new) and isinstance(raw.get(section), dict):
+            raw[section].pop(new if parts[1] == old else old, None)
 
 
 def _split_override(text: str, where: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"{where}: --set {text!r} is not KEY.PATH=VALUE; expected e.g. "
-                          "--set training.max_steps=10 or --set 'model.args={spatial_blocks: 2}'")
+                          "--set training.max_iterations=10 or --set 'model.args={spatial_blocks: 2}'")
     try:
         parsed = yaml.safe_load(value) if value.strip() else None
     except yaml.YAMLError:
@@ -346,7 +370,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | dict[str, A
     path
         A YAML recipe.
     overrides
-        ``["training.max_steps=5", ...]`` (values parsed as YAML) or a dict from
+        ``["training.max_iterations=5", ...]`` (values parsed as YAML) or a dict from
         key path to value.
 
     Raises
@@ -376,7 +400,7 @@ def parse_recipe(raw: dict[str, Any], *, overrides: list[str] | dict[str, Any] |
     raw = apply_overrides(raw, overrides, where)
     raw = expand_env(raw, where=where)
     try:
-        recipe = Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw, context={"where": where})
     except ValidationError as exc:
         raise _validation_message(where, exc) from None
     recipe._where = where

@@ -2,8 +2,9 @@
 
 Nothing is hidden: one loop over batches with an optimiser (Adam/AdamW), the
 OneCycle or cosine schedule of the reference benchmark, gradient clipping,
-bf16 autocast where the hardware does bf16 natively (GPUs, CPUs with AMX), a progress bar with loss and ETA, validation every
-epoch, early stopping, an epoch budget and a time budget.  Checkpoints are
+bf16 autocast where the hardware does bf16 natively (GPUs, CPUs with AMX), a
+progress bar with loss and ETA, validation every epoch, early stopping, and
+epoch, iteration and time budgets.  Checkpoints are
 written atomically and hold the optimiser, schedule, iteration, position in
 the epoch, random state and history, so that a run killed at any point and
 resumed continues exactly where it was: the loss curve matches an
@@ -15,14 +16,14 @@ Inside an initialised ``torch.distributed`` process group (``torchrun``,
 ``geostp run --nproc N``, :func:`geostp.train.ddp.init_from_env`) the model
 is wrapped in ``DistributedDataParallel`` (gloo on CPU, nccl on CUDA, one
 device per process): gradients are averaged over the ranks in the backward
-pass, so ``N`` ranks with batches of ``B`` take the steps of one process with
+pass, so ``N`` ranks with batches of ``B`` take the iterations of one process with
 batches of ``N x B`` over the same samples.  Every rank runs the same number of
-steps per epoch (the smallest any rank has), logged losses and validation
+iterations per epoch (the smallest any rank has), logged losses and validation
 metrics are averaged over the ranks, time budgets and early stopping are
 decided together, only rank 0 writes checkpoints (the others wait at a
 barrier), and every rank resumes from the same ``last.pt``, so the checkpoint
 folder must be on storage all ranks reach.  BatchNorm layers keep per-rank
-batch statistics (DDP broadcasts rank 0's running statistics each step); set
+batch statistics (DDP broadcasts rank 0's running statistics each iteration); set
 ``sync_batchnorm`` for SyncBatchNorm (CUDA only).
 """
 
@@ -49,7 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
 
 
-_PACE_STEPS = 10  # warm-up steps skipped, then as many timed, before judging whether the time fits the schedule
+# warm-up iterations skipped, then as many timed, before judging whether the time fits the schedule
+_PACE_ITERATIONS = 10
 
 
 class TrainingBudgetWarning(UserWarning):
@@ -60,13 +62,21 @@ class TrainingBudgetWarning(UserWarning):
 class TrainResult:
     """What a training run produced."""
 
-    history: list[dict[str, float]] = field(default_factory=list)  # one entry per optimiser step
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per optimiser iteration
     epochs: list[dict[str, float]] = field(default_factory=list)  # one entry per finished epoch
     iteration: int = 0
     stopped: str = ""
     checkpoint: Path | None = None
     best_checkpoint: Path | None = None
-    skipped_steps: int = 0  # steps whose gradients were not finite: no update was made
+    skipped_iterations: int = 0  # iterations whose gradients were not finite: no update was made
+
+    @property
+    def skipped_steps(self) -> int:
+        """Deprecated name of :attr:`skipped_iterations` (``steps`` are lead times); removed in the next release."""
+        import warnings
+
+        warnings.warn("TrainResult.skipped_steps is now skipped_iterations", DeprecationWarning, stacklevel=2)
+        return self.skipped_iterations
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -115,7 +125,8 @@ class Trainer:
         JSON-able facts stored in every checkpoint (normalisation, cube schema,
         variables, recipe, package version): what a forecast needs later.
     on_step
-        Called after every optimiser step with ``(trainer, record)``.
+        Called after every optimiser iteration with ``(trainer, record)``; ``record["iteration"]`` counts them
+        from 1.
     """
 
     def __init__(
@@ -166,9 +177,9 @@ class Trainer:
         self._clock = time.perf_counter()
 
     # ------------------------------------------------------------------ schedule
-    def _make_scheduler(self, steps_per_epoch: int) -> None:
+    def _make_scheduler(self, iterations_per_epoch: int) -> None:
         s = self.settings
-        total = max(s.planned_iterations(steps_per_epoch), 1)
+        total = max(s.planned_iterations(iterations_per_epoch), 1)
         if s.schedule == "onecycle":
             self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer, max_lr=s.lr, total_steps=total + 1)
@@ -234,7 +245,9 @@ class Trainer:
         self.result.iteration, self.elapsed = st["iteration"], st["elapsed"]
         self.best_val = st["best_val"] if st["best_val"] is not None else math.inf
         self.bad_epochs = st["bad_epochs"]
-        self.result.history, self.result.epochs = st["history"], st["epochs"]
+        # a checkpoint written before the rename counted its history records with "step"
+        self.result.history = [{("iteration" if k == "step" else k): v for k, v in h.items()} for h in st["history"]]
+        self.result.epochs = st["epochs"]
 
     # ------------------------------------------------------------------ loop
     def _to_device(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -258,8 +271,8 @@ class Trainer:
 
     def _budget_left(self) -> bool:
         s = self.settings
-        if s.max_steps is not None and self.result.iteration >= s.max_steps:
-            self.result.stopped = f"max_steps={s.max_steps} reached"
+        if s.max_iterations is not None and self.result.iteration >= s.max_iterations:
+            self.result.stopped = f"max_iterations={s.max_iterations} reached"
             return False
         if s.max_minutes is not None and self._any_rank(self._elapsed_now() >= s.max_minutes * 60):
             self.result.stopped = f"max_minutes={s.max_minutes} reached"
@@ -286,7 +299,7 @@ class Trainer:
         self.dist.all_reduce(t)
         return (t / self.world_size).tolist()
 
-    def _steps_this_epoch(self, loader: Any) -> int:
+    def _iterations_this_epoch(self, loader: Any) -> int:
         """Batches every rank takes in this epoch: the fewest any rank has (so no rank waits forever)."""
         n = len(loader)
         if not self.dist:
@@ -330,7 +343,7 @@ class Trainer:
         *,
         resume: bool | str | Path = True,
     ) -> TrainResult:
-        """Train until the epoch, step or time budget is spent or early stopping fires.
+        """Train until the epoch, iteration or time budget is spent or early stopping fires.
 
         ``resume=True`` continues from ``checkpoint_dir/last.pt`` when it exists;
         a path resumes from that checkpoint; ``False`` starts afresh.
@@ -342,13 +355,13 @@ class Trainer:
         tune_allocator()  # glibc keeps freed tensor memory for reuse from here on (GEOSTP_NO_MALLOPT=1 opts out)
         s = self.settings
         try:
-            steps_per_epoch = self._steps_this_epoch(train_loader)
+            iterations_per_epoch = self._iterations_this_epoch(train_loader)
         except TypeError:
             raise ConfigError("the training loader must know its length (batches per epoch)") from None
-        if steps_per_epoch == 0:
+        if iterations_per_epoch == 0:
             raise ConfigError("the training split produced no batch; check the split, window and patch settings")
         torch.manual_seed(s.seed)
-        self._make_scheduler(steps_per_epoch)
+        self._make_scheduler(iterations_per_epoch)
         last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
         if resume is not True and resume is not False:
             self.restore(resume)
@@ -356,33 +369,33 @@ class Trainer:
             self.restore(last)
         self.model.train()
         self._clock = time.perf_counter()
-        total_steps = s.planned_iterations(steps_per_epoch)
-        first_step = self.result.iteration
-        pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up steps
-        # Under a time budget alone the bar counts the budget's seconds (time left), not the planned steps,
+        total_iterations = s.planned_iterations(iterations_per_epoch)
+        first_iteration = self.result.iteration
+        pace_from: tuple[int, float] | None = None  # (iteration, elapsed) after the warm-up iterations
+        # Under a time budget alone the bar counts the budget's seconds (time left), not the planned iterations,
         # which the budget usually ends long before.
-        by_time = bool(s.max_minutes) and s.max_steps is None
-        bar = tqdm(total=round(s.max_minutes * 60) if by_time else total_steps,
+        by_time = bool(s.max_minutes) and s.max_iterations is None
+        bar = tqdm(total=round(s.max_minutes * 60) if by_time else total_iterations,
                    initial=round(self.elapsed) if by_time else self.result.iteration,
                    disable=not s.progress or self.rank != 0, desc=f"train {self.model.name}",
-                   unit="s" if by_time else "step", dynamic_ncols=True)
+                   unit="s" if by_time else "it", dynamic_ncols=True)
         try:
             while self.epoch < s.epochs and not self.result.stopped:
                 _set_epoch(train_loader, self.epoch, self.batch_in_epoch)
                 batches: Iterable[dict[str, torch.Tensor]] = train_loader
-                if self.dist:  # every rank takes the same number of steps
-                    batches = itertools.islice(train_loader, self._steps_this_epoch(train_loader))
+                if self.dist:  # every rank takes the same number of iterations
+                    batches = itertools.islice(train_loader, self._iterations_this_epoch(train_loader))
                 for batch in batches:
                     if not self._budget_left():
                         break
                     record = self._step(batch)
-                    done = self.result.iteration - first_step
-                    if done == _PACE_STEPS:  # the first steps are slow (kernels, caches): time the next ones
+                    done = self.result.iteration - first_iteration
+                    if done == _PACE_ITERATIONS:  # the first iterations are slow (kernels, caches): time the next
                         pace_from = (self.result.iteration, self._elapsed_now())
-                    elif done == 2 * _PACE_STEPS and pace_from is not None:
-                        self._warn_if_time_cuts_schedule(total_steps, *pace_from)
+                    elif done == 2 * _PACE_ITERATIONS and pace_from is not None:
+                        self._warn_if_time_cuts_schedule(total_iterations, *pace_from)
                     bar.update(min(round(self._elapsed_now()), bar.total) - bar.n if by_time else 1)
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch, step=self.result.iteration)
+                    bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch, iteration=self.result.iteration)
                     if self.checkpoint_dir and self.result.iteration % s.checkpoint_every == 0:
                         self._checkpoint()
                     if self.on_step is not None:
@@ -405,18 +418,19 @@ class Trainer:
             loss, parts = self._loss_fn(x, y, self.result.iteration, mask)
         if self._any_rank(not bool(torch.isfinite(loss))):  # every rank stops when one diverges
             raise ConfigError(
-                f"the loss became {float(loss)} at step {self.result.iteration}; lower the learning rate "
+                f"the loss became {float(loss)} at iteration {self.result.iteration}; lower the learning rate "
                 f"(lr={self.settings.lr}) or enable grad_clip"
             )
         loss.backward()
         if not self._grads_finite():
             # A non-finite gradient (seen on CPU in rare backward passes of some convolutions) would poison
-            # every weight: the step is skipped, as a gradient scaler skips overflowing steps, and counted.
+            # every weight: the update is skipped, as a gradient scaler skips overflowing steps, and counted.
             self.optimizer.zero_grad(set_to_none=True)
-            self.result.skipped_steps += 1
-            if self.result.skipped_steps > max(20, self.result.iteration // 4):
-                raise ConfigError(f"{self.result.skipped_steps} of {self.result.iteration + 1} steps had non-finite "
-                                  f"gradients; lower the learning rate (lr={self.settings.lr}) or enable grad_clip")
+            self.result.skipped_iterations += 1
+            if self.result.skipped_iterations > max(20, self.result.iteration // 4):
+                raise ConfigError(f"{self.result.skipped_iterations} of {self.result.iteration + 1} iterations had "
+                                  f"non-finite gradients; lower the learning rate (lr={self.settings.lr}) or enable "
+                                  "grad_clip")
         if self.settings.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
         self.optimizer.step()
@@ -426,7 +440,7 @@ class Trainer:
         self.batch_in_epoch += 1
         names = list(parts)
         means = self._mean_over_ranks([float(loss.detach())] + [float(parts[k]) for k in names])
-        record = {"step": self.result.iteration, "epoch": self.epoch, "loss": means[0],
+        record = {"iteration": self.result.iteration, "epoch": self.epoch, "loss": means[0],
                   "lr": self.optimizer.param_groups[0]["lr"], **dict(zip(names, means[1:], strict=True))}
         self.result.history.append(record)
         return record
@@ -438,28 +452,29 @@ class Trainer:
         flag = torch.stack([torch.isfinite(g).all() for g in grads]).all()
         return not self._any_rank(not bool(flag))
 
-    def _warn_if_time_cuts_schedule(self, total_steps: int, first_step: int, first_elapsed: float) -> None:
-        """Warn once when, at the pace since ``first_step``, ``max_minutes`` ends training early in the schedule.
+    def _warn_if_time_cuts_schedule(self, total_iterations: int, first_iteration: int, first_elapsed: float) -> None:
+        """Warn once when, at the pace since ``first_iteration``, ``max_minutes`` ends training early in the schedule.
 
-        A OneCycle or cosine schedule is sized to the epoch/step budget; a time
+        A OneCycle or cosine schedule is sized to the epoch/iteration budget; a time
         budget that runs out first leaves the learning rate wherever it was
         (OneCycle still warming up, in the worst case).
         """
         s = self.settings
         if s.max_minutes is None or self.scheduler is None or self.rank != 0:
             return
-        pace = (self._elapsed_now() - first_elapsed) / max(self.result.iteration - first_step, 1)
+        pace = (self._elapsed_now() - first_elapsed) / max(self.result.iteration - first_iteration, 1)
         left = s.max_minutes * 60 - self._elapsed_now()
         reach = self.result.iteration + int(max(left, 0) / pace)
-        if reach < 0.9 * total_steps:
+        if reach < 0.9 * total_iterations:
             import warnings
 
-            where = ("still warming up" if s.schedule == "onecycle" and reach < 0.3 * total_steps
+            where = ("still warming up" if s.schedule == "onecycle" and reach < 0.3 * total_iterations
                      else "before the learning rate has annealed")
             warnings.warn(
-                f"at the measured {pace:.3g} s per step, max_minutes={s.max_minutes:g} stops training near step "
-                f"{reach} of the {total_steps} that the {s.schedule} schedule is sized to "
-                f"({100 * reach / total_steps:.0f} %), {where}; set max_steps (or epochs) to what fits the time, or schedule='constant'",
+                f"at the measured {pace:.3g} s per iteration, max_minutes={s.max_minutes:g} stops training near "
+                f"iteration {reach} of the {total_iterations} that the {s.schedule} schedule is sized to "
+                f"({100 * reach / total_iterations:.0f} %), {where}; set max_iterations (or epochs) to what fits the "
+                "time, or schedule='constant'",
                 TrainingBudgetWarning, stacklevel=3)
 
     def scheduler_total(self) -> int:
