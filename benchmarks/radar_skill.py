@@ -10,12 +10,12 @@ Through geostp's public API only:
   10 min) is refused by the harmonisation at a 5-min step. MeteoSwiss 2017-01-31 is never trained on.
 - **main**: ``geostp.fit(corpus, "tau", advection=--base)`` (``"sprog"``: the change learned from S-PROG's
   forecast in the moving frame; ``"extrapolation"``: from the newest frame), ``--output-steps`` leads at once,
-  rain-weighted loss, for ``--steps`` optimiser steps (OneCycle), weights written to ``--save-model``
-  (only when at least 90 % of the planned steps were taken); verified on MeteoSwiss 2017-01-31, whole domain,
+  rain-weighted loss, for ``--iterations`` optimiser iterations (OneCycle), weights written to ``--save-model``
+  (only when at least 90 % of the planned iterations were taken); verified on MeteoSwiss 2017-01-31, whole domain,
   the 12 reference times of the earlier reproductions, leads 5-60 min: MSE, CSI at 1 and 5 mm/h, FSS at
   1 mm/h over 8 km, for persistence, ``optical_flow`` (pysteps' standard recipe), ``sprog`` and the model
   with and without probability matching.
-- **ablations** (``--ablation-steps`` each, extrapolation base, 6 output steps): Eulerian TAU on MeteoSwiss
+- **ablations** (``--ablation-iterations`` each, extrapolation base, 6 output steps): Eulerian TAU on MeteoSwiss
   2015+2016, advection-aware TAU with the rain-weighted loss and with plain MSE, advection-aware PredRNN-V2;
   each with and without probability matching, beside extrapolation and S-PROG on the same
   ``--ablation-refs`` reference times.
@@ -25,7 +25,7 @@ Usage (each phase writes ``benchmarks/results/radar_skill_parts/<phase>.json``; 
 into ``radar_skill.md`` / ``.json``)::
 
     GEOSTP_DATA=../shared/data .venv/bin/python benchmarks/radar_skill.py --phase all
-    GEOSTP_DATA=../shared/data .venv/bin/python benchmarks/radar_skill.py --phase main --steps 300  # shorter
+    GEOSTP_DATA=../shared/data .venv/bin/python benchmarks/radar_skill.py --phase main --iterations 300  # shorter
 
 Data: MeteoSwiss, KNMI, FMI (pysteps example data set): cite the providers where these numbers are shown.
 """
@@ -94,7 +94,7 @@ def scores_to_dict(scores) -> dict[str, Any]:
                                   for m in scores["model"].values} for var in scores.data_vars}}
 
 
-def train(cubes, model: str, *, steps: int, minutes: float, advection: bool | str, loss: str = "weighted",
+def train(cubes, model: str, *, iterations: int, minutes: float, advection: bool | str, loss: str = "weighted",
           model_args: dict[str, Any], patch: int, batch: int, seed: int, output_steps: int = 6,
           ) -> tuple[Any, dict[str, Any]]:
     import geostp
@@ -103,14 +103,14 @@ def train(cubes, model: str, *, steps: int, minutes: float, advection: bool | st
     fitted = geostp.fit(cubes, model, model_args=dict(model_args), advection=advection, loss=loss,
                         input_steps=4 if advection else 6, output_steps=output_steps, patch_size=patch,
                         batch_size=batch,
-                        max_steps=steps, max_minutes=minutes, epochs=100_000, seed=seed, use_store=False,
+                        max_iterations=iterations, max_minutes=minutes, epochs=100_000, seed=seed, use_store=False,
                         window_stride=2 if advection else 1,
                         device="cpu", progress=False)
-    meta = {k: fitted.metadata.get(k) for k in ("steps", "stopped", "final_loss", "corpus", "sampling_schedule",
-                                                "skipped_steps")}
+    meta = {k: fitted.metadata.get(k) for k in ("iterations", "stopped", "final_loss", "corpus",
+                                                "sampling_schedule", "skipped_iterations")}
     meta["epochs"] = len(fitted.metadata["epochs"]) if isinstance(fitted.metadata.get("epochs"), list) \
         else fitted.metadata.get("epochs")
-    meta.update(wall_seconds=round(time.perf_counter() - t0, 1), planned_steps=steps, budget_minutes=minutes,
+    meta.update(wall_seconds=round(time.perf_counter() - t0, 1), planned_iterations=iterations, budget_minutes=minutes,
                 parameters=int(sum(p.numel() for p in fitted.model.parameters())), model=model,
                 advection=advection, loss=loss, model_args=model_args, patch_size=patch, batch_size=batch,
                 output_steps=output_steps)
@@ -150,9 +150,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--phase", default="all",
                     help="all, or a comma-separated list of baselines, main, record, ablations, loso, report")
-    ap.add_argument("--steps", type=int, default=3000, help="optimiser steps of the main run")
+    ap.add_argument("--iterations", "--steps", dest="iterations", type=int, default=1000,
+                    help="optimiser iterations of the main run (--steps: the earlier name)")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock cap of the main run's training")
-    ap.add_argument("--ablation-steps", type=int, default=600)
+    ap.add_argument("--ablation-iterations", "--ablation-steps", dest="ablation_iterations", type=int, default=250,
+                    help="optimiser iterations of each ablation and of the leave-one-source-out run")
     ap.add_argument("--ablation-minutes", type=float, default=8.0)
     ap.add_argument("--ablation-refs", type=int, default=12,
                     help="reference times the ablations are verified on (a subset of the 12, evenly spread)")
@@ -214,17 +216,17 @@ def phase_main(args) -> None:
     import torch
 
     cubes = _harmonised(CORPUS)
-    fitted, meta = train(cubes, "tau", steps=args.steps, minutes=args.minutes, advection=args.base,
+    fitted, meta = train(cubes, "tau", iterations=args.iterations, minutes=args.minutes, advection=args.base,
                          model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed,
                          output_steps=args.output_steps)
-    complete = meta["steps"] >= 0.9 * args.steps
+    complete = meta["iterations"] >= 0.9 * args.iterations
     if complete and args.save_model:
         args.save_model.parent.mkdir(parents=True, exist_ok=True)
         fitted.metadata.update(corpus_sources=CORPUS, training_run=meta)
         fitted.save(args.save_model)
         log(f"saved {args.save_model} ({args.save_model.stat().st_size / 1e6:.2f} MB)")
     else:
-        log(f"NOT saving the weights: {meta['steps']} of {args.steps} planned steps")
+        log(f"NOT saving the weights: {meta['iterations']} of {args.iterations} planned iterations")
     src = open_sources()
     test = src["mch_2017"].load()
     refs = refs_for(test)
@@ -257,7 +259,7 @@ def phase_ablations(args) -> None:
     out["baselines"] = {"training": None, "reference_times": [str(t) for t in refs],
                         "mch_2017": evaluate(test, base_models, refs, None, 0)}
     for label, (data, model, adv, loss, margs) in variants.items():
-        fitted, meta = train(data, model, steps=args.ablation_steps, minutes=args.ablation_minutes, advection=adv,
+        fitted, meta = train(data, model, iterations=args.ablation_iterations, minutes=args.ablation_minutes, advection=adv,
                              loss=loss, model_args=margs, patch=args.patch, batch=args.batch, seed=args.seed)
         models = {label: fitted}
         if adv:
@@ -270,7 +272,7 @@ def phase_ablations(args) -> None:
 def phase_loso(args) -> None:
     names = [n for n in CORPUS if n != "fmi"]
     cubes = _harmonised(names)
-    fitted, meta = train(cubes, "tau", steps=args.ablation_steps, minutes=args.ablation_minutes,
+    fitted, meta = train(cubes, "tau", iterations=args.ablation_iterations, minutes=args.ablation_minutes,
                          advection=args.base, model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed,
                          output_steps=args.output_steps)
     fmi = open_sources()["fmi"].load()
@@ -311,6 +313,11 @@ def phase_record(args) -> None:
         rec["mch_2017"] = part["mch_2017"]
     path.with_suffix(".json").write_text(json.dumps(rec, indent=1))
     log(f"wrote {path.with_suffix('.json')}")
+
+
+def _iterations(training: dict[str, Any]) -> Any:
+    """Optimiser iterations of a training record (parts written before the rename say ``steps``)."""
+    return training.get("iterations", training.get("steps"))
 
 
 def _table(scores: dict[str, dict[str, list[float]]], leads: list[int], var: str, show: list[int]) -> list[str]:
@@ -370,7 +377,7 @@ def phase_report(args) -> None:
                 md.append(f"- `{label}`: pysteps' extrapolation and S-PROG on the same {len(res['reference_times'])} "
                           "reference times")
                 continue
-            md.append(f"- `{label}`: {t['steps']} steps in {t['wall_seconds']:.0f} s ({t['stopped']}), "
+            md.append(f"- `{label}`: {_iterations(t)} iterations in {t['wall_seconds']:.0f} s ({t['stopped']}), "
                       f"{t['parameters']:,} parameters")
         md.append("")
         for var in ("mse", "csi_1", "csi_5", "fss_1_8"):

@@ -57,7 +57,7 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
         cached = "cached in the model store" if fitted.metadata.get("cached") else \
             "NOT cached: it ran too few steps to be reused"
         how = (f"{'fine-tuned' if fitted.metadata.get('pretrained') else 'trained'}: "
-               f"{fitted.metadata.get('steps')} steps ({fitted.metadata.get('stopped')}); {cached}")
+               f"{fitted.metadata.get('iterations')} iterations ({fitted.metadata.get('stopped')}); {cached}")
     print(f"[2/4] {model}: {how}, in {time.perf_counter() - t1:.0f} s")
 
     steps = 12

@@ -69,7 +69,7 @@ def test_to_lagrangian_keeps_the_newest_frame_and_aligns_moving_rain():
 
 
 def test_an_untrained_advection_aware_model_is_the_extrapolation_nowcast(cube):
-    fitted = geostp.fit(cube, "tau", advection=True, max_steps=1, max_minutes=None, batch_size=2, patch_size=32,
+    fitted = geostp.fit(cube, "tau", advection=True, max_iterations=1, max_minutes=None, batch_size=2, patch_size=32,
                         use_store=False, progress=False, device="cpu")
     assert fitted.model.name == "lagrangian"
     fresh = models.get("lagrangian", **fitted.model.config)  # untrained: its output layer is zero
@@ -84,14 +84,14 @@ def test_an_untrained_advection_aware_model_is_the_extrapolation_nowcast(cube):
     np.testing.assert_allclose(learned.values[ok], extrapolation.values[ok], atol=1e-4, rtol=1e-4)
     assert "newest observation" in learned.attrs["advection"]
     # a trained one is not: training moved it
-    trained = geostp.fit(cube, "tau", advection=True, max_steps=3, max_minutes=None, batch_size=2, patch_size=32,
+    trained = geostp.fit(cube, "tau", advection=True, max_iterations=3, max_minutes=None, batch_size=2, patch_size=32,
                          lr=1e-2, use_store=False, progress=False, device="cpu")
     moved = trained.predict(cube, 8, reference_times=[ref])
     assert float(np.nanmax(np.abs(moved.values - extrapolation.values))) > 1e-3
 
 
 def test_an_untrained_sprog_based_model_is_the_sprog_nowcast(cube):
-    fitted = geostp.fit(cube, "tau", advection="sprog", max_steps=1, max_minutes=None, batch_size=2, patch_size=32,
+    fitted = geostp.fit(cube, "tau", advection="sprog", max_iterations=1, max_minutes=None, batch_size=2, patch_size=32,
                         use_store=False, progress=False, device="cpu")
     assert fitted.model.base == "sprog"
     fitted.model = models.get("lagrangian", **fitted.model.config).eval()  # untrained: output layer zero
@@ -173,7 +173,7 @@ def test_mixing_cubes_of_other_units_or_steps_needs_resampling(cube):
     with pytest.raises(ConfigError, match="time step"):
         harmonise([cube, ten_min], "precipitation")
     with pytest.raises(ConfigError, match="time step"):  # the one training pipeline checks it too
-        geostp.fit([cube, ten_min], "tau", advection=True, max_steps=1, max_minutes=None, use_store=False,
+        geostp.fit([cube, ten_min], "tau", advection=True, max_iterations=1, max_minutes=None, use_store=False,
                    progress=False)
     same = harmonise([cube, ten_min], "precipitation", step="10min")
     assert all(int(c["time"].diff("time").values[0] / np.timedelta64(1, "m")) == 10 for c in same)
