@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -247,9 +248,13 @@ def _tiny_overrides(recipe: dict) -> list[str]:
     return sets + SMALL_DATA.get(recipe["data"]["source"], [])
 
 
+def _is_corpus(path: Path) -> bool:
+    return "sources" in yaml.safe_load(path.read_text())["data"]
+
+
 @pytest.mark.realdata
-@pytest.mark.parametrize("path", [p for p in RECIPES if yaml.safe_load(p.read_text())["kind"] != "nowcast"],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", [p for p in RECIPES if yaml.safe_load(p.read_text())["kind"] != "nowcast"
+                                  and not _is_corpus(p)], ids=lambda p: p.stem)
 def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
     from geostp.cli import main
     from geostp.data.catalog import _load_builtin_adapters, adapters, open_catalog
@@ -273,3 +278,107 @@ def test_example_recipe_runs(path, shared_data, tmp_path, monkeypatch):
     for model, table in scores["scores"].items():
         for name, values in table.items():
             assert all(v is None or v == v for v in values), (model, name)
+
+
+# ----------------------------------------------------------------------------- corpus (advection-aware)
+
+
+def _corpus_recipe(tmp_path: Path, **changes) -> dict:
+    small = {"n_times": 24, "ny": 32, "nx": 32}
+    r = {
+        "kind": "train",
+        "data": {"catalog": "synthetic", "variables": ["precipitation"],
+                 "sources": [{"source": "radar_small", "args": {**small, "seed": 1}},
+                             {"source": "radar_small", "args": {**small, "seed": 2},
+                              "time": {"start": "2021-01-01", "end": None}}],
+                 "windows": {"input_steps": 4, "output_steps": 2}, "patches": {"size": 16}},
+        "model": {"name": "tau", "args": dict(TINY_TAU), "advection": "sprog", "loss": "mse"},
+        "training": {"max_iterations": 2, "batch_size": 2, "progress": False, "batches_per_epoch": 2},
+        "evaluation": {"steps": 2, "metrics": ["mse"], "baselines": ["persistence"], "max_cases": 2,
+                       "source": {"source": "radar_small", "args": {**small, "seed": 3}}},
+        "output": {"dir": str(tmp_path / "corpus")},
+    }
+    for key, value in changes.items():
+        node = r
+        *head, last = key.split(".")
+        for part in head:
+            node = node[part]
+        node[last] = value
+    return r
+
+
+def test_a_corpus_recipe_trains_advection_aware_on_every_source_and_verifies_on_its_event(tmp_path):
+    import geostp
+    from geostp.recipes import run_recipe
+
+    res = run_recipe(_load(tmp_path, _corpus_recipe(tmp_path)), progress=False)
+    fitted = geostp.load_forecaster(res.checkpoint)
+    assert fitted.model.name == "lagrangian" and fitted.model.base == "sprog"
+    assert fitted.metadata["corpus"]["cubes"] == 2 and fitted.metadata["iterations"] == 2
+    assert set(res.scores["model"].values) == {"tau", "persistence"}
+    assert res.scores.attrs["cases"] == 2 and np.isfinite(res.scores["mse"].values).all()
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "words"),
+    [
+        ({"model.advection": False}, "model.advection", "advection-aware"),
+        ({"data.source": "radar_small"}, "data.sources", "not both"),
+        ({"evaluation.source": None}, "evaluation.source", "required with data.sources"),
+        ({"data.splits": {"train": 0.5}}, "data.splits", "only validation"),
+        ({"data.crop": {"size": 16}}, "data.crop", "not used with data.sources"),
+        ({"kind": "evaluate", "training": None}, "data.sources", "kind: train"),
+    ],
+)
+def test_corpus_recipe_errors_name_the_key(tmp_path, change, path, words):
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, _corpus_recipe(tmp_path, **change))
+    assert f"recipe.yaml: {path}:" in str(err.value) and words in str(err.value)
+
+
+def test_advection_on_a_baseline_is_refused(tmp_path):
+    r = _synthetic_train(tmp_path, **{"kind": "evaluate", "training": None, "model": {"name": "optical_flow",
+                                                                                       "advection": True}})
+    with pytest.raises(ConfigError, match="model.advection: only for learned models"):
+        _load(tmp_path, r)
+
+
+def test_a_recipe_of_one_source_trains_advection_aware_on_its_training_split(tmp_path):
+    import geostp
+    from geostp.recipes import run_recipe
+
+    r = _synthetic_train(tmp_path, **{"model.advection": True, "data.windows": {"input_steps": 4, "output_steps": 2},
+                                      "data.patches": {"size": 16}, "training.batches_per_epoch": 2})
+    res = run_recipe(_load(tmp_path, r), progress=False)
+    fitted = geostp.load_forecaster(res.checkpoint)
+    assert fitted.model.name == "lagrangian" and fitted.model.base == "extrapolation"
+    # 70 % of 24 frames train: the windows of 6 frames start only there (stride 1, the last 15 % validate)
+    assert 0 < fitted.metadata["corpus"]["train_windows"] <= 17 - 6 + 1
+    assert set(res.scores["model"].values) == {"tau", "persistence"} and res.scores.attrs["split"] == "test"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("path", [p for p in RECIPES if _is_corpus(p)], ids=lambda p: p.stem)
+def test_example_corpus_recipe_runs(path, shared_data, tmp_path, monkeypatch):
+    """A corpus recipe's wiring on real radar: two of its sources cut to 8 frames, one evaluation case."""
+    from geostp.cli import main
+
+    monkeypatch.setenv("GEOSTP_DATA", str(shared_data))
+    monkeypatch.setenv("GEOSTP_MODEL_STORE", str(tmp_path / "store"))  # the motion cache goes beside it
+    raw = yaml.safe_load(path.read_text())
+    short = json.dumps([{"source": "mch", "time": {"start": "2015-05-15T15:45", "end": "2015-05-15T16:20"}},
+                        {"source": "knmi", "time": {"start": "2010-08-26T00:00", "end": "2010-08-26T00:35"}}])
+    sets = ["training.max_iterations=1", "training.batch_size=2", "training.progress=false",
+            "training.batches_per_epoch=1", f"model.args={json.dumps(TINY_TAU)}",
+            "data.windows={input_steps: 4, output_steps: 2}", f"data.sources={short}",
+            "evaluation.max_cases=1", "evaluation.steps=2"]
+    out = tmp_path / "out"
+    args = ["run", str(path), "--quiet", "--set", f"output.dir={out}", *sum((["--set", s] for s in sets), [])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["cases"] == 1 and len(scores["lead_times"]) == 2
+    assert set(scores["scores"]) >= {"tau", "sprog", "optical_flow"}
+    saved = yaml.safe_load((out / "recipe.yaml").read_text())
+    assert saved["model"]["advection"] == raw["model"]["advection"] and len(saved["data"]["sources"]) == 2

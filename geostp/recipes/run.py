@@ -23,6 +23,7 @@ from geostp.errors import ConfigError, CubeError, UnknownNameError
 from geostp.recipes.schema import (
     Crop,
     Recipe,
+    SourceEntry,
     load_recipe,
     recipe_to_yaml,
     resolved_model_args,
@@ -251,14 +252,80 @@ def _window_spec(recipe: Recipe, model: Any, cube: xr.Dataset):
 
 
 #: Where a recipe sets what each training-pipeline stage complains about (``ConfigError.stage``).
+#: Training-section keys that are the loader's, not the trainer's.
+_LOADER_KEYS = {"batch_size", "workers", "resume", "batches_per_epoch", "window_stride"}
 _STAGE_KEYS = {"transforms": "data.transforms", "train_windows": "data.splits.train",
                "validation_windows": "data.splits.validation"}
+
+
+def open_entry(recipe: Recipe, entry: SourceEntry, path: str) -> xr.Dataset:
+    """One catalog source of ``data.catalog`` (a corpus member or the evaluation event): time range, variables."""
+    from geostp.cube import validate_cube
+    from geostp.data.catalog import open_catalog
+
+    where = _where(recipe)
+    try:
+        source = open_catalog(recipe.data.catalog).source(entry.source)  # type: ignore[arg-type]
+    except UnknownNameError as exc:
+        raise ConfigError(f"{where}: {path}: {exc}") from None
+    try:
+        cube = open_source(Source(source.adapter, {**source.args, **entry.args}, f"{recipe.data.catalog}:"
+                                                                                f"{entry.source}"))
+    except (UnknownAdapterError, AdapterArgumentsError) as exc:
+        raise ConfigError(f"{where}: {path}: {exc}") from None
+    if entry.time is not None:
+        cube = cube.sel(time=slice(entry.time.start, entry.time.end))
+        if cube.sizes["time"] == 0:
+            raise ConfigError(f"{where}: {path}.time: {entry.time.start} .. {entry.time.end} selects no frame")
+    if recipe.data.variables is not None:
+        missing = [v for v in recipe.data.variables if v not in cube.data_vars]
+        if missing:
+            raise ConfigError(f"{where}: data.variables: {missing} not in {entry.source}")
+        keep = set(recipe.data.variables)
+        cube = cube.drop_vars([v for v in cube.data_vars if v not in keep and cube[v].ndim >= 3])
+    cube.attrs["source_name"] = entry.source
+    validate_cube(cube, source=f"{where}: {path}", check_values=False)
+    return cube
+
+
+def _training_cubes(recipe: Recipe, cube: xr.Dataset | None, variable: str) -> list[xr.Dataset]:
+    """What an advection-aware recipe trains on: the corpus (harmonised), or the training split of its cube."""
+    from geostp.stream.lagrangian import harmonise
+
+    d = recipe.data
+    if d.sources is not None:
+        cubes = [open_entry(recipe, e, f"data.sources[{i}]") for i, e in enumerate(d.source_entries())]
+    else:
+        assert cube is not None
+        train = _splits(recipe, cube).get("train")
+        cubes = [cube.isel(time=train.time_mask(cube)) if train is not None else cube]
+    h = d.harmonise
+    try:
+        return harmonise(cubes, variable, pixel=h.pixel if h else None, step=h.step if h else None)
+    except ConfigError as exc:
+        raise ConfigError(f"{_where(recipe)}: data.harmonise: {exc}") from None
+
+
+def _advection_job(recipe: Recipe, args: dict[str, Any], variables: list[str], settings: Any, out: Path):
+    from geostp.pipeline import TrainingJob
+
+    m, tr, d = recipe.model, recipe.training, recipe.data
+    assert tr is not None
+    validation = d.splits.validation if d.splits is not None and isinstance(d.splits.validation, float) else 0.15
+    return TrainingJob(
+        model=m.name, model_args=args, variables=variables, settings=settings,  # type: ignore[arg-type]
+        batch_size=tr.batch_size, patch_size=d.patches.shape()[0] if d.patches is not None else 64,
+        validation_fraction=validation, transforms=d.transforms, advection=True,
+        base="sprog" if m.advection == "sprog" else "extrapolation", loss=m.loss,
+        probability_matching=m.probability_matching, batches_per_epoch=tr.batches_per_epoch,
+        window_stride=tr.window_stride, checkpoint_dir=out / "checkpoints", resume=tr.resume,
+        metadata={"recipe": recipe.model_dump(mode="json")})
 
 
 def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     """Train the recipe's model (the one training pipeline, :func:`geostp.pipeline.train_forecaster`); then
     evaluate it when the recipe has an evaluation section."""
-    from geostp.pipeline import TrainingJob, train_forecaster
+    from geostp.pipeline import TrainingJob
     from geostp.stream.windows import cube_variables
     from geostp.train.settings import TrainSettings
 
@@ -266,6 +333,8 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     out = recipe.output_dir
     out.mkdir(parents=True, exist_ok=True)
     files = [save_resolved(recipe, out)]
+    if recipe.data.sources is not None:
+        return _train_corpus(recipe, out, files, progress)
     cube = open_data(recipe)
     variables = list(cube_variables(cube, recipe.data.variables))
     args = resolved_model_args(recipe, channels=len(variables))
@@ -275,16 +344,49 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
         raise ConfigError(f"{where}: model.args: {exc}") from None
     tr = recipe.training
     assert tr is not None
+    if recipe.model.advection is not False:
+        settings = TrainSettings(**tr.model_dump(exclude=_LOADER_KEYS))
+        cubes = _training_cubes(recipe, cube, variables[0])
+        return _run_training(recipe, cubes, _advection_job(recipe, args, variables, settings, out), out, files,
+                             cube, progress)
     splits = _splits(recipe, cube)
     job = TrainingJob(
         model=recipe.model.name, model_args=args, variables=variables,  # type: ignore[arg-type]
-        settings=TrainSettings(**tr.model_dump(exclude={"batch_size", "workers", "resume"})),
+        settings=TrainSettings(**tr.model_dump(exclude=_LOADER_KEYS)),
         batch_size=tr.batch_size, workers=tr.workers, window=_window_spec(recipe, net, cube),
         splits={"train": splits.get("train"), "validation": splits.get("validation")},
         transforms=recipe.data.transforms, store=recipe.data.store, checkpoint_dir=out / "checkpoints",
         resume=tr.resume, metadata={"recipe": recipe.model_dump(mode="json")})
+    return _run_training(recipe, cube, job, out, files, cube, progress)
+
+
+def _train_corpus(recipe: Recipe, out: Path, files: list[Path], progress: bool) -> RunResult:
+    """A corpus recipe (data.sources): the model trains advection-aware on every source, verified on
+    evaluation.source."""
+    from geostp.train.settings import TrainSettings
+
+    tr = recipe.training
+    assert tr is not None
+    first = open_entry(recipe, recipe.data.source_entries()[0], "data.sources[0]")
+    variables = [str(v) for v in first.data_vars if first[v].ndim >= 3]
+    if len(variables) != 1:
+        raise ConfigError(f"{_where(recipe)}: data.variables: a corpus trains one rain variable; the sources have "
+                          f"{variables}")
+    args = resolved_model_args(recipe, channels=1)
+    settings = TrainSettings(**tr.model_dump(exclude=_LOADER_KEYS))
+    cubes = _training_cubes(recipe, None, variables[0])
+    job = _advection_job(recipe, args, variables, settings, out)
+    return _run_training(recipe, cubes, job, out, files, None, progress)
+
+
+def _run_training(recipe: Recipe, cubes: Any, job: Any, out: Path, files: list[Path], cube: xr.Dataset | None,
+                  progress: bool) -> RunResult:
+    """The pipeline on ``cubes``; the model and its history written; the evaluation when the recipe has one."""
+    from geostp.pipeline import train_forecaster
+
+    where = _where(recipe)
     try:
-        outcome = train_forecaster(cube, job, progress=progress)
+        outcome = train_forecaster(cubes, job, progress=progress)
     except ConfigError as exc:
         key = _STAGE_KEYS.get(getattr(exc, "stage", "") or "", "data.windows")
         raise ConfigError(f"{where}: {key}: {exc}") from None
@@ -312,7 +414,7 @@ def _reference_cases(recipe: Recipe, cube: xr.Dataset, t_in: int, steps: int) ->
 
     ev = recipe.evaluation
     assert ev is not None
-    split = _splits(recipe, cube).get(ev.split)
+    split = None if ev.source is not None else _splits(recipe, cube).get(ev.split)  # a corpus: the whole event
     try:
         cases = temporal_windows(cube, WindowSpec(input_steps=t_in, output_steps=steps), split=split)
     except ConfigError as exc:
@@ -334,7 +436,9 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     out = recipe.output_dir
     out.mkdir(parents=True, exist_ok=True)
     files = [save_resolved(recipe, out)] if write_recipe else []
-    if cube is None:
+    if ev.source is not None:
+        cube = open_entry(recipe, ev.source, "evaluation.source")
+    elif cube is None:
         cube = open_data(recipe)
     if fitted is None:
         variables = list(cube_variables(cube, recipe.data.variables))
@@ -353,7 +457,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     except ConfigError as exc:
         raise ConfigError(f"{_where(recipe)}: evaluation.metrics: {exc}") from None
     try:
-        scores = score_cases(cube, contenders, cases, steps=steps, verification=verification, progress=progress)
+        scores = score_cases(cube, contenders, cases, steps=steps, verification=verification, progress=progress,
+                             tile=ev.tile, overlap=ev.overlap, transfer=ev.source is not None)
     except (ConfigError, CubeError) as exc:
         raise ConfigError(f"{_where(recipe)}: evaluation: {exc}") from None
     scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(recipe.model_dump(

@@ -48,6 +48,8 @@ __all__ = [
     "EvaluationSection",
     "NowcastSection",
     "OutputSection",
+    "SourceEntry",
+    "Harmonise",
     "load_recipe",
     "parse_recipe",
     "apply_overrides",
@@ -130,11 +132,30 @@ class Rain(_Strict):
     variable: str | None = None
 
 
+class SourceEntry(_Strict):
+    """One catalog source of a training corpus (or the evaluation event of one): its name, time range, arguments."""
+
+    source: str
+    time: TimeRange | None = None
+    args: dict[str, Any] = Field(default_factory=dict, description="adapter arguments (override the catalog's)")
+
+
+class Harmonise(_Strict):
+    """The common pixel size and time step of a corpus (:func:`geostp.stream.lagrangian.harmonise`)."""
+
+    pixel: float | None = Field(None, gt=0, description="pixel size in the grid's units (metres); finer grids are "
+                                                         "averaged over whole blocks")
+    step: str | None = Field(None, description="time step, e.g. '5min'; finer steps keep every k-th frame")
+
+
 class DataSection(_Strict):
     """Where the cube comes from (a catalog source, or an adapter with arguments) and how samples are cut."""
 
     catalog: str | None = Field(None, description="catalog name (catalogs/NAME.yaml) or path")
     source: str | None = Field(None, description="source name in the catalog")
+    sources: list[str | SourceEntry] | None = Field(
+        None, description="several catalog sources trained on together (a corpus; advection-aware models only)")
+    harmonise: Harmonise | None = Field(None, description="corpus: resample to a common pixel size and step")
     adapter: str | None = Field(None, description="an adapter name, instead of a catalog source")
     args: dict[str, Any] = Field(default_factory=dict, description="adapter arguments (override the catalog's)")
     store: str | None = Field(None, description="zarr store: ingested once from the source, then read from")
@@ -148,6 +169,9 @@ class DataSection(_Strict):
     transforms: Literal["auto"] | dict[str, str] = "auto"
     sequences: int | None = Field(None, ge=1, description="use only the first N sequences of a clip collection")
 
+    def source_entries(self) -> list[SourceEntry]:
+        return [e if isinstance(e, SourceEntry) else SourceEntry(source=e) for e in self.sources or []]
+
 
 # ----------------------------------------------------------------------------- model
 
@@ -160,6 +184,12 @@ class ModelSection(_Strict):
     checkpoint: str | None = None
     transform: Literal["none", "db", "log10"] | None = Field(
         None, description="baselines: the space they work in (db: motion and advection of dB, as pysteps does)")
+    advection: bool | Literal["extrapolation", "sprog"] = Field(
+        False, description="learned models: learn the change of rain in the frame that moves with it, from the "
+                           "newest frame (true / extrapolation) or from S-PROG's forecast (sprog)")
+    loss: Literal["weighted", "mse"] = Field("weighted", description="advection-aware: rain-weighted or plain")
+    probability_matching: bool = Field(False, description="advection-aware: match each lead to the newest "
+                                                          "observation's distribution")
 
 
 class TrainingSection(TrainSettings):
@@ -171,6 +201,8 @@ class TrainingSection(TrainSettings):
 
     batch_size: int = Field(8, ge=1)
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    batches_per_epoch: int = Field(50, ge=1, description="advection-aware: patches batches drawn per epoch")
+    window_stride: int = Field(1, ge=1, description="advection-aware: every k-th window of each cube")
     resume: bool = Field(True, description="continue from output.dir/checkpoints/last.pt when it exists")
 
     @classmethod
@@ -198,6 +230,10 @@ class EvaluationSection(_Strict):
     data_range: float = Field(1.0, gt=0)
     baselines: list[str | Baseline] = Field(default_factory=list)
     every: int = Field(1, ge=1, description="use every k-th valid reference time")
+    source: SourceEntry | None = Field(None, description="a corpus recipe's test event (a catalog source of "
+                                                         "data.catalog, all its times)")
+    tile: int | None = Field(None, ge=8, description="learned models forecast in tiles of this size")
+    overlap: int = Field(16, ge=0)
     max_cases: int | None = Field(50, ge=1, description="at most this many reference times (sequences)")
 
     def baseline_specs(self) -> list[Baseline]:
@@ -519,9 +555,11 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     d, m, kind = recipe.data, recipe.model, recipe.kind
 
     # data: where from
-    if d.adapter is not None and (d.catalog is not None or d.source is not None):
+    if d.sources is not None:
+        _check_corpus(recipe, where)
+    elif d.adapter is not None and (d.catalog is not None or d.source is not None):
         raise _fail(where, "data.adapter", "give either data.catalog + data.source or data.adapter, not both")
-    if d.adapter is None and (d.catalog is None or d.source is None):
+    if d.sources is None and d.adapter is None and (d.catalog is None or d.source is None):
         missing = "data.source" if d.catalog is not None else "data.catalog"
         raise _fail(where, missing, "required: name a catalog source (data.catalog and data.source) "
                                     "or an adapter (data.adapter with data.args)")
@@ -552,7 +590,7 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     if kind == "train":
         if recipe.training is None:
             recipe.training = TrainingSection()
-        if d.splits is None or "train" not in d.splits.given():
+        if d.sources is None and (d.splits is None or "train" not in d.splits.given()):
             raise _fail(where, "data.splits.train", "kind 'train' needs a training split (a fraction, time "
                                                     "ranges or sequence indices)")
         if m.checkpoint is not None:
@@ -567,7 +605,10 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
                                               "of the whole, or cropped, domain)")
     if kind == "evaluate" and recipe.evaluation is None:
         recipe.evaluation = EvaluationSection()
-    if recipe.evaluation is not None and kind in ("train", "evaluate"):
+    if recipe.evaluation is not None and recipe.evaluation.source is not None and d.sources is None:
+        raise _fail(where, "evaluation.source", "only for a corpus (data.sources); a recipe of one source is "
+                                                "verified on its evaluation.split")
+    if recipe.evaluation is not None and kind in ("train", "evaluate") and d.sources is None:
         split = recipe.evaluation.split
         given = d.splits.given() if d.splits is not None else {}
         if given and split not in given:
@@ -594,6 +635,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     if kind == "train" and not trainable:
         raise _fail(where, "model.name", f"model {m.name!r} has nothing to train; use kind: evaluate or "
                                          "kind: nowcast for a baseline")
+    if not trainable and m.advection is not False:
+        raise _fail(where, "model.advection", f"only for learned models; {m.name!r} has nothing to learn (the "
+                                              "optical_flow and sprog baselines advect by themselves)")
     if trainable and m.transform is not None:
         raise _fail(where, "model.transform", f"only for baselines; the learned model {m.name!r} is trained on "
                                               "data.transforms and its checkpoint carries the normaliser")
@@ -609,6 +653,33 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
                 raise _fail(where, f"evaluation.baselines[{i}].name",
                             f"{b.name!r} is a learned model, not a baseline; compare checkpoints with "
                             "separate evaluate recipes")
+
+
+def _check_corpus(recipe: Recipe, where: str) -> None:
+    """A corpus (data.sources): catalog sources, trained advection-aware, verified on evaluation.source."""
+    d = recipe.data
+    if d.adapter is not None or d.source is not None:
+        raise _fail(where, "data.sources", "give either data.source (one) or data.sources (a corpus), not both, "
+                                           "and no data.adapter")
+    if d.catalog is None:
+        raise _fail(where, "data.catalog", "required: data.sources names sources of this catalog")
+    if not d.sources:
+        raise _fail(where, "data.sources", "name at least one catalog source")
+    if recipe.kind != "train":
+        raise _fail(where, "data.sources", f"a corpus trains a model (kind: train), not kind {recipe.kind!r}")
+    if recipe.model.advection is False:
+        raise _fail(where, "model.advection", "a corpus trains advection-aware: set it to true, extrapolation or "
+                                              "sprog")
+    for key in ("crop", "rain", "store"):
+        if getattr(d, key) is not None:
+            raise _fail(where, f"data.{key}", "not used with data.sources (patches are drawn by rain fraction from "
+                                              "each whole source)")
+    s = d.splits
+    if s is not None and (s.train is not None or s.test is not None or not isinstance(s.validation, float | None)):
+        raise _fail(where, "data.splits", "with data.sources only validation, a fraction of each source's times, "
+                                          "is used; the test event is evaluation.source")
+    if recipe.evaluation is not None and recipe.evaluation.source is None:
+        raise _fail(where, "evaluation.source", "required with data.sources: the event to verify on")
 
 
 def _check_steps(recipe: Recipe, cls: type, args: dict[str, Any], where: str) -> None:
