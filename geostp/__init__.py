@@ -18,6 +18,7 @@ __all__ = [
     "forecast",
     "fit",
     "evaluate",
+    "motion",
     "ForecastOptions",
     "load_forecaster",
     "open_catalog",
@@ -35,6 +36,7 @@ __all__ = [
 
 # The one-call API. Bound here, after the submodules of the same names are imported, so that
 # ``geostp.forecast`` is the function (none of these imports torch; models load on first use).
+from geostp.advection import motion  # noqa: E402  (pysteps loads on first use)
 from geostp.api import forecast  # noqa: E402
 from geostp.data.catalog import open_catalog  # noqa: E402
 from geostp.evaluate import evaluate  # noqa: E402

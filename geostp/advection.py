@@ -3,7 +3,11 @@
 One home for the motion behind every nowcast in geostp (pysteps does the work):
 
 - :func:`estimate_motion`: pysteps' standard recipe, Lucas-Kanade on the three
-  newest frames in dBR (threshold 0.1 mm/h, -15 dBR below it);
+  newest frames in dBR (threshold 0.1 mm/h, -15 dBR below it), or another of
+  pysteps' methods by name (:data:`MOTION_METHODS`: VET, DARTS, Proesmans);
+- :func:`motion` (``geostp.motion``): the same on a cube, as a labelled
+  DataArray ``(component, y, x)`` on the cube's grid, in m/s along the grid's
+  x and y axes; :func:`motion_pixels` turns it back into pysteps' array;
 - :func:`displacements`: the semi-Lagrangian trajectories of pysteps'
   ``extrapolate`` for leads 1..n, computed once and reused for every field
   advected along them (pysteps' extrapolation of a field by ``k`` steps is the
@@ -31,10 +35,14 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
+import xarray as xr
 
+from geostp.conventions import RATE_PER_HOUR_UNITS, format_step
+from geostp.cube import grid_mapping_name_safe, is_precipitation, time_step
 from geostp.errors import ConfigError
 
 __all__ = [
@@ -43,7 +51,13 @@ __all__ = [
     "MOTION_FRAMES",
     "to_dbr",
     "from_dbr",
+    "MOTION_METHODS",
+    "MOTION_UNITS",
+    "motion_frame_count",
+    "motion_method",
     "estimate_motion",
+    "motion",
+    "motion_pixels",
     "displacements",
     "advect",
     "to_lagrangian",
@@ -59,6 +73,26 @@ DBR_THRESHOLD = 0.1
 DBR_ZERO = -15.0
 #: Frames the motion is estimated from (the newest ones).
 MOTION_FRAMES = 3
+
+
+class MotionMethod(NamedTuple):
+    """One of pysteps' motion methods as geostp runs it."""
+
+    pysteps: str  #: the name ``pysteps.motion.get_method`` takes
+    title: str  #: how descriptions name it
+    frames: int  #: the newest frames it is given by default (pysteps' examples)
+    min_frames: int  #: the fewest it works with
+    max_frames: int | None  #: the most it accepts (None: any number)
+
+
+#: The motion methods by name. LK, VET: the three newest frames (pysteps' examples); DARTS: ten (its
+#: spectral fit in time needs a longer sequence; pysteps requires more than ``N_t + 1 = 5``); Proesmans: two.
+MOTION_METHODS: dict[str, MotionMethod] = {
+    "LK": MotionMethod("LK", "Lucas-Kanade", MOTION_FRAMES, 2, None),
+    "VET": MotionMethod("VET", "VET (variational echo tracking)", MOTION_FRAMES, 2, 3),
+    "DARTS": MotionMethod("DARTS", "DARTS", 10, 6, None),
+    "proesmans": MotionMethod("proesmans", "Proesmans (anisotropic diffusion)", 2, 2, 2),
+}
 
 
 def _pysteps():
@@ -86,34 +120,86 @@ def from_dbr(dbr: np.ndarray, threshold: float = DBR_THRESHOLD) -> np.ndarray:
     return np.where(np.isnan(dbr), np.nan, out)
 
 
-def estimate_motion(frames: np.ndarray, *, n_frames: int = MOTION_FRAMES, rain: bool = True) -> np.ndarray:
-    """Lucas-Kanade motion ``[2, y, x]`` (pixels per step) from the newest ``n_frames`` of ``frames``.
+def motion_method(name: Any) -> str:
+    """The canonical name of a motion method (``"LK"``, ``"VET"``, ``"DARTS"``, ``"proesmans"``; any case).
+
+    Raises
+    ------
+    ConfigError
+        For a name that is not one of :data:`MOTION_METHODS`.
+    """
+    if isinstance(name, str):
+        for known in MOTION_METHODS:
+            if name.strip().lower() == known.lower():
+                return known
+    raise ConfigError(f"unknown motion method {name!r}; known: {', '.join(MOTION_METHODS)} (pysteps' methods)")
+
+
+def motion_frame_count(method: str, available: int, n_frames: int | None = None) -> int:
+    """How many of ``available`` newest frames ``method`` runs on: ``n_frames`` (default: the method's own
+    count) or fewer where fewer are there; a ConfigError where that is too few (or too many) for the method."""
+    spec = MOTION_METHODS[motion_method(method)]
+    want = spec.frames if n_frames is None else n_frames
+    n = min(want, available)
+    if n < spec.min_frames:
+        raise ConfigError(f"motion method {method!r} needs at least {spec.min_frames} frames; got {n}"
+                          + (f" (of {available} available)" if n_frames is not None and available > n else ""))
+    if spec.max_frames is not None and n > spec.max_frames:
+        raise ConfigError(f"motion method {method!r} takes at most {spec.max_frames} frames; got n_frames={n}")
+    return n
+
+
+def _method_args(method: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    """pysteps' defaults, except where they cannot work: DARTS keeps 50 DFT coefficients per axis, fewer on a
+    field of 50 pixels or less (as many as the axis resolves)."""
+    if method != "DARTS":
+        return {}
+    ny, nx = shape[-2:]
+    return {"N_y": 50 if ny > 50 else max(1, (ny - 1) // 2), "N_x": 50 if nx > 50 else max(1, (nx - 1) // 2)}
+
+
+def estimate_motion(frames: np.ndarray, *, n_frames: int | None = None, rain: bool = True,
+                    method: str = "LK") -> np.ndarray:
+    """Motion ``[2, y, x]`` (pixels per step; x then row component) from the newest frames of ``frames``.
 
     Parameters
     ----------
     frames
         ``[T, y, x]``, oldest first; NaN marks no data.
     n_frames
-        How many of the newest frames the estimate uses (pysteps' recipe: 3).
+        How many of the newest frames the estimate uses (default: the method's own count,
+        :data:`MOTION_METHODS`; pysteps' recipe for LK: 3); fewer where fewer are given.
     rain
         ``frames`` are rain rates (mm/h): the estimate runs on dBR (threshold
         0.1 mm/h). ``False``: on the values as they are.
+    method
+        ``"LK"`` (Lucas-Kanade, default), ``"VET"``, ``"DARTS"`` or ``"proesmans"``: pysteps'
+        ``motion.get_method``.  NaN counts as no rain (-15 dBR) for each of them.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown method, or fewer frames than the method needs (DARTS: 6).
     """
+    method = motion_method(method)
     frames = np.asarray(frames, dtype=np.float64)
     if frames.ndim != 3 or frames.shape[0] < 2:
         raise ConfigError(f"motion needs frames [T >= 2, y, x]; got shape {frames.shape}")
-    sub = frames[-min(n_frames, frames.shape[0]):]
+    sub = frames[-motion_frame_count(method, frames.shape[0], n_frames):]
     sub = to_dbr(sub) if rain else sub.copy()
     finite = np.isfinite(sub)
     if not finite.any():
         return np.zeros((2, *sub.shape[1:]), np.float32)
     floor = DBR_ZERO if rain else float(np.nanmin(sub))
     sub = np.where(finite, sub, floor)
-    motion, _ = _pysteps()
+    if method != "LK" and float(np.ptp(sub)) == 0.0:
+        return np.zeros((2, *sub.shape[1:]), np.float32)  # featureless: no motion to see
+    pysteps_motion, _ = _pysteps()
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         # Featureless frames (no echo) make LK warn and return zero motion: the right answer for them.
         warnings.simplefilter("ignore")
-        velocity = motion.get_method("LK")(sub, verbose=False)
+        velocity = pysteps_motion.get_method(MOTION_METHODS[method].pysteps)(sub, verbose=False,
+                                                                             **_method_args(method, sub.shape))
     velocity = np.nan_to_num(np.asarray(velocity, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     return velocity.astype(np.float32)
 
@@ -255,10 +341,218 @@ def lagrangian_sprog(frames: np.ndarray, velocity: np.ndarray, steps: int, *, le
     return _sprog_dbr(carried.astype(np.float64), np.zeros((2, *dbr.shape[1:])), steps, levels, "cdf")
 
 
-def motion_description() -> str:
-    """The attrs text naming the motion behind a nowcast."""
-    return (f"pysteps Lucas-Kanade on the {MOTION_FRAMES} newest frames in dBR (threshold {DBR_THRESHOLD} mm/h); "
-            "semi-Lagrangian advection (pysteps scheme, linear interpolation)")
+def motion_description(method: str = "LK", n_frames: int | None = None) -> str:
+    """The attrs text naming the motion behind a nowcast: ``method`` on ``n_frames`` (default: its own count).
+
+    The default (Lucas-Kanade on the three newest frames) is the text the motion cache's keys were made with.
+    """
+    return _motion_recipe(method, n_frames) + "; semi-Lagrangian advection (pysteps scheme, linear interpolation)"
+
+
+def _motion_recipe(method: str, n_frames: int | None = None, rain: bool = True) -> str:
+    spec = MOTION_METHODS[motion_method(method)]
+    n = spec.frames if n_frames is None else n_frames
+    space = f"in dBR (threshold {DBR_THRESHOLD} mm/h)" if rain else "on the values as they are"
+    return f"pysteps {spec.title} on the {n} newest frames {space}"
+
+
+# ----------------------------------------------------------------------------- the motion of a cube
+
+#: The units :func:`motion` gives its field in.
+MOTION_UNITS = ("m s-1", "pixels per step")
+_METRES = {"m": 1.0, "metre": 1.0, "metres": 1.0, "meter": 1.0, "meters": 1.0,
+           "km": 1000.0, "kilometre": 1000.0, "kilometres": 1000.0, "kilometer": 1000.0, "kilometers": 1000.0}
+_SIGNS = ("u: along increasing x (east on a north-up grid), v: along increasing y (north on a north-up grid); "
+          "pysteps' second component runs along the row index, so v = -pysteps v where y falls with the row")
+
+
+def _motion_variable(cube: Any, variable: str | None) -> tuple[xr.DataArray, bool]:
+    """The ``(time, y, x)`` variable motion is estimated from (with its grid mapping), and whether it is rain."""
+    if isinstance(cube, xr.Dataset):
+        gm = grid_mapping_name_safe(cube)
+        gridded = [str(v) for v in cube.data_vars if v != gm and {"time", "y", "x"} <= set(cube[v].dims)]
+        if variable is None:
+            if len(gridded) != 1:
+                raise ConfigError(f"motion: the cube has {len(gridded)} gridded (time, y, x) variables {gridded}; "
+                                  "choose one with variable=...")
+            if not is_precipitation(cube[gridded[0]]):
+                raise ConfigError(
+                    f"motion: the cube's variable {gridded[0]!r} is not a rain rate (standard_name "
+                    f"{cube[gridded[0]].attrs.get('standard_name')!r}); pass variable={gridded[0]!r} to estimate "
+                    "the motion of its values as they are")
+            variable = gridded[0]
+        if variable not in gridded:
+            raise ConfigError(f"motion: variable={variable!r} is not a gridded (time, y, x) variable of the cube; "
+                              f"it has {gridded}")
+        da = cube[variable]
+        if gm and gm in cube.variables and gm not in da.coords:
+            da = da.assign_coords({gm: cube[gm]})
+    elif isinstance(cube, xr.DataArray):
+        if variable is not None and variable != cube.name:
+            raise ConfigError(f"motion: variable={variable!r} was given with a DataArray ({cube.name!r}); "
+                              "pass the cube (Dataset) to choose a variable")
+        da = cube
+    else:
+        raise ConfigError(f"motion: expected a cube (xarray Dataset) or one of its variables, got {type(cube).__name__}")
+    if not {"time", "y", "x"} <= set(da.dims) or da.ndim != 3:
+        raise ConfigError(f"motion: {da.name!r} has dims {tuple(da.dims)}; expected (time, y, x) (select one "
+                          "value of any other dim first, e.g. cube.isel(sequence=0))")
+    rain = is_precipitation(da)
+    if rain and str(da.attrs.get("units", "")).strip() not in RATE_PER_HOUR_UNITS:
+        raise ConfigError(f"motion: {da.name!r} is precipitation in {da.attrs.get('units')!r}; the dBR transform "
+                          f"(threshold {DBR_THRESHOLD} mm/h) needs rain rates in mm h-1")
+    return da, rain
+
+
+def _time_index(times: np.ndarray, time: Any) -> int:
+    try:
+        if np.issubdtype(times.dtype, np.datetime64):
+            target = pd.Timestamp(time).to_datetime64().astype("datetime64[ns]")
+            hits = np.nonzero(times.astype("datetime64[ns]") == target)[0]
+        else:
+            hits = np.nonzero(times == time)[0]
+    except (TypeError, ValueError):
+        hits = np.array([], int)
+    if hits.size == 0:
+        raise ConfigError(f"motion: time={time!r} is not a time of the cube ({times[0]} .. {times[-1]}, "
+                          f"{times.size} frames)")
+    return int(hits[0])
+
+
+def _motion_window(ds: xr.Dataset, time: Any, method: str, frames: int | None) -> tuple[int, int, Any]:
+    """The newest frame's index, the number of frames and the time step (checked: no gap among them)."""
+    times = ds["time"].values
+    end = times.size - 1 if time is None else _time_index(times, time)
+    spec = MOTION_METHODS[method]
+    if frames is not None:
+        if isinstance(frames, bool) or not isinstance(frames, (int, np.integer)) or frames < 1:
+            raise ConfigError(f"motion: frames={frames!r}; expected a number of frames (>= {spec.min_frames})")
+        if frames > end + 1:
+            raise ConfigError(f"motion: frames={frames} but the cube has {end + 1} frame(s) up to {times[end]}")
+    if end + 1 < spec.min_frames:
+        raise ConfigError(f"motion: method {method!r} needs at least {spec.min_frames} frames; the cube has "
+                          f"{end + 1} up to {times[end]}")
+    n = motion_frame_count(method, end + 1, frames)
+    step = time_step(ds)
+    diffs = np.diff(times[end - n + 1: end + 1])
+    if step is not None and diffs.size and (diffs != step).any():
+        raise ConfigError(f"motion: the {n} frames up to {times[end]} are not one time step ({step}) apart "
+                          f"(steps {sorted({str(d) for d in diffs})}); motion across a gap is not motion per step: "
+                          "choose a time= with regular frames before it")
+    return end, n, step
+
+
+def _axis_scale(coord: xr.DataArray | None, seconds: float | None, metric: bool) -> float:
+    """Factor from pysteps' component along the axis (pixels per step) to the component along the coordinate."""
+    values = np.asarray(coord.values, float) if coord is not None else np.arange(2.0)
+    spacing = float(values[1] - values[0]) if values.size > 1 else 1.0
+    if not metric:
+        return 1.0 if spacing >= 0 else -1.0
+    return spacing * _METRES[str(coord.attrs.get("units", "")).strip().lower()] / seconds
+
+
+def _metric(da: xr.DataArray, step: Any) -> str | None:
+    """Why the field cannot be in m/s, or None when it can (metre or km axes, regular, a datetime axis)."""
+    if not isinstance(step, np.timedelta64):
+        return "the time axis has no time step in seconds"
+    for d in ("x", "y"):
+        if d not in da.coords:
+            return f"the cube has no {d} coordinate"
+        units = str(da[d].attrs.get("units", "")).strip().lower()
+        if units not in _METRES:
+            return f"its {d} coordinate is in {units or 'no units'!r}, not metres"
+        values = np.asarray(da[d].values, float)
+        if values.size > 1 and not np.allclose(np.diff(values), values[1] - values[0], rtol=1e-6, atol=0):
+            return f"its {d} coordinate is not regularly spaced"
+    return None
+
+
+def motion(cube: xr.Dataset | xr.DataArray, time: Any = None, *, method: str = "LK", variable: str | None = None,
+           frames: int | None = None, units: str | None = None) -> xr.DataArray:
+    """The motion of a cube's rain: a labelled DataArray ``(component, y, x)`` on the cube's grid (``geostp.motion``).
+
+    The field is :func:`estimate_motion`'s (pysteps' method on the newest frames up to ``time``, in dBR for
+    rain rates), turned to the cube's axes and units.
+
+    Parameters
+    ----------
+    cube
+        A cube (``time, y, x``) or one of its variables.
+    time
+        The newest frame used (default: the cube's last time); the frames before it must be one time step
+        apart.
+    method
+        ``"LK"`` (Lucas-Kanade, pysteps' default), ``"VET"``, ``"DARTS"`` or ``"proesmans"``.
+    variable
+        The variable of a cube with several, or one that is not a rain rate (then the motion is estimated on
+        its values as they are, not in dBR).
+    frames
+        How many frames (default: the method's own count, :data:`MOTION_METHODS`: LK and VET 3, DARTS 10,
+        Proesmans 2; fewer where the cube has fewer, down to the method's least).
+    units
+        ``"m s-1"`` (default where the grid's x/y are in metres or km and time has a step) or
+        ``"pixels per step"`` (grid cells per time step; the default otherwise).
+
+    Returns
+    -------
+    xarray.DataArray
+        ``component = ["u", "v"]``: u along increasing x, v along increasing y (east and north on a
+        north-up projected grid), whatever way y runs with the row index (pysteps' second component
+        runs along the row index). Coordinates ``y``, ``x`` (and ``lat``/``lon``, the grid-mapping
+        variable) of the cube, and ``time``, the newest frame used; attrs ``units``, ``grid_mapping``,
+        ``method``, ``motion_frames`` (the times used), ``time_step``, ``description`` and
+        ``to_pixels_per_step``, the factor per component back to pysteps' array
+        (:func:`motion_pixels`).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown method or units, a cube with several variables (or one that is not rain) without
+        ``variable``, a time not in the cube, too few frames up to it, or a gap among them.
+    """
+    method = motion_method(method)
+    if units is not None and units not in MOTION_UNITS:
+        raise ConfigError(f"motion: units={units!r}; expected one of {MOTION_UNITS}")
+    da, rain = _motion_variable(cube, variable)
+    ds = cube if isinstance(cube, xr.Dataset) else da.to_dataset(name=da.name or "value")
+    end, n, step = _motion_window(ds, time, method, frames)
+    why = _metric(da, step)
+    if units == "m s-1" and why is not None:
+        raise ConfigError(f"motion: units='m s-1' but {why}; use units='pixels per step'")
+    units = units or ("m s-1" if why is None else "pixels per step")
+    window = da.isel(time=slice(end - n + 1, end + 1)).transpose("time", "y", "x")
+    velocity = estimate_motion(np.asarray(window.values, np.float64), n_frames=n, rain=rain, method=method)
+    metric = units == "m s-1"
+    seconds = step / np.timedelta64(1, "s") if metric else None
+    scale = [_axis_scale(da.coords.get(d), seconds, metric) for d in ("x", "y")]
+    times = window["time"].values
+    attrs: dict[str, Any] = {
+        "long_name": f"motion of {da.attrs.get('long_name') or da.name or 'the field'}",
+        "units": units, "method": method, "component_directions": _SIGNS,
+        "motion_frames": [str(pd.Timestamp(t)) if np.issubdtype(times.dtype, np.datetime64) else str(t)
+                          for t in times],
+        "time_step": format_step(step) if isinstance(step, np.timedelta64) else str(step),
+        "description": _motion_recipe(method, n, rain), "to_pixels_per_step": [1.0 / s for s in scale],
+    }
+    gm = da.attrs.get("grid_mapping") or da.encoding.get("grid_mapping")
+    if gm and gm in da.coords:
+        attrs["grid_mapping"] = gm
+    coords: dict[str, Any] = {"component": ("component", ["u", "v"])}
+    coords.update({k: c for k, c in da.coords.items() if set(c.dims) <= {"y", "x"}})
+    coords["time"] = times[-1]
+    values = (velocity.astype(np.float64) * np.asarray(scale)[:, None, None]).astype(np.float32)
+    return xr.DataArray(values, dims=("component", "y", "x"), coords=coords, name="motion", attrs=attrs)
+
+
+def motion_pixels(field: xr.DataArray) -> np.ndarray:
+    """pysteps' motion array ``[2, y, x]`` (pixels per step, x then row component) of :func:`motion`'s field,
+    for :func:`displacements`, :func:`advect` or pysteps itself."""
+    factor = field.attrs.get("to_pixels_per_step") if isinstance(field, xr.DataArray) else None
+    if factor is None or "component" not in field.dims:
+        raise ConfigError("motion_pixels: expected the DataArray geostp.motion returns (component, y, x) with its "
+                          "to_pixels_per_step attribute")
+    values = np.asarray(field.transpose("component", "y", "x").values, np.float64)
+    return (values * np.asarray(factor, np.float64)[:, None, None]).astype(np.float32)
 
 
 class MotionCache:

@@ -65,12 +65,20 @@ class Persistence(_Baseline):
 class _MotionBaseline(_Baseline):
     """Shared by the baselines that move rain along pysteps' motion (:mod:`geostp.advection`)."""
 
-    def __init__(self, *, input_steps: int, output_steps: int, channels: int, rain: bool) -> None:
+    def __init__(self, *, input_steps: int, output_steps: int, channels: int, rain: bool, motion: str) -> None:
+        from geostp.advection import MOTION_METHODS, motion_method
+
         input_steps = check_int("input_steps", input_steps, minimum=1)
         if input_steps < 2:
             raise ConfigError(f"{self.name} needs input_steps >= 2 to estimate motion, got {input_steps}")
+        motion = motion_method(motion)
+        least = MOTION_METHODS[motion].min_frames
+        if input_steps < least:
+            raise ConfigError(f"{self.name} with motion={motion!r} needs input_steps >= {least} (the frames "
+                              f"the method estimates motion from), got {input_steps}")
         super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels)
         self.rain = check_bool("rain", rain)
+        self.motion = motion
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         steps = self.check_input(x, steps)
@@ -90,10 +98,11 @@ class _MotionBaseline(_Baseline):
 class OpticalFlow(_MotionBaseline):
     """Extrapolation nowcast: pysteps' standard recipe (:func:`geostp.advection.estimate_motion`).
 
-    Lucas-Kanade motion on the newest frames (three by default) in dBR with a
-    threshold of 0.1 mm/h, then the newest frame carried along it by pysteps'
-    semi-Lagrangian scheme.  Pixels whose trajectory starts outside the domain
-    take the newest frame's minimum (no echo), as pysteps' ``outval="min"``.
+    Lucas-Kanade motion (or another of pysteps' methods, ``motion=``) on the
+    newest frames (three by default) in dBR with a threshold of 0.1 mm/h, then
+    the newest frame carried along it by pysteps' semi-Lagrangian scheme.
+    Pixels whose trajectory starts outside the domain take the newest frame's
+    minimum (no echo), as pysteps' ``outval="min"``.
     Runs on the CPU with numpy whatever the input's device.
 
     Parameters
@@ -109,6 +118,10 @@ class OpticalFlow(_MotionBaseline):
     rain
         The input is rain rate in mm/h (motion on dBR); ``False``: motion on the values as given
         (e.g. data already in a transformed space).
+    motion
+        pysteps' motion method: ``"LK"`` (Lucas-Kanade, default), ``"VET"``, ``"DARTS"`` (needs
+        ``input_steps >= 6``; uses up to 10) or ``"proesmans"`` (the two newest frames);
+        :data:`geostp.advection.MOTION_METHODS`.
     """
 
     def __init__(
@@ -119,8 +132,10 @@ class OpticalFlow(_MotionBaseline):
         channels: int = 1,
         outside_value: float | None = None,
         rain: bool = True,
+        motion: str = "LK",
     ) -> None:
-        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain)
+        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain,
+                         motion=motion)
         self.outside_value = None if outside_value is None else check_float("outside_value", outside_value)
         self._remember_config(
             input_steps=self.input_steps,
@@ -128,6 +143,7 @@ class OpticalFlow(_MotionBaseline):
             channels=self.channels,
             outside_value=self.outside_value,
             rain=self.rain,
+            motion=self.motion,
         )
 
     def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
@@ -135,7 +151,7 @@ class OpticalFlow(_MotionBaseline):
 
         last = sequence[-1]
         outside = float(np.nanmin(last)) if self.outside_value is None else self.outside_value
-        velocity = estimate_motion(sequence, rain=self.rain)
+        velocity = estimate_motion(sequence, rain=self.rain, method=self.motion)
         forecast = advect(np.nan_to_num(last, nan=outside), displacements(velocity, steps), outside)
         return np.nan_to_num(forecast, nan=outside)
 
@@ -164,6 +180,8 @@ class SProg(_MotionBaseline):
         ``"cdf"`` (default), ``"mean"`` or ``None``.
     rain
         The input is rain rate in mm/h; S-PROG is a rain method and refuses ``False``.
+    motion
+        pysteps' motion method, as for :class:`OpticalFlow` (default ``"LK"``).
     """
 
     def __init__(
@@ -175,10 +193,12 @@ class SProg(_MotionBaseline):
         cascade_levels: int = 8,
         probability_matching: str | None = "cdf",
         rain: bool = True,
+        motion: str = "LK",
     ) -> None:
         if check_int("input_steps", input_steps, minimum=1) < 3:
             raise ConfigError(f"sprog needs input_steps >= 3 (its AR(2) model reads three frames), got {input_steps}")
-        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain)
+        super().__init__(input_steps=input_steps, output_steps=output_steps, channels=channels, rain=rain,
+                         motion=motion)
         if not self.rain:
             raise ConfigError("sprog works on rain rates in mm/h (rain=True)")
         self.cascade_levels = check_int("cascade_levels", cascade_levels, minimum=1)
@@ -192,11 +212,12 @@ class SProg(_MotionBaseline):
             cascade_levels=self.cascade_levels,
             probability_matching=self.probability_matching,
             rain=self.rain,
+            motion=self.motion,
         )
 
     def _nowcast(self, sequence: np.ndarray, steps: int) -> np.ndarray:
         from geostp.advection import estimate_motion, sprog_nowcast
 
-        velocity = estimate_motion(sequence, rain=True)
+        velocity = estimate_motion(sequence, rain=True, method=self.motion)
         return sprog_nowcast(sequence, velocity, steps, levels=self.cascade_levels,
                              probability_matching=self.probability_matching)
