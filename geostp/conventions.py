@@ -11,9 +11,12 @@ Time steps
     declares it on a cube and counts its gaps.
 Georeferencing
     Rows run north to south, ``x``/``y`` are projection coordinates of pixel
-    centres in metres (:func:`projected_coords`), ``lat``/``lon`` are 2-D
-    (:func:`lonlat_grid`), and the CRS is the CF grid-mapping variable
-    :data:`GRID_MAPPING` (:func:`crs_attrs`).
+    centres in metres (:func:`projected_coords`; degrees of longitude and
+    latitude on a latitude-longitude grid, :func:`geographic_coords`),
+    ``lat``/``lon`` are 2-D (:func:`lonlat_grid`), and the CRS is the CF
+    grid-mapping variable :data:`GRID_MAPPING` (:func:`crs_attrs`).
+    :func:`region_window` finds the rows and columns of a box (in lat/lon or
+    in the grid's own units) that an adapter reads.
 Units
     Rain is a rate, :data:`RAIN_RATE_ATTRS` (``lwe_precipitation_rate`` in
     ``mm h-1``); the unit spellings of amounts and rates that providers use are
@@ -60,6 +63,9 @@ __all__ = [
     "crs_attrs",
     "lonlat_grid",
     "projected_coords",
+    "geographic_coords",
+    "REGION_KEYS",
+    "region_window",
     "resolve_files",
     "glob_problem",
     "is_zarr_store",
@@ -211,6 +217,110 @@ def projected_coords(x: np.ndarray, y: np.ndarray, crs=None) -> dict[str, Any]:
         coords["lat"] = (("y", "x"), lat, {"standard_name": "latitude", "units": "degrees_north"})
         coords["lon"] = (("y", "x"), lon, {"standard_name": "longitude", "units": "degrees_east"})
     return coords
+
+
+def geographic_coords(lon: np.ndarray, lat: np.ndarray) -> dict[str, Any]:
+    """Coordinates of a cube on a latitude-longitude grid: ``x`` is longitude and ``y`` latitude in degrees.
+
+    ``lat``/``lon`` are 2-D as on every other grid, as read-only broadcast views of the 1-D axes (a CONUS
+    frame of 3500 x 7000 pixels would otherwise hold 200 MB of coordinates).
+    """
+    lon = np.asarray(lon, float)
+    lat = np.asarray(lat, float)
+    shape = (lat.size, lon.size)
+    return {
+        "y": ("y", lat, {"standard_name": "latitude", "units": "degrees_north", "axis": "Y",
+                         "long_name": "latitude of pixel centre"}),
+        "x": ("x", lon, {"standard_name": "longitude", "units": "degrees_east", "axis": "X",
+                         "long_name": "longitude of pixel centre"}),
+        "lat": (("y", "x"), np.broadcast_to(lat.astype(np.float32)[:, None], shape),
+                {"standard_name": "latitude", "units": "degrees_north"}),
+        "lon": (("y", "x"), np.broadcast_to(lon.astype(np.float32)[None, :], shape),
+                {"standard_name": "longitude", "units": "degrees_east"}),
+    }
+
+
+#: The keys of a region: a box in latitude/longitude, or in the grid's own coordinates.
+REGION_KEYS = ("lon", "lat", "x", "y")
+
+
+def _region_range(region: Any, key: str) -> tuple[float, float] | None:
+    value = region.get(key)
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ConfigError(f"region {key}={value!r} is not a range; expected two numbers [low, high] with low <= high")
+    return lo, hi
+
+
+def _inside(values: np.ndarray, bounds: tuple[float, float] | None, *, longitude: bool) -> np.ndarray:
+    """Which values lie in [low, high]; longitudes compared on [-180, 180) (a box may cross the antimeridian)."""
+    if bounds is None:
+        return np.ones(values.shape, bool)
+    lo, hi = bounds
+    if not longitude:
+        return (values >= lo) & (values <= hi)
+    if hi - lo >= 360.0:
+        return np.ones(values.shape, bool)
+    v = (np.asarray(values, float) + 180.0) % 360.0 - 180.0
+    lo, hi = (lo + 180.0) % 360.0 - 180.0, (hi + 180.0) % 360.0 - 180.0
+    return (v >= lo) & (v <= hi) if lo <= hi else (v >= lo) | (v <= hi)
+
+
+def region_window(region: Any, x: np.ndarray, y: np.ndarray, crs, *, source: str) -> tuple[slice, slice]:
+    """The rows and columns of a grid that a region covers: the smallest window holding every pixel inside it.
+
+    Parameters
+    ----------
+    region
+        A mapping with ``lon`` and/or ``lat`` (degrees east/north: a box in latitude/longitude), or ``x``
+        and/or ``y`` (the grid's own coordinates: metres on a projected grid, degrees on a
+        latitude-longitude one), each ``[low, high]``; an axis left out is not cut.  A pixel is inside
+        when its centre is.
+    x, y
+        The pixel centres of the whole grid (``x`` along the rows, ``y`` down the columns).
+    crs
+        The grid's CRS (a :class:`pyproj.CRS`): a box in lat/lon on a projected grid is found through
+        the pixels' lat/lon.
+    source
+        Names the data in messages.
+
+    Returns
+    -------
+    (rows, columns)
+        Slices into the grid.
+    """
+    import pyproj
+
+    keys = set(region) if isinstance(region, dict) else set()
+    if not keys or keys - set(REGION_KEYS) or ({"lon", "lat"} & keys and {"x", "y"} & keys):
+        raise ConfigError(f"region {region!r} is not a box; expected {{lon: [W, E], lat: [S, N]}} in degrees or "
+                          "{x: [low, high], y: [low, high]} in the grid's own units (either key may be left out)")
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    geographic = crs is not None and pyproj.CRS(crs).is_geographic
+    if {"x", "y"} & keys or geographic:
+        xkey, ykey = ("x", "y") if {"x", "y"} & keys else ("lon", "lat")
+        cols = _inside(x, _region_range(region, xkey), longitude=geographic)
+        rows = _inside(y, _region_range(region, ykey), longitude=False)
+    else:
+        if crs is None:
+            raise ConfigError(f"region {region!r} is in lat/lon but {source} has no CRS; give it in x/y")
+        lon2d, lat2d = lonlat_grid(crs, x, y)
+        inside = _inside(lon2d, _region_range(region, "lon"), longitude=True)
+        inside &= _inside(lat2d, _region_range(region, "lat"), longitude=False)
+        rows, cols = np.any(inside, axis=1), np.any(inside, axis=0)
+    if not rows.any() or not cols.any():
+        unit = "degrees" if geographic else "m"
+        raise ConfigError(f"region {region!r} holds no pixel of {source} (its pixel centres span x "
+                          f"{x.min():g}..{x.max():g} and y {y.min():g}..{y.max():g} {unit}); expected a box "
+                          "that overlaps the grid")
+    r, c = np.flatnonzero(rows), np.flatnonzero(cols)
+    return slice(int(r[0]), int(r[-1]) + 1), slice(int(c[0]), int(c[-1]) + 1)
 
 
 # ----------------------------------------------------------------------------- files

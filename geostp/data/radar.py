@@ -14,8 +14,11 @@ Conventions of the cube (every format, see ``docs/adapters.md``):
 
 - rows run north to south: row 0 is the northernmost, ``y`` decreases down
   the rows and ``x`` increases along them; both are projection coordinates
-  of pixel centres in metres; ``lat``/``lon`` are 2-D; the CRS is the CF grid
-  mapping variable ``crs``;
+  of pixel centres in metres (on a latitude-longitude grid such as MRMS's,
+  ``x`` is longitude and ``y`` latitude, in degrees, with a CF
+  ``latitude_longitude`` grid mapping); ``lat``/``lon`` are 2-D; the CRS is
+  the CF grid mapping variable ``crs``; ``region=`` reads only a box of the
+  grid (in lat/lon or in the grid's own units);
 - rain rate is ``precipitation`` in ``mm h-1`` (``lwe_precipitation_rate``);
   accumulations are divided by their period; reflectivity stays
   ``reflectivity`` in dBZ unless ``reflectivity_to_rain_rate=True`` (then
@@ -29,6 +32,7 @@ Conventions of the cube (every format, see ``docs/adapters.md``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import io
 import os
@@ -50,9 +54,11 @@ from geostp.conventions import (
     check_on_error,
     crs_attrs,
     finish_cube,
+    geographic_coords,
     glob_problem,
     parse_step,
     projected_coords,
+    region_window,
     times_from_names,  # re-exported: it lived here before geostp.conventions
 )
 from geostp.data.feed_support import FeedSupport, serves_file_feed
@@ -230,25 +236,49 @@ def check_file(path: Path, fmt: str | None, *, gzipped: bool = False) -> str | N
 @dataclass(frozen=True)
 class _Grid:
     crs: Any
-    x: np.ndarray  # pixel centres, metres, increasing
-    y: np.ndarray  # pixel centres, metres, decreasing (row 0 = north)
+    x: np.ndarray  # pixel centres, metres (degrees of longitude on a lat/lon grid), increasing
+    y: np.ndarray  # pixel centres, metres (degrees of latitude), decreasing (row 0 = north)
     flip_rows: bool  # the importer's row 0 is the southernmost (yorigin 'lower')
-    shape: tuple[int, int]
+    shape: tuple[int, int]  # the whole frame the importer returns
     extent: tuple[float, float, float, float]  # x1, y1, x2, y2 in the importer's units
+    geographic: bool = False  # a latitude-longitude grid (MRMS)
+    # the region read, in north-up rows and columns of the whole frame
+    rows: slice = dataclasses.field(default_factory=lambda: slice(None))
+    cols: slice = dataclasses.field(default_factory=lambda: slice(None))
+
+    @property
+    def window_shape(self) -> tuple[int, int]:
+        return len(self.y[self.rows]), len(self.x[self.cols])
 
 
-def _metre_crs(projection: str, unit: str):
-    """The importer's proj string as a CRS whose coordinates are metres (KNMI writes a km-sized ellipsoid)."""
+#: Spellings of degrees in an importer's ``cartesian_unit`` (a latitude-longitude grid).
+_DEGREE_UNITS = ("degrees", "degree", "deg")
+
+
+def _metre_crs(projection: str, unit: str, p: Path):
+    """The importer's proj string as a CRS whose coordinates are metres (KNMI writes a km-sized ellipsoid).
+
+    A latitude-longitude grid (``cartesian_unit`` degrees, MRMS) keeps its geographic CRS and degrees.
+    """
     import pyproj
 
     try:
         crs = pyproj.CRS.from_proj4(projection) if projection.strip().startswith("+") else pyproj.CRS(projection)
     except pyproj.exceptions.CRSError as exc:
-        raise DataError(f"the importer's projection {projection!r} is not a CRS pyproj accepts ({exc})") from None
+        raise DataError(f"{p}: the importer's projection {projection!r} is not a CRS pyproj accepts "
+                        f"({exc})") from None
+    if unit in _DEGREE_UNITS:
+        if not crs.is_geographic:
+            raise DataError(f"{p}: the importer reports cartesian_unit {unit!r} but a projected CRS "
+                            f"({projection!r}); expected a latitude-longitude CRS with degrees")
+        return crs, 1.0
+    if crs.is_geographic:
+        raise DataError(f"{p}: the importer reports a latitude-longitude CRS ({projection!r}) but cartesian_unit "
+                        f"{unit!r}; expected 'degrees'")
     if unit == "m":
         return crs, 1.0
     if unit != "km":
-        raise DataError(f"the importer reports cartesian_unit {unit!r}; expected 'm' or 'km'")
+        raise DataError(f"{p}: the importer reports cartesian_unit {unit!r}; expected 'm', 'km' or 'degrees'")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "lose projection information": not for these proj strings
         params = dict(crs.to_dict())
@@ -277,19 +307,20 @@ def _grid(meta: dict[str, Any], shape: tuple[int, int], p: Path) -> _Grid:
                if meta.get(k) is None]
     if missing:
         raise DataError(f"{p}: the importer's metadata lacks {', '.join(missing)}; the grid cannot be placed")
-    crs, scale = _metre_crs(str(meta["projection"]), str(meta.get("cartesian_unit", "m")))
+    crs, scale = _metre_crs(str(meta["projection"]), str(meta.get("cartesian_unit", "m")).strip().lower(), p)
     ny, nx = shape
     x1, x2 = sorted((float(meta["x1"]) * scale, float(meta["x2"]) * scale))
     y1, y2 = sorted((float(meta["y1"]) * scale, float(meta["y2"]) * scale))
     dx, dy = abs(float(meta["xpixelsize"])) * scale, abs(float(meta["ypixelsize"])) * scale
-    # odim's extent comes from corner lat/lon round trips: keep millimetres, drop the noise
-    x = np.round(_centres(x1, x2, nx, dx, "x", p), 3)
-    y = np.round(_centres(y1, y2, ny, dy, "y", p), 3)[::-1]  # north to south
+    # odim's extent comes from corner lat/lon round trips: keep millimetres (1e-7 degree: 1 cm), drop the noise
+    digits = 7 if crs.is_geographic else 3
+    x = np.round(_centres(x1, x2, nx, dx, "x", p), digits)
+    y = np.round(_centres(y1, y2, ny, dy, "y", p), digits)[::-1]  # north to south
     origin = str(meta["yorigin"]).lower()
     if origin not in ("upper", "lower"):
         raise DataError(f"{p}: the importer reports yorigin {meta['yorigin']!r}; expected 'upper' or 'lower'")
     extent = tuple(float(meta[k]) for k in ("x1", "y1", "x2", "y2"))
-    return _Grid(crs, x, y, origin == "lower", shape, extent)  # type: ignore[arg-type]
+    return _Grid(crs, x, y, origin == "lower", shape, extent, geographic=crs.is_geographic)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -359,14 +390,17 @@ def _import(importer: Callable[..., Any], name: str, p: Path, kwargs: dict[str, 
         raise DataError(f"{p} could not be read by the {name} importer ({type(exc).__name__}: {exc}); expected "
                         f"a file in the format {name} reads") from None
     values, _, meta = out
-    values = np.ma.filled(np.ma.asarray(values, dtype=np.float64), np.nan)
-    return np.asarray(values), meta
+    values = np.ma.asarray(values)
+    if not np.issubdtype(values.dtype, np.floating):
+        values = values.astype(np.float64)
+    # kept in the importer's float type here (MRMS: 3500 x 7000 float32); the region read becomes float64
+    return np.asarray(np.ma.filled(values, np.nan)), meta
 
 
 def _read_frames(paths: np.ndarray, importer: Callable[..., Any], name: str, kwargs: dict[str, Any],
                  grid: _Grid, conv: _Conversion, on_error: str, block_info=None) -> np.ndarray:
     start, stop = block_info[None]["array-location"][0]
-    out = np.full((stop - start, *grid.shape), np.nan, np.float32)
+    out = np.full((stop - start, *grid.window_shape), np.nan, np.float32)
     for k, i in enumerate(range(start, stop)):
         p = Path(paths[i])
         try:
@@ -387,7 +421,7 @@ def _read_frames(paths: np.ndarray, importer: Callable[..., Any], name: str, kwa
             raise
         if grid.flip_rows:
             values = values[::-1]
-        out[k] = _convert(values, conv)
+        out[k] = _convert(values[grid.rows, grid.cols].astype(np.float64), conv)
     return out
 
 
@@ -409,6 +443,7 @@ def open_radar(
     timestep: Any = None,
     pattern: str | Sequence[str] | None = None,
     importer_kwargs: dict[str, Any] | None = None,
+    region: dict[str, Any] | None = None,
     reflectivity_to_rain_rate: bool = False,
     zr_a: float = 200.0,
     zr_b: float = 1.6,
@@ -434,7 +469,15 @@ def open_radar(
         ``start``/``end`` optionally narrow the range.
     importer_kwargs
         Keyword arguments of the importer (e.g. ``{'product': 'AQC', 'unit':
-        'mm', 'accutime': 5}`` for ``mch_gif``).
+        'mm', 'accutime': 5}`` for ``mch_gif``; ``{'window_size': 1}`` for
+        ``mrms_grib``, whose default averages blocks of 4 x 4 pixels).
+    region
+        Read only a box of the grid: ``{'lon': [W, E], 'lat': [S, N]}`` in
+        degrees, or ``{'x': [low, high], 'y': [low, high]}`` in the grid's own
+        units (metres; degrees on a latitude-longitude grid); an axis left out
+        is not cut.  The smallest window of whole pixels whose centres cover
+        the box (:func:`geostp.conventions.region_window`).  Each frame is
+        still decoded whole by the importer, but only the window is kept.
     reflectivity_to_rain_rate, zr_a, zr_b
         Convert reflectivity (dBZ) to rain rate with Z = a R^b (default
         Marshall-Palmer, a=200, b=1.6); otherwise dBZ is kept.
@@ -465,6 +508,10 @@ def open_radar(
     name = str(importer).lower()
     importer_fn = _get_importer(name)
     kwargs = dict(importer_kwargs or {})
+    if name == "mrms_grib" and kwargs.get("extent") is not None:
+        # pysteps reports the extent asked for, not the pixels it kept: the grid would be off by up to a pixel
+        raise ConfigError("importer_kwargs 'extent' of mrms_grib places the grid by the extent asked for rather "
+                          "than by the pixels kept; use region={'lon': [W, E], 'lat': [S, N]} instead")
     files, times, step = find_radar_files(root=root, path_fmt=path_fmt, fn_pattern=fn_pattern, fn_ext=fn_ext,
                                           start=start, end=end, timestep=timestep, pattern=pattern)
     source = str(root if root is not None else pattern)
@@ -484,8 +531,9 @@ def open_radar(
             if problem is None:
                 continue
             if on_error == "raise":
-                raise DataError(f"{p} {problem}; it is frame {i + 1} of {len(files)} of {source} (pass "
-                                "on_error='gap' to leave it out as a gap)")
+                kind = _FORMAT_NAMES.get(fmt or "", "radar")
+                raise DataError(f"{p} {problem}; expected a whole {kind} file for importer {name}; it is frame "
+                                f"{i + 1} of {len(files)} of {source} (pass on_error='gap' to leave it out as a gap)")
             good[i] = False
             skipped.append(f"{p.name}: {problem}")
 
@@ -505,17 +553,22 @@ def open_radar(
         raise DataError(f"none of the {len(files)} files of {source} could be read: {skipped[0]}")
     first, shape, meta = template
     grid = _grid(meta, shape, first)
+    if region is not None:
+        rows, cols = region_window(region, grid.x, grid.y, grid.crs, source=f"the grid of {first}")
+        grid = dataclasses.replace(grid, rows=rows, cols=cols)
     conv = _conversion(meta, first, reflectivity_to_rain_rate, zr_a, zr_b)
 
     files = [f for f, g in zip(files, good, strict=True) if g]
     times = [t for t, g in zip(times, good, strict=True) if g]
     paths = np.array([str(f) for f in files], dtype=object)
     n = len(paths)
-    chunks = (tuple(min(time_chunk, n - i) for i in range(0, n, time_chunk)), (shape[0],), (shape[1],))
+    ny, nx = grid.window_shape
+    chunks = (tuple(min(time_chunk, n - i) for i in range(0, n, time_chunk)), (ny,), (nx,))
     data = da.map_blocks(_read_frames, paths, importer_fn, name, kwargs, grid, conv, on_error,
                          chunks=chunks, dtype=np.float32, meta=np.empty((0, 0, 0), np.float32))
 
-    coords = projected_coords(grid.x, grid.y, grid.crs)
+    x, y = grid.x[grid.cols], grid.y[grid.rows]
+    coords = geographic_coords(x, y) if grid.geographic else projected_coords(x, y, grid.crs)
     coords["time"] = ("time", np.array(times, dtype="datetime64[ns]"), {"standard_name": "time"})
     attrs = {**conv.attrs, "grid_mapping": GRID_MAPPING}
     ds = xr.Dataset(
@@ -529,6 +582,9 @@ def open_radar(
             "geostp_adapter": "radar",
             "importer": name,
             "importer_kwargs": repr(kwargs),
+            "region": repr(region) if region is not None else "",
+            "region_window": (f"rows {grid.rows.start}:{grid.rows.stop}, columns {grid.cols.start}:{grid.cols.stop} "
+                              f"of {shape[0]} x {shape[1]}") if region is not None else "",
             "time_source": "file names (fn_pattern)",
             "skipped_files": "; ".join(skipped),
             "n_skipped_files": len(skipped),
