@@ -243,3 +243,56 @@ def test_the_sprog_baseline_takes_the_motion_method_too(moving):
     assert model.config["motion"] == "proesmans"
     out = model(x).numpy()
     assert out.shape == (1, 2, 1, 64, 64) and np.isfinite(out).all() and out.max() > 1
+
+
+# ----------------------------------------------------------------------------- maps
+
+
+@pytest.mark.realdata
+def test_a_map_draws_the_motion_vectors_over_the_rain_in_its_projection(mch_crop, shared_data, tmp_path):
+    pytest.importorskip("cartopy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.quiver import Quiver
+
+    import geostp.plot as gplot
+
+    m = geostp.motion(mch_crop, EVENT_TIME)
+    ax = gplot.plot_map(mch_crop, time=EVENT_TIME, motion=m, natural_earth=shared_data / "natural_earth")
+    quivers = [c for c in ax.collections if isinstance(c, Quiver)]
+    assert len(quivers) == 1
+    q = quivers[0]
+    assert q.transform == ax.projection  # the map's own projection: no reprojection of the vectors
+    assert q.N == 26 * 26  # 128 pixels, one arrow every 5 from the third
+    assert np.median(q.U) > 0 and np.median(q.V) > 0  # north-east, as the rain goes
+    assert "LK motion" in ax.get_title()
+    ax.figure.savefig(tmp_path / "motion.png", dpi=60)
+    assert (tmp_path / "motion.png").stat().st_size > 10_000
+    plt.close(ax.figure)
+    ax = gplot.plot_map(mch_crop, time=EVENT_TIME, natural_earth=False)
+    q = gplot.plot_motion(ax, m, every=16, color="white", key=False)
+    assert q.N == 8 * 8
+    with pytest.raises(geostp.GeostpError, match="component, y, x"):
+        gplot.plot_motion(ax, mch_crop["precipitation"])
+    plt.close(ax.figure)
+
+
+def test_motion_vectors_on_a_plain_image(moving):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import geostp.plot as gplot
+
+    plain = moving.drop_vars("crs")
+    plain["precipitation"].attrs.pop("grid_mapping")
+    m = geostp.motion(plain)
+    assert "grid_mapping" not in m.attrs and "crs" not in m.coords
+    ax = gplot.plot_map(plain, time=plain["time"].values[-1], motion=m)
+    q = ax.collections[-1]
+    assert q.N == 32 * 32 and not hasattr(ax, "projection")
+    plt.close(ax.figure)

@@ -28,11 +28,13 @@ from geostp.plot.colours import (
 from geostp.plot.curves import plot_scores
 from geostp.plot.maps import plot_comparison, plot_map, plot_panel, projection_for, select_field
 from geostp.plot.style import MapStyle
+from geostp.plot.vectors import plot_motion
 
 __all__ = [
     "plot_map",
     "plot_panel",
     "plot_comparison",
+    "plot_motion",
     "plot_scores",
     "MapStyle",
     "animate",

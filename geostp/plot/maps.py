@@ -409,8 +409,9 @@ def plot_map(
     title: str | None = None,
     figsize: tuple[float, float] | None = None,
     style: MapStyle | None = None,
+    motion: xr.DataArray | None = None,
 ):
-    """Map one field: a forecast at one lead time, or one frame of a cube.
+    """Map one field: a forecast at one lead time, or one frame of a cube (with its motion as arrows).
 
     Parameters
     ----------
@@ -456,12 +457,16 @@ def plot_map(
         A :class:`~geostp.plot.MapStyle` in place of the keywords from
         ``scale`` to ``figsize`` (a keyword set besides it to another value is
         a ConfigError).
+    motion
+        A motion field (:func:`geostp.motion`) drawn over the map as thinned
+        arrows (:func:`~geostp.plot.plot_motion`; call that for more arrows,
+        colours or scales).
 
     Returns
     -------
     matplotlib.axes.Axes
         The axes (a cartopy GeoAxes for georeferenced data); the image is
-        ``ax.images[0]``.
+        ``ax.images[0]``, the arrows (with ``motion``) ``ax.collections``' quiver.
 
     Raises
     ------
@@ -481,7 +486,14 @@ def plot_map(
         _check_axes(ax, drawn)
     image = _draw(ax, field, drawn)
     _frame_axes(ax, drawn)
-    ax.set_title(look.title if look.title is not None else _map_title(field, da, drawn), fontsize=10)
+    title = look.title if look.title is not None else _map_title(field, da, drawn)
+    if motion is not None:
+        from geostp.plot.vectors import plot_motion
+
+        plot_motion(ax, motion, crs=look.crs)
+        if look.title is None and motion.attrs.get("method"):
+            title += f"; arrows: {motion.attrs['method']} motion"
+    ax.set_title(title, fontsize=10)
     _no_data_key(ax, [field], drawn)
     if look.colorbar:
         _colorbar(ax.figure, image, [ax], drawn)
