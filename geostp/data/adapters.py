@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 import xarray as xr
 
-from geostp.data import crowdflow, netcdf, radar, synthetic, video
+from geostp.data import crowdflow, netcdf, radar, radolan, synthetic, video
 from geostp.errors import ConfigError, UnknownNameError
 from geostp.registry import Registry
 from geostp.store import open_cube
@@ -85,8 +85,9 @@ def zarr_cube(path: str | os.PathLike[str]) -> xr.Dataset:
 register("synthetic_radar", synthetic.synthetic_radar)
 register("moving_mnist", synthetic.moving_mnist)
 
-# Real archives (see docs/adapters.md). Heavy readers (pysteps, netCDF4, imageio) load on first use.
+# Real archives (see docs/adapters.md). Heavy readers (pysteps, wradlib, netCDF4, imageio) load on first use.
 register("radar", radar.open_radar)
+register("radolan", radolan.open_radolan)
 register("netcdf", netcdf.open_netcdf)
 register("taxibj", crowdflow.open_taxibj)
 register("moving_mnist_npy", video.open_moving_mnist_npy)
