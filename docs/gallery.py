@@ -47,6 +47,7 @@ def data_dir() -> Path | None:
 def _stamp(data: Path | None) -> str:
     h = hashlib.sha256()
     sources = [Path(__file__), *sorted((REPO / "geostp" / "plot").glob("*.py")), REPO / "geostp" / "metrics.py",
+               REPO / "geostp" / "advection.py",
                *sorted((REPO / "geostp" / "data").glob("*.py")), *sorted((REPO / "catalogs").glob("*.yaml"))]
     for f in sources:
         if f.exists():
@@ -167,6 +168,25 @@ def four_radars(ne):
     return fig
 
 
+def motion_figure(cube: xr.Dataset, when, ne, save) -> None:
+    """The observed frame with its motion (geostp.motion: pysteps' Lucas-Kanade) as arrows."""
+    import geostp
+    import geostp.plot as gplot
+
+    motion = geostp.motion(cube, when)
+    ax = gplot.plot_map(cube, time=when, motion=motion, natural_earth=ne)
+    u, v = (float(motion.sel(component=c).median()) for c in ("u", "v"))
+    points = ("north", "north-east", "east", "south-east", "south", "south-west", "west", "north-west")
+    towards = points[int(round(np.degrees(np.arctan2(u, v)) % 360 / 45)) % 8]
+    save(ax.figure, "motion.png",
+         f"The same frame with the motion of its rain drawn as arrows in the map's projection. The field is "
+         f"`geostp.motion`'s (pysteps' Lucas-Kanade on the three newest frames in dBR), labelled on the cube's "
+         f"grid in m/s along the grid's east and north axes: the rain moves {np.hypot(u, v):.0f} m/s towards "
+         f"the {towards} (median components).",
+         f'motion = geostp.motion(cube, "{pd.Timestamp(when)}")  # method="VET", "DARTS", "proesmans"\n'
+         f'gplot.plot_map(cube, time="{pd.Timestamp(when)}", motion=motion)')
+
+
 # ----------------------------------------------------------------------------- figures
 
 
@@ -249,6 +269,7 @@ def _make(outdir: Path, *, force: bool, quiet: bool) -> list[Path]:
              f'gplot.plot_map(cube, time="{pd.Timestamp(obs_time)}")')
 
         if fc_all is not None:
+            motion_figure(cube, obs_time, ne, save)
             fc = fc_all.isel(time=0)
             fig = gplot.plot_panel(fc, ["5min", "15min", "30min", "60min"], ncols=2, natural_earth=ne)
             save(fig, "nowcast_panel.png",

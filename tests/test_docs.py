@@ -67,7 +67,8 @@ def test_gallery_pictures_are_drawn_from_the_real_data(site, shared_data):
     html = (site / "gallery.html").read_text()
     images = [line for line in html.split("<img") if "_images/" in line]
     assert len(images) >= 5, "the gallery shows fewer than five pictures"
-    for name in ("observed.png", "nowcast_panel.png", "observed_vs_nowcast.png", "nowcast.gif", "csi.png"):
+    for name in ("observed.png", "motion.png", "nowcast_panel.png", "observed_vs_nowcast.png", "nowcast.gif",
+                 "csi.png"):
         assert f"_images/{name}" in html
         assert (site / "_images" / name).stat().st_size > 10_000
     assert "Drawn from MeteoSwiss radar composite" in html
