@@ -9,6 +9,9 @@ Importing this package registers the ``.geostp`` accessor on xarray objects::
     forecast.geostp.animate("nowcast.gif")  # animate(forecast, "nowcast.gif")
     scores.sel(metric="csi").geostp.scores()
 
+Motion vectors (the field :func:`geostp.motion` returns) go over a map with ``plot_map(..., motion=...)``
+or :func:`plot_motion`.
+
 One house style for all of them: ``style=MapStyle(...)`` (:mod:`geostp.plot.style`) in place of the
 style keywords (``scale``, ``vmin``, ``vmax``, ``crs``, ``natural_earth``, ``features``, ``resolution``,
 ``colorbar``, ``title``, ``figsize``).
