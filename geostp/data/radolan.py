@@ -6,8 +6,9 @@ time, interval, precision ``PR``, grid ``GP``, format version ``VS``, size
 read by wradlib (``wradlib.io.radolan``: ``read_radolan_header``,
 ``parse_dwd_composite_header``, ``read_radolan_composite``), which decodes
 every RADOLAN product, gzip or bzip2, and flags no-data, clutter and secondary
-pixels; the grid's pixel centres come from ``wradlib.georef.
-get_radolan_coordinates``.  pysteps' ``dwd_radolan`` importer was not used: it
+pixels; the grid's pixel centres come from
+``wradlib.georef.get_radolan_coordinates``.  pysteps' ``dwd_radolan``
+importer was not used: it
 puts the grid on an ellipsoid instead of DWD's sphere, reads no compressed
 file, stops with an IndexError on RX and EX, sets clutter to 0 (dry) and
 returns 5-minute amounts unconverted without saying their unit.
@@ -243,7 +244,7 @@ def _decode(h: RadolanHeader, series: _Series) -> np.ndarray:
             arr[lowest] = 0.0
     else:
         arr = arr * (3600.0 / h.interval_seconds)  # mm per interval (PR applied by wradlib) to mm per hour
-    arr.ravel()[bad] = np.nan
+    arr[bad.reshape(arr.shape)] = np.nan
     return arr[::-1][series.rows, series.cols]  # RADOLAN's row 0 is the southernmost
 
 
