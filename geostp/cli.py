@@ -1,4 +1,5 @@
 """The ``geostp`` command line: wires library calls together, holds no logic of its own."""
+# (the parser's description is _DESCRIPTION, written for users; this docstring is for readers of the code)
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sys
 
 from geostp.errors import GeostpError
 
-__all__ = ["main"]
+__all__ = ["main", "build_parser"]
+
+_DESCRIPTION = "geostp: spatiotemporal forecasting of gridded data (radar nowcasting)."
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -22,8 +25,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _parse_adapter_args(pairs: list[str]) -> dict:
     """``key=value`` pairs into keyword arguments; values are read as YAML (numbers, lists, mappings,
     booleans), and kept as plain strings where they are not YAML (``*.gif``, ``%Y%m%d``)."""
-    import yaml
-
+    from geostp.data.safe_yaml import YamlAliasError, load_yaml
     from geostp.errors import ConfigError
 
     out = {}
@@ -33,9 +35,11 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
             raise ConfigError(f"--arg {pair!r} is not KEY=VALUE; expected e.g. --arg importer=mch_gif "
                               "--arg timestep=5 --arg 'importer_kwargs={accutime: 5}'")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+            out[key.strip()] = load_yaml(value, where=f"--arg {key.strip()}") if value.strip() else ""
+        except YamlAliasError:
+            raise
+        except ConfigError:
+            out[key.strip()] = value  # not YAML: the text as it is
     return out
 
 
@@ -75,23 +79,29 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_catalogs(args: argparse.Namespace) -> int:
-    from geostp.data.catalog import catalog_dirs, open_catalog
+    from geostp.data.catalog import catalog_dirs, catalog_files, open_catalog
 
-    for d in catalog_dirs():
-        for f in sorted(d.glob("*.yaml")) if d.is_dir() else []:
-            cat = open_catalog(f)
-            print(f"{f.stem}: {cat.description}")
-            for name in cat.names():
-                print(f"  {name:24s} {cat.entry(name).adapter:16s} {cat.entry(name).description}")
+    found = catalog_files()
+    if not found:
+        print("geostp: error: no catalog found; searched (in order): "
+              + ", ".join(str(d) for d in catalog_dirs()) + " ($GEOSTP_CATALOGS, then the built-in catalogs)",
+              file=sys.stderr)
+        return 1
+    for stem, f in found.items():
+        cat = open_catalog(f)
+        print(f"{stem}: {cat.description}  [{f}]")
+        for name in cat.names():
+            print(f"  {name:24s} {cat.entry(name).adapter:16s} {cat.entry(name).description}")
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """``geostp run`` / ``geostp nowcast``: load a recipe (with --set overrides) and run it."""
     from geostp.errors import ConfigError
+    from geostp.recipes.bundled import resolve_recipe
     from geostp.recipes.schema import load_recipe, recipe_to_yaml
 
-    recipe = load_recipe(args.recipe, args.set or [])
+    recipe = load_recipe(resolve_recipe(args.recipe), args.set or [])
     if args.command == "nowcast" and recipe.kind != "nowcast":
         raise ConfigError(f"{recipe.where}: kind: 'geostp nowcast' runs kind 'nowcast' recipes, this one is "
                           f"{recipe.kind!r} (use 'geostp run')")
@@ -126,11 +136,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+#: dask.distributed moves tasks and results as pickles: whoever runs the scheduler (or a worker) runs code here.
+_SCHEDULER_TRUST = ("Security: dask sends tasks and results as pickles, so a tcp:// scheduler and its workers can "
+                    "run any code in this process and read the data; connect only to a cluster you control on a "
+                    "trusted network, or use tls:// with dask's security settings (docs/scale-out.md).")
+
+
+def _example_names() -> str:
+    from geostp.recipes.bundled import example_recipes
+
+    return ", ".join(example_recipes()) or "(none)"
+
+
 def _add_run_parser(sub) -> None:
     for name, text in (("run", "run a recipe: kind train, evaluate or nowcast"),
                        ("nowcast", "run a nowcast recipe once, or --watch a feed folder")):
         p = sub.add_parser(name, help=text, description=text + ". Values of --set are read as YAML.")
-        p.add_argument("recipe", help="a recipe YAML file (see docs/recipes.md)")
+        p.add_argument("recipe", help="a recipe YAML file (see docs/recipes.md), or the name of an example "
+                                      "recipe shipped with geostp: " + _example_names())
         p.add_argument("--set", action="append", metavar="KEY.PATH=VALUE",
                        help="override a recipe value, e.g. --set training.max_iterations=10 (repeatable)")
         p.add_argument("--check", action="store_true", help="check the recipe and print it resolved; run nothing")
@@ -147,18 +170,20 @@ def _add_run_parser(sub) -> None:
                                 "several machines use torchrun -m geostp run (docs/scale-out.md)")
         p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                        help="compute the dask work (statistics, evaluation) on a dask.distributed scheduler: "
-                            "tcp://host:8786, or local:N for N local worker processes")
+                            "tcp://host:8786, or local:N for N local worker processes. " + _SCHEDULER_TRUST)
         p.set_defaults(func=_cmd_run)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from geostp._version import __version__
 
-    parser = argparse.ArgumentParser(prog="geostp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="geostp", description=_DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"geostp {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND",
+                                help="one of these (each has its own --help):")
 
-    p = sub.add_parser("demo", help="the main job on the embedded synthetic radar")
+    text = "the end-to-end nowcast demo on the embedded synthetic radar"
+    p = sub.add_parser("demo", help=text, description=text + ": ingest, forecast, verify, write a CF netCDF.")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--minutes", type=float, default=2.0,
                    help="training budget in minutes when the model is fitted on the demo's history (a model "
@@ -171,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("ingest", help="write a catalog source, or an adapter's cube, into a chunked zarr store",
+    p = sub.add_parser("ingest", help="write a catalog source or an adapter's cube into a zarr store",
                        description="Write a cube into a chunked zarr store, atomically: either a catalog source "
                                    "(SOURCE --catalog NAME) or an adapter with its arguments (--adapter NAME "
                                    "--arg KEY=VALUE ...). Re-running after an interruption starts cleanly.")
@@ -188,14 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
                    help="write on a dask.distributed cluster: tcp://host:8786 (the workers must reach --out), "
-                        "or local:N for N local worker processes")
+                        "or local:N for N local worker processes. " + _SCHEDULER_TRUST)
     p.set_defaults(func=_cmd_ingest)
 
-    p = sub.add_parser("info", help="describe a cube store")
-    p.add_argument("path")
+    text = "describe a cube store (dims, time range, gaps, projection)"
+    p = sub.add_parser("info", help=text, description="Describe a cube store: dims, variables, time range, gaps "
+                                                       "and map projection.")
+    p.add_argument("path", help="a zarr store written by geostp ingest")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("catalogs", help="list catalogs and their sources")
+    p = sub.add_parser("catalogs", help="list the catalogs and their sources",
+                       description="List the catalogs and their sources: those in the folders of "
+                                   "$GEOSTP_CATALOGS, then the built-in ones; exits 1 where none is found.")
     p.set_defaults(func=_cmd_catalogs)
 
     _add_run_parser(sub)

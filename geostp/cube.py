@@ -33,6 +33,7 @@ __all__ = [
     "window_to_tensor",
     "forecast_to_dataarray",
     "describe",
+    "crs_summary",
 ]
 
 SPATIAL_DIMS = ("y", "x")
@@ -346,8 +347,45 @@ def describe(ds: xr.Dataset, info: CubeInfo | None = None) -> str:
     if info.crs_wkt:
         import pyproj
 
-        lines.append(f"crs: {pyproj.CRS.from_wkt(info.crs_wkt).name}")
+        lines.append(f"crs: {crs_summary(pyproj.CRS.from_wkt(info.crs_wkt))}")
     return "\n".join(lines)
+
+
+_UNNAMED = {"", "unknown", "undefined", "unnamed"}
+
+
+def crs_summary(crs: Any) -> str:
+    """One line naming a :class:`pyproj.CRS` and its parameters, also for a projection without a name or EPSG
+    code (the MeteoSwiss, KNMI, RMI and BoM grids): ``CH1903 / LV03, EPSG:21781 (+proj=somerc +lat_0=46.9524
+    ...)`` or ``Polar Stereographic (variant B), no EPSG code (+proj=stere +lat_0=90 ...)``; numbers rounded to 6
+    significant digits (no exponents), the datum shift and PROJ's bookkeeping (``+no_defs``, ``+type=crs``) left out."""
+    import warnings
+
+    base = crs.source_crs if crs.is_bound and crs.source_crs is not None else crs  # +towgs84 binds a CRS
+    name = crs.name if crs.name not in _UNNAMED else base.name if base.name not in _UNNAMED else None
+    op = getattr(base, "coordinate_operation", None)
+    method = op.method_name if op is not None and op.method_name not in _UNNAMED else None
+    head = name or method or ("geographic" if crs.is_geographic else "unnamed projection")
+    if name and method and crs.is_projected:
+        head = f"{name} [{method}]" if method not in name else name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # to_proj4 warns that PROJ strings lose information; this is a summary
+        epsg, proj4 = crs.to_epsg(), crs.to_proj4()
+    params = []
+    for token in proj4.split():
+        key, _, value = token.lstrip("+").partition("=")
+        if key in ("no_defs", "type", "towgs84", "wktext"):
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if number is not None:
+            value = str(int(number)) if number.is_integer() else f"{number:.6g}" if abs(number) < 1e5 else \
+                f"{number:.1f}"
+        params.append(f"+{key}={value}" if value else f"+{key}")
+    code = f"EPSG:{epsg}" if epsg is not None else "no EPSG code"
+    return f"{head}, {code} ({' '.join(params)})"
 
 
 def window_to_tensor(window: xr.Dataset, variables: Sequence[str], *, fill_value: float = 0.0):

@@ -20,7 +20,7 @@ import xarray as xr
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-NOWCAST_RECIPE = REPO / "recipes" / "mch_nowcast.yaml"
+NOWCAST_RECIPE = REPO / "geostp" / "recipes" / "examples" / "mch_nowcast.yaml"
 
 
 

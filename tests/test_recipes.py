@@ -11,9 +11,11 @@ import pytest
 import yaml
 
 from geostp.errors import ConfigError
+from geostp.recipes.bundled import example_recipes as _example_recipes
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+# the example recipes are package data (geostp/recipes/examples; the checkout's recipes/ links to them)
+RECIPES = [Path(str(f)) for f in _example_recipes().values()]
 
 TINY_TAU = {"spatial_hidden_channels": 4, "temporal_hidden_channels": 8, "spatial_blocks": 2, "temporal_blocks": 2}
 

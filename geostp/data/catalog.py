@@ -1,4 +1,10 @@
-"""Data catalogs: YAML files under ``catalogs/`` that name sources and say how to open them.
+"""Data catalogs: YAML files that name sources and say how to open them.
+
+The built-in catalogs (``synthetic``, ``radar``, ``crowdflow``, ``video``) are
+package data (``geostp/catalogs/*.yaml``), found through
+:mod:`importlib.resources`, so an installed wheel has them too; a name is looked
+up first in the folders of ``$GEOSTP_CATALOGS``, then among the built-in ones
+(:func:`catalog_dirs`).
 
 A catalog file looks like::
 
@@ -23,17 +29,22 @@ from __future__ import annotations
 
 import os
 import re
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geostp.data.adapters import Source, adapters, open_source
+from geostp.data.safe_yaml import load_yaml
 from geostp.errors import ConfigError, DataError, UnknownNameError
 
-__all__ = ["Catalog", "SourceEntry", "open_catalog", "adapters", "catalog_dirs", "expand_env"]
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+__all__ = ["Catalog", "SourceEntry", "open_catalog", "adapters", "catalog_dirs", "builtin_catalog_dir",
+           "catalog_files", "expand_env"]
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -76,7 +87,8 @@ class _CatalogFile(BaseModel):
 class Catalog:
     """A set of named sources read from a YAML catalog file."""
 
-    def __init__(self, sources: dict[str, SourceEntry], *, path: Path | None = None, description: str = ""):
+    def __init__(self, sources: dict[str, SourceEntry], *, path: Path | Traversable | None = None,
+                 description: str = ""):
         self.sources = sources
         self.path = path
         self.description = description
@@ -105,7 +117,7 @@ class Catalog:
 
     def source(self, name: str) -> Source:
         """Source ``name``: its adapter and arguments (environment variables expanded), for :func:`open_source`."""
-        label = f"{self.path.stem if self.path is not None else 'catalog'}:{name}"
+        label = f"{_stem(self.path) if self.path is not None else 'catalog'}:{name}"
         return Source(self.entry(name).adapter, self.resolved_args(name), label)
 
     def open(self, name: str, **overrides: Any) -> xr.Dataset:
@@ -117,11 +129,33 @@ class Catalog:
         return f"Catalog({self.path}, sources={self.names()})"
 
 
-def catalog_dirs() -> list[Path]:
-    """Where catalog names are looked up: ``$GEOSTP_CATALOGS`` (os.pathsep separated), then the repository's ``catalogs/``."""
-    dirs = [Path(p) for p in os.environ.get("GEOSTP_CATALOGS", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "catalogs")
+def _stem(path: Path | Traversable) -> str:
+    return path.name.rsplit(".", 1)[0]
+
+
+def builtin_catalog_dir() -> Traversable:
+    """The built-in catalogs: the package data folder ``geostp/catalogs`` (through :mod:`importlib.resources`)."""
+    return files("geostp") / "catalogs"
+
+
+def catalog_dirs() -> list[Path | Traversable]:
+    """Where catalog names are looked up, in order: the folders of ``$GEOSTP_CATALOGS`` (``os.pathsep``
+    separated; a user's own catalogs, which win over a built-in one of the same name), then the built-in
+    catalogs (:func:`builtin_catalog_dir`)."""
+    dirs: list[Path | Traversable] = [Path(p) for p in os.environ.get("GEOSTP_CATALOGS", "").split(os.pathsep) if p]
+    dirs.append(builtin_catalog_dir())
     return dirs
+
+
+def catalog_files() -> dict[str, Path | Traversable]:
+    """Every catalog found by name: ``{name: file}``, the first folder of :func:`catalog_dirs` winning."""
+    found: dict[str, Path | Traversable] = {}
+    for d in catalog_dirs():
+        if d.is_dir():
+            for f in sorted(d.iterdir(), key=lambda f: f.name):
+                if f.name.endswith(".yaml") and f.is_file():
+                    found.setdefault(_stem(f), f)
+    return found
 
 
 def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
@@ -134,21 +168,18 @@ def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
     UnknownNameError
         For a name that matches no catalog file, listing the available ones.
     """
-    p = Path(path_or_name)
+    p: Path | Traversable = Path(path_or_name)
     if not p.suffix and not p.exists():
-        candidates = {f.stem: f for d in catalog_dirs() if d.is_dir() for f in sorted(d.glob("*.yaml"))}
+        candidates = catalog_files()
         if str(path_or_name) not in candidates:
             raise UnknownNameError(
                 f"no catalog named {str(path_or_name)!r}; available catalogs: "
                 f"{', '.join(sorted(candidates)) or '(none)'} (searched {', '.join(map(str, catalog_dirs()))})"
             )
         p = candidates[str(path_or_name)]
-    if not p.exists():
+    elif not p.exists():
         raise DataError(f"catalog file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({exc})") from None
+    raw = load_yaml(p.read_text(), where=str(p))  # refuses anchors and aliases (alias bombs)
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping with a 'sources' key, got {type(raw).__name__}")
     try:
