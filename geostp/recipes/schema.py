@@ -56,6 +56,8 @@ __all__ = [
     "model_class",
     "resolved_model_args",
     "recipe_to_yaml",
+    "stored_recipe",
+    "expanded_references",
 ]
 
 Pair = int | tuple[int, int]
@@ -283,6 +285,8 @@ class Recipe(_Strict):
     nowcast: NowcastSection | None = None
     output: OutputSection = Field(default_factory=OutputSection)
     _where: str = PrivateAttr("recipe")
+    #: The recipe as written (overrides applied, ``${VAR}`` references not expanded): what is stored.
+    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -391,10 +395,14 @@ def _split_override(text: str, where: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"{where}: --set {text!r} is not KEY.PATH=VALUE; expected e.g. "
                           "--set training.max_iterations=10 or --set 'model.args={spatial_blocks: 2}'")
+    from geostp.data.safe_yaml import YamlAliasError, load_yaml
+
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = load_yaml(value, where=f"{where}: --set {key.strip()}") if value.strip() else None
+    except YamlAliasError:
+        raise
+    except ConfigError:
+        parsed = value  # not YAML: the text as it is
     return key.strip(), parsed
 
 
@@ -418,10 +426,9 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | dict[str, A
     where = p.name
     if not p.is_file():
         raise ConfigError(f"recipe {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    from geostp.data.safe_yaml import load_yaml
+
+    raw = load_yaml(p.read_text(), where=where)  # refuses anchors and aliases (alias bombs)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with keys kind, data, model, ...; got {type(raw).__name__}")
     raw.setdefault("name", p.stem)
@@ -433,20 +440,70 @@ def parse_recipe(raw: dict[str, Any], *, overrides: list[str] | dict[str, Any] |
     """Validate a recipe given as a dict (see :func:`load_recipe`)."""
     from geostp.data.catalog import expand_env
 
-    raw = apply_overrides(raw, overrides, where)
-    raw = expand_env(raw, where=where)
+    written = apply_overrides(raw, overrides, where)
+    raw = expand_env(written, where=where)
     try:
         recipe = Recipe.model_validate(raw, context={"where": where})
     except ValidationError as exc:
         raise _validation_message(where, exc) from None
     recipe._where = where
+    recipe._written = written
     check_recipe(recipe, where)
     return recipe
 
 
+#: A ``${VAR}`` or ``${VAR:-default}`` reference (the syntax :func:`geostp.data.catalog.expand_env` expands).
+_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-[^}]*)?\}")
+
+
+def _put_back_references(resolved: Any, written: Any) -> Any:
+    """``resolved`` with every string of ``written`` that holds a ``${VAR}`` reference put back at its place."""
+    if isinstance(written, str):
+        return written if _REFERENCE.search(written) else resolved
+    if isinstance(written, dict) and isinstance(resolved, dict):
+        out = dict(resolved)
+        renamed = {old: new for (_, old), new in _RENAMED_KEYS.items()}
+        for key, value in written.items():
+            name = key if key in out else renamed.get(key, key)
+            if name in out:
+                out[name] = _put_back_references(out[name], value)
+        return out
+    if isinstance(written, list) and isinstance(resolved, list) and len(written) == len(resolved):
+        return [_put_back_references(r, w) for r, w in zip(resolved, written, strict=True)]
+    return resolved
+
+
+def stored_recipe(recipe: Recipe) -> dict[str, Any]:
+    """The recipe as geostp stores it (``recipe.yaml``, checkpoints' ``metadata["recipe"]``, forecast files'
+    ``geostp_recipe``, scores): every default filled in, and every value written with a ``${VAR}`` reference kept as
+    written, so that what an environment variable holds (a password, a token) is never written to a file; the run
+    itself uses the expanded values, and loading the stored recipe expands them again."""
+    return _put_back_references(recipe.model_dump(mode="json"), recipe._written)
+
+
+def expanded_references(recipe: Recipe) -> dict[str, str]:
+    """``{value: "${VAR}"}`` for each environment variable the recipe as written refers to and that is set (not
+    empty): what a log replaces to keep those values out of its lines."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, str):
+            names.update(_REFERENCE.findall(node))
+        elif isinstance(node, dict):
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(recipe._written)
+    return {os.environ[n]: f"${{{n}}}" for n in sorted(names) if os.environ.get(n)}
+
+
 def recipe_to_yaml(recipe: Recipe) -> str:
-    """The resolved recipe as YAML text (every default filled in)."""
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    """The resolved recipe as YAML text (every default filled in; ``${VAR}`` references as written:
+    :func:`stored_recipe`)."""
+    return yaml.safe_dump(stored_recipe(recipe), sort_keys=False, default_flow_style=None)
 
 
 # ----------------------------------------------------------------------------- semantic checks
