@@ -25,6 +25,14 @@ A reader therefore sees either no store or a complete one, and
 :func:`open_cube` refuses a folder that lacks the marker.  Re-running an
 interrupted ingest removes the stale partial folder and starts again.
 
+Overwriting replaces only a store that ingest wrote (a folder whose root
+``zarr.json`` carries the marker and holds nothing but zarr's own entries):
+anything else, a folder of other files or a link, is refused with a
+:class:`~geostp.errors.StoreError` and left untouched.  The old store is moved
+aside (``<target>.old-<token>``) before the new one is renamed into place and
+removed after; one that a killed run left is removed by the next ingest of
+the same target.
+
 Direct reads
 ------------
 :func:`open_cube` marks each data variable's encoding with the identity of the
@@ -37,7 +45,9 @@ rechunked since is a different dask array, and is read through xarray.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
@@ -52,11 +62,15 @@ from geostp.cluster import dask_client
 from geostp.cube import CubeInfo, validate_cube
 from geostp.errors import CubeError, StoreError
 
-__all__ = ["ingest", "open_cube", "store_info", "default_chunks", "unmodified_store_path", "COMPLETE_ATTR",
-           "STORE_ARRAY_KEY"]
+__all__ = ["ingest", "open_cube", "store_info", "default_chunks", "unmodified_store_path", "foreign_content",
+           "COMPLETE_ATTR", "STORE_ARRAY_KEY"]
 
 COMPLETE_ATTR = "geostp_complete"
 PARTIAL_INFIX = ".partial-"
+#: The infix of an old store moved aside by an overwrite (``<target>.old-<token>``), removed once the new one is in
+#: place; one left by a killed run is removed by the next ingest of the same target.
+OLD_INFIX = ".old-"
+_TOKEN = re.compile(r"[0-9a-f]{8}")
 #: Encoding key of a variable opened by :func:`open_cube`: the name of the dask array read from the store.
 STORE_ARRAY_KEY = "geostp_store_array"
 
@@ -90,8 +104,95 @@ def _encoding(ds: xr.Dataset, variables: list[str], chunks: dict[str, int]) -> d
     return enc
 
 
+def _siblings(target: Path, infix: str) -> list[Path]:
+    """geostp's own ``<target><infix><token>`` folders beside ``target`` (matched by name, not by a glob pattern:
+    the target's name may hold glob characters)."""
+    if not target.parent.is_dir():
+        return []
+    prefix = target.name + infix
+    return sorted(p for p in target.parent.iterdir()
+                  if p.name.startswith(prefix) and _TOKEN.fullmatch(p.name[len(prefix):])
+                  and p.is_dir() and not p.is_symlink())
+
+
 def _stale_partials(target: Path) -> list[Path]:
-    return sorted(target.parent.glob(target.name + PARTIAL_INFIX + "*"))
+    return _siblings(target, PARTIAL_INFIX)
+
+
+def _root_attributes(path: Path) -> dict[str, Any] | None:
+    """The root attributes of a zarr v3 group at ``path`` (None if it holds none, or they cannot be read)."""
+    meta = path / "zarr.json"
+    if meta.is_symlink() or not meta.is_file():
+        return None
+    try:
+        doc = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("node_type") != "group" or not isinstance(doc.get("attributes"), dict):
+        return None
+    return doc["attributes"]
+
+
+def foreign_content(path: Path) -> str | None:
+    """Why ``path`` is not a store :func:`ingest` wrote (so that it must not be replaced or removed); None if it is.
+
+    A geostp store is a real folder (not a link) whose root ``zarr.json`` carries the completion marker and whose
+    entries are zarr's own: the root metadata, and one folder per array holding its ``zarr.json`` and chunks
+    (``c``; a chunk tree itself is not walked).
+    """
+    if path.is_symlink():
+        return "it is a symbolic link"
+    if not path.is_dir():
+        return "it is not a folder"
+    attrs = _root_attributes(path)
+    if attrs is None:
+        return "it is not a zarr store (no readable zarr.json group metadata at its root)"
+    if attrs.get(COMPLETE_ATTR) is not True:
+        return f"its zarr metadata lacks geostp's '{COMPLETE_ATTR}' marker (a store not written by geostp.ingest)"
+    for entry in path.iterdir():
+        if entry.name == "zarr.json":
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            return f"it holds {entry.name}, which is not part of a zarr store"
+        others = [e.name for e in entry.iterdir() if e.name not in ("zarr.json", "c")]
+        if others:  # an array's folder holds its metadata and its chunks ('c'), nothing else
+            return f"it holds {entry.name}/{others[0]}, which is not part of a zarr store"
+    return None
+
+
+def _remove_store(path: Path) -> None:
+    """Remove a store geostp wrote, its root ``zarr.json`` last: a removal cut short leaves a folder that is still
+    recognisably geostp's (marker and name), which the next ingest removes."""
+    for entry in path.iterdir():
+        if entry.name != "zarr.json":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    (path / "zarr.json").unlink(missing_ok=True)
+    path.rmdir()
+
+
+def _remove_stale(target: Path) -> None:
+    """Remove what an interrupted ingest of ``target`` left: its partial folders, and the old copies an overwrite
+    moved aside (only those that are still recognisably geostp stores, or emptied ones)."""
+    for stale in _stale_partials(target):
+        shutil.rmtree(stale, ignore_errors=True)
+    for old in _siblings(target, OLD_INFIX):
+        if _root_attributes(old) is not None and foreign_content(old) is None:
+            _remove_store(old)
+        elif not any(old.iterdir()):
+            old.rmdir()
+
+
+def _check_overwrite(target: Path, overwrite: bool) -> None:
+    """Refuse to write onto anything but a store geostp wrote (and onto that without ``overwrite``)."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not overwrite:
+        raise StoreError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it")
+    problem = foreign_content(target)
+    if problem is not None:
+        raise StoreError(f"refusing to overwrite {target}: {problem}; overwrite replaces only a cube store that "
+                         "geostp.ingest wrote (a zarr store with the geostp marker); expected such a store, or "
+                         "a path that does not exist yet")
 
 
 def ingest(
@@ -120,7 +221,9 @@ def ingest(
     time_chunk, spatial_chunk
         The chunking policy (module docstring).
     overwrite
-        Replace an existing store; otherwise an existing one is an error.
+        Replace an existing store that :func:`ingest` wrote (a :class:`StoreError` for anything else: a folder
+        of other files, a link, a zarr store without geostp's marker); without it, any existing path is an error.
+        Old copies an overwrite cut short left beside the target (``<name>.old-<token>``) are removed.
     progress
         Show a tqdm progress bar over blocks of frames.
     source
@@ -142,11 +245,9 @@ def ingest(
 
     target = Path(path)
     info = validate_cube(ds, source=source, check_values=False)
-    if target.exists() and not overwrite:
-        raise StoreError(f"{target} already exists; pass overwrite=True (or --overwrite) to replace it")
+    _check_overwrite(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in _stale_partials(target):  # left by an interrupted run: restart cleanly
-        shutil.rmtree(stale, ignore_errors=True)
+    _remove_stale(target)  # left by an interrupted run: restart cleanly
 
     variables = list(info.variables)
     chunks = default_chunks(info.sizes, time_chunk=time_chunk, spatial_chunk=spatial_chunk)
@@ -221,11 +322,12 @@ def _write_blocks(data: xr.Dataset, tmp: Path, dims: Sequence[str], starts: rang
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
     """Rename the finished store onto its name (the old one, if any, moved aside first and removed)."""
-    if target.exists():  # overwrite: move the old one aside, then swap in the new one
-        trash = target.with_name(target.name + ".old-" + uuid.uuid4().hex[:8])
+    if target.exists() or target.is_symlink():  # overwrite: move the old one aside, then swap in the new one
+        _check_overwrite(target, True)  # checked again: it may have changed while the new one was written
+        trash = target.with_name(target.name + OLD_INFIX + uuid.uuid4().hex[:8])
         os.replace(target, trash)
         os.replace(tmp, target)
-        shutil.rmtree(trash, ignore_errors=True)
+        _remove_store(trash)
     else:
         os.replace(tmp, target)
 
