@@ -23,7 +23,9 @@ Units
     listed here for the adapters that convert them.
 Files
     :func:`resolve_files` turns a path, a glob pattern or a list into files
-    (:func:`glob_problem` says why a pattern found none) and
+    (:func:`glob_problem` says why a pattern found none; :func:`glob_paths`
+    matches a pattern with the folders that exist under their own name taken
+    literally, so that a folder named ``runs [v2]`` is not read as a pattern) and
     :func:`times_from_names` reads the time in each file name by a pysteps-style
     ``fn_pattern``.  :func:`check_on_error` validates the corrupt-file policy
     every file adapter accepts.
@@ -67,6 +69,7 @@ __all__ = [
     "REGION_KEYS",
     "region_window",
     "resolve_files",
+    "glob_paths",
     "glob_problem",
     "is_zarr_store",
     "times_from_names",
@@ -154,13 +157,18 @@ def finish_cube(ds: xr.Dataset, *, step: pd.Timedelta | None, source: str) -> xr
 
 
 def crs_attrs(crs) -> dict[str, Any]:
-    """CF grid-mapping attributes of a :class:`pyproj.CRS` (``CRS.to_cf()``), quietly."""
+    """CF grid-mapping attributes of a :class:`pyproj.CRS` (``CRS.to_cf()``), quietly, completed where CF asks
+    for more than pyproj writes: a polar stereographic grid given by its standard parallel (KNMI, FMI, DWD's
+    RADOLAN) gets its ``latitude_of_projection_origin``, the pole on that parallel's side."""
     with warnings.catch_warnings():
         # Oblique projections: pyproj notes CF has no skew-angle parameter (90 degrees for
         # Swiss LV03, so nothing is lost; the WKT written beside it keeps everything).
         warnings.filterwarnings("ignore", message=".*skew.*")
         warnings.filterwarnings("ignore", category=UserWarning, module="pyproj")
-        return crs.to_cf()
+        attrs = crs.to_cf()
+    if attrs.get("grid_mapping_name") == "polar_stereographic" and "latitude_of_projection_origin" not in attrs:
+        attrs["latitude_of_projection_origin"] = 90.0 if float(attrs.get("standard_parallel", 90.0)) >= 0 else -90.0
+    return attrs
 
 
 _LONLAT_CACHE: dict[tuple[str, bytes, bytes], tuple[np.ndarray, np.ndarray]] = {}
@@ -330,7 +338,8 @@ def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
                   suffixes: Sequence[str] = ()) -> list[Path]:
     """Files named by a path, a glob pattern (``**`` allowed) or a list of either; sorted, never empty.
 
-    A directory stands for the files in it whose name ends with one of ``suffixes``.
+    A path that exists is taken as it is, glob characters in its name included; a pattern is matched by
+    :func:`glob_paths`.  A directory stands for the files in it whose name ends with one of ``suffixes``.
     """
     items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
     if not items:
@@ -338,13 +347,13 @@ def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     out: list[Path] = []
     for item in items:
         s = os.fspath(item)
-        if glob.has_magic(s):
-            found = sorted(Path(p) for p in glob.glob(s, recursive=True) if Path(p).is_file())
+        p = Path(s)
+        if not p.exists() and glob.has_magic(s):
+            found = [f for f in glob_paths(s) if f.is_file()]
             if not found:
                 raise DataError(f"pattern {s} matched no {what} ({glob_problem(s)}); expected at least one file")
             out.extend(found)
         else:
-            p = Path(s)
             if not p.exists():
                 raise DataError(f"{what} {p} does not exist")
             if p.is_dir() and suffixes and not is_zarr_store(p):
@@ -357,14 +366,42 @@ def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     return out
 
 
+def _literal_split(pattern: str) -> tuple[Path | None, list[str]]:
+    """The longest leading part of ``pattern`` that exists under its literal name, and the parts after it."""
+    parts = Path(pattern).parts
+    base: Path | None = None
+    for i, part in enumerate(parts):
+        candidate = Path(part) if base is None else base / part
+        if not candidate.exists():
+            return base, list(parts[i:])
+        base = candidate
+    return base, []
+
+
+def glob_paths(pattern: str | os.PathLike[str]) -> list[Path]:
+    """The paths a glob pattern (``**`` allowed) matches, sorted.
+
+    The leading folders of the pattern that exist under their literal name are taken literally (escaped with
+    :func:`glob.escape`), so a user's folder named ``runs [v2]`` or ``data*`` is that folder, not a pattern; the
+    rest is matched as a pattern.  A path that exists as written is itself.
+    """
+    s = os.fspath(pattern)
+    base, rest = _literal_split(s)
+    if not rest:
+        return [Path(s)] if base is not None else []
+    joined = os.path.join(glob.escape(str(base)), *rest) if base is not None else os.path.join(*rest)
+    return sorted(Path(p) for p in glob.glob(joined, recursive=True))
+
+
 def glob_problem(pattern: str) -> str:
     """Why a glob pattern found nothing: the folder before its first wildcard is missing, or nothing in it matches."""
-    base = Path()
-    for part in Path(pattern).parts:
-        if glob.has_magic(part):
-            break
-        base = base / part
-    return f"folder {base} does not exist" if not base.exists() else f"nothing matches in {base}"
+    base, rest = _literal_split(os.fspath(pattern))
+    where = base if base is not None else Path()
+    if not rest:
+        return f"{where} exists but is not a file"
+    if glob.has_magic(rest[0]):
+        return f"nothing matches {os.path.join(*rest)} in {where}"
+    return f"folder {where / rest[0]} does not exist" if len(rest) > 1 else f"{where / rest[0]} does not exist"
 
 
 def is_zarr_store(p: Path) -> bool:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import glob
 import io
 import os
 import warnings
@@ -55,6 +54,7 @@ from geostp.conventions import (
     crs_attrs,
     finish_cube,
     geographic_coords,
+    glob_paths,
     glob_problem,
     parse_step,
     projected_coords,
@@ -181,7 +181,7 @@ def find_radar_files(
     files: list[Path] = []
     for pat in patterns:
         pat = os.fspath(pat)
-        hits = sorted(Path(p) for p in glob.glob(pat, recursive=True) if Path(p).is_file())
+        hits = [p for p in glob_paths(pat) if p.is_file()]  # a folder named 'runs [v2]' is taken literally
         if not hits:
             raise DataError(f"radar file pattern {pat} matched no file ({glob_problem(pat)}); expected at least one")
         files.extend(hits)

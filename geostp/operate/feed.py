@@ -15,7 +15,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from glob import glob
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.conventions import parse_step, times_from_names
+from geostp.conventions import glob_paths, parse_step, times_from_names
 from geostp.errors import ConfigError, CubeError, DataError, GeostpError
 
 __all__ = [
@@ -202,8 +201,7 @@ class FileFeed:
     def scan(self) -> tuple[dict[np.datetime64, Path], list[str]]:
         """Files present now, by time; and notes on names that collide."""
         found: dict[np.datetime64, list[Path]] = {}
-        for name in glob(self.files, recursive=True):
-            p = Path(name)
+        for p in glob_paths(self.files):  # the folders that exist under their own name are taken literally
             if p.name.startswith(".") or not p.is_file():
                 continue
             t = self.time_of(p)
