@@ -15,6 +15,7 @@ __all__ = [
     "ConfigError",
     "UnknownNameError",
     "CheckpointError",
+    "UnsafePathError",
 ]
 
 
@@ -47,3 +48,8 @@ class UnknownNameError(ConfigError, KeyError):
 
 class CheckpointError(GeostpError, OSError):
     """A checkpoint is missing, unsafe, or does not fit the data it is used on."""
+
+
+class UnsafePathError(GeostpError, OSError):
+    """A file geostp would write or keep open (a lock, a log) is a symbolic link, a hard link or not a regular file:
+    writing through it would touch a file geostp did not write, so geostp refuses and leaves it as it is."""

@@ -52,6 +52,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_bytes",
     "remove_path",
+    "redacted",
     "FORMATS",
     "SUFFIXES",
     "CONVENTIONS",
@@ -82,6 +83,24 @@ def temp_path(path: str | os.PathLike[str], token: str | None = None) -> Path:
 def is_temp_name(name: str) -> bool:
     """Whether a file name is a temporary of :func:`atomic_path` (a leftover if no writer is running)."""
     return name.startswith(".") and TMP_MARK in name
+
+
+def redacted(value: Any, replacements: Mapping[str, str]) -> Any:
+    """``value`` with each key of ``replacements`` replaced by its value in every string inside it (dicts, lists and
+    tuples walked; keys kept): provenance written into a file (attributes, metadata) with what an environment
+    variable held (a secret in a path) put back as its ``${VAR}`` reference.  The longest texts are replaced first."""
+    if not replacements:
+        return value
+    if isinstance(value, str):
+        for text in sorted(replacements, key=len, reverse=True):
+            if text:
+                value = value.replace(text, replacements[text])
+        return value
+    if isinstance(value, Mapping):
+        return {k: redacted(v, replacements) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(redacted(v, replacements) for v in value)
+    return value
 
 
 def remove_path(path: Path) -> None:

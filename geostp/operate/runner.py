@@ -52,17 +52,22 @@ Lock
     A runner holds ``fcntl.flock`` on ``.geostp-nowcast.lock`` in the output
     folder; a second runner on the same folder stops at once with
     :class:`NowcastLockedError`.  The kernel releases the lock of a killed
-    process.
+    process.  The lock and the log are opened without following links
+    (``O_NOFOLLOW``): a lock or log that is a symbolic link, a hard link or
+    not a regular file is refused (:class:`~geostp.errors.UnsafePathError`)
+    and whatever it points at is left untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -78,7 +83,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import to_timedelta
-from geostp.errors import CheckpointError, ConfigError, DataError, GeostpError
+from geostp.errors import CheckpointError, ConfigError, DataError, GeostpError, UnsafePathError
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
 from geostp.writers import (
@@ -86,6 +91,7 @@ from geostp.writers import (
     atomic_path,
     atomic_write_text,
     is_temp_name,
+    redacted,
     remove_path,
     write_forecasts,
 )
@@ -127,18 +133,52 @@ def _iso(t: Any) -> str:
     return pd.Timestamp(t).isoformat()
 
 
+def open_own_file(path: Path, flags: int, what: str) -> int:
+    """Open a file the runner keeps for itself (its lock, its log) without following a link: a descriptor.
+
+    ``O_NOFOLLOW`` makes the kernel refuse a symbolic link in the last component (a dangling one included, so
+    nothing is created at its target); a hard link (a second name of some other file), a folder, a FIFO or a
+    device is refused after the open, before anything is written.  Either way an :class:`UnsafePathError` names
+    the file and what was expected, and the file (and whatever it points at) is left as it was.
+    """
+    expected = f"expected a regular file that only the nowcast runner writes (or none: it is created); remove {path}"
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP or path.is_symlink():
+            raise UnsafePathError(f"{what} {path} is a symbolic link; refusing to follow it ({expected})") from None
+        raise UnsafePathError(f"{what} {path} cannot be opened as a file ({exc.strerror}); refusing it "
+                              f"({expected})") from None
+    st = os.fstat(fd)
+    problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode)
+               else f"has {st.st_nlink} names (a hard link to another file)" if st.st_nlink != 1 else None)
+    if problem is not None:
+        os.close(fd)
+        raise UnsafePathError(f"{what} {path} {problem}; refusing to write it ({expected})")
+    os.set_blocking(fd, True)
+    return fd
+
+
 @dataclass
 class _Log:
     path: Path | None
     echo: TextIO | str | None  # "stdout": whatever sys.stdout is when a line is written
+    redact: Mapping[str, str] = field(default_factory=dict)  # text -> what is written instead
     _fh: Any = field(default=None, repr=False)
+
+    def open(self) -> None:
+        """Open (create) the log file for appending, refusing a link (:func:`open_own_file`)."""
+        if self.path is not None and self._fh is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "nowcast log")
+            self._fh = os.fdopen(fd, "a", buffering=1)  # kept open for the runner's life
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, default=str, separators=(",", ":"))
+        for text in sorted(self.redact, key=len, reverse=True):  # as JSON spells them, the longest first
+            line = line.replace(json.dumps(text)[1:-1], json.dumps(self.redact[text])[1:-1])
         if self.path is not None:
-            if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open for the runner's life
+            self.open()
             self._fh.write(line + "\n")
             self._fh.flush()
         stream = sys.stdout if self.echo == "stdout" else self.echo
@@ -182,6 +222,9 @@ class NowcastRunner:
         ``sys.stdout``; None for none).
     attrs
         Global attributes of every output file (the resolved recipe, say).
+    redact
+        ``{text: replacement}`` applied to every log line (a recipe's expanded ``${VAR}`` values by their
+        references, so that a secret in an environment variable stays out of the log).
     device, tile
         Passed to :meth:`FittedForecaster.predict`.
     clock
@@ -202,6 +245,7 @@ class NowcastRunner:
         log_path: str | os.PathLike[str] | None = None,
         echo: TextIO | str | None = "stdout",
         attrs: Mapping[str, Any] | None = None,
+        redact: Mapping[str, str] | None = None,
         device: str = "cpu",
         tile: int | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -218,7 +262,8 @@ class NowcastRunner:
         self.maps = list(maps)
         self.policy = policy or FeedPolicy()
         self.crop = crop
-        self.log = _Log(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo)
+        self.log = _Log(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo,
+                        {k: v for k, v in (redact or {}).items() if k})
         self.attrs = dict(attrs or {})
         self.device = device
         self.tile = tile
@@ -243,8 +288,7 @@ class NowcastRunner:
     def open(self) -> None:
         """Create and lock the output folder; remove partial files a killed runner left."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        lock = self.out_dir / LOCK_NAME
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own_file(self.out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "nowcast lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -260,6 +304,11 @@ class NowcastRunner:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_iso(datetime.now(timezone.utc))}"
                       .encode(), 0)
         self._lock_fd = fd
+        try:
+            self.log.open()  # a log that is a link is refused before the runner writes anything
+        except GeostpError:
+            self._unlock()
+            raise
         removed = []
         for p in sorted(self.out_dir.iterdir()):
             if is_temp_name(p.name) and (p.name.startswith(".nowcast_") or p.name.startswith(GRID_NAME)):
@@ -276,10 +325,14 @@ class NowcastRunner:
     def close(self, reason: str = "done") -> None:
         if self._lock_fd is not None:
             self._event("stop", reason=reason, written=len(self.written))
+            self._unlock()
+        self.log.close()
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
             os.close(self._lock_fd)
             self._lock_fd = None
-        self.log.close()
 
     def _event(self, event: str, **fields: Any) -> None:
         self.log.write({"event": event, "time": _iso(datetime.now(timezone.utc)), **fields})
@@ -513,6 +566,10 @@ class NowcastRunner:
         todo = [(f, p) for f, p in zip(self.formats, self.output_paths(t), strict=True) if not p.exists()]
         attrs = {"model": self.forecaster.name, "input_files": ", ".join(inputs), "filled_inputs": "; ".join(filled),
                  **self.attrs}
+        if self.log.redact:  # a path in the forecast's attributes (its checkpoint) may hold an expanded secret
+            attrs = redacted(attrs, self.log.redact)
+            fc = fc.copy()
+            fc.attrs = redacted(dict(fc.attrs), self.log.redact)
         delay = float(os.environ.get(COMMIT_DELAY_ENV, "0") or 0)
         # keep_existing: a concurrent writer cannot exist (lock); a final left by an earlier runner wins
         return write_forecasts(fc, todo, attrs=attrs, keep_existing=True,

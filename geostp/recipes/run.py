@@ -3,12 +3,15 @@
 Every decision lives in the library (``geostp.stream``, ``geostp.train``,
 ``geostp.forecast``, ``geostp.metrics``, ``geostp.operate``); this module maps
 the recipe's sections onto those calls, writes the resolved recipe beside
-every output and inside every checkpoint (``metadata["recipe"]``), and turns
-data-dependent problems into errors that name the recipe key.
+every output and inside every checkpoint (``metadata["recipe"]``; its
+``${VAR}`` references as written, never their values:
+:func:`geostp.recipes.schema.stored_recipe`), and turns data-dependent
+problems into errors that name the recipe key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,11 +27,13 @@ from geostp.recipes.schema import (
     Crop,
     Recipe,
     SourceEntry,
+    expanded_references,
     load_recipe,
     recipe_to_yaml,
     resolved_model_args,
+    stored_recipe,
 )
-from geostp.writers import atomic_path, atomic_write_text
+from geostp.writers import atomic_path, atomic_write_text, redacted
 
 __all__ = ["RunResult", "run_recipe", "run_file", "open_data", "crop_slices", "build_forecaster"]
 
@@ -121,9 +126,11 @@ def open_data(recipe: Recipe) -> xr.Dataset:
     where = _where(recipe)
     fingerprint = json.dumps(d.model_dump(mode="json", include={"catalog", "source", "adapter", "args", "variables",
                                                                   "time", "crop", "sequences"}), sort_keys=True)
+    # stored as a digest: the expanded arguments may hold what an environment variable holds (a secret)
+    digest = "sha256:" + hashlib.sha256(fingerprint.encode()).hexdigest()
     if d.store is not None and Path(d.store).exists():
         cube = open_cube(d.store)
-        if cube.attrs.get("geostp_recipe_data") != fingerprint:
+        if cube.attrs.get("geostp_recipe_data") not in (digest, fingerprint):  # the plain text: stores before
             raise ConfigError(f"{where}: data.store: {d.store} was ingested from other data settings (source, "
                               "args, time, crop, variables or sequences differ); delete it or name another store")
         return cube
@@ -147,7 +154,7 @@ def open_data(recipe: Recipe) -> xr.Dataset:
         cube = cube.drop_vars([v for v in cube.data_vars if v not in keep and cube[v].ndim >= 3])
     validate_cube(cube, source=where, check_values=False)
     if d.store is not None:
-        cube.attrs["geostp_recipe_data"] = fingerprint
+        cube.attrs["geostp_recipe_data"] = digest
         ingest(cube, d.store, progress=False, source=where)
         cube = open_cube(d.store)
     return cube
@@ -196,7 +203,7 @@ def build_forecaster(recipe: Recipe, variables: list[str], *, steps: int | None 
     normalizer = fixed_normalizer(recipe.model.transform, list(variables))
     return FittedForecaster(model=_build(recipe.model.name, args), variables=list(variables),  # type: ignore[arg-type]
                             normalizer=normalizer, fill_value=normalizer.fill_value if normalizer else 0.0,
-                            metadata={"recipe": recipe.model_dump(mode="json")})
+                            metadata={"recipe": stored_recipe(recipe)})
 
 
 def _baseline(name: str, args: dict[str, Any], variables: list[str], steps: int, transform: str | None = None):
@@ -319,7 +326,7 @@ def _advection_job(recipe: Recipe, args: dict[str, Any], variables: list[str], s
         base="sprog" if m.advection == "sprog" else "extrapolation", loss=m.loss,
         probability_matching=m.probability_matching, batches_per_epoch=tr.batches_per_epoch,
         window_stride=tr.window_stride, checkpoint_dir=out / "checkpoints", resume=tr.resume,
-        metadata={"recipe": recipe.model_dump(mode="json")})
+        metadata={"recipe": stored_recipe(recipe)})
 
 
 def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
@@ -356,7 +363,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
         batch_size=tr.batch_size, workers=tr.workers, window=_window_spec(recipe, net, cube),
         splits={"train": splits.get("train"), "validation": splits.get("validation")},
         transforms=recipe.data.transforms, store=recipe.data.store, checkpoint_dir=out / "checkpoints",
-        resume=tr.resume, metadata={"recipe": recipe.model_dump(mode="json")})
+        resume=tr.resume, metadata={"recipe": stored_recipe(recipe)})
     return _run_training(recipe, cube, job, out, files, cube, progress)
 
 
@@ -461,8 +468,11 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
                              tile=ev.tile, overlap=ev.overlap, transfer=ev.source is not None)
     except (ConfigError, CubeError) as exc:
         raise ConfigError(f"{_where(recipe)}: evaluation: {exc}") from None
-    scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(recipe.model_dump(
-        mode="json"))})
+    scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(stored_recipe(recipe))})
+    secrets = expanded_references(recipe)  # paths in the attributes (a checkpoint's) may hold an expanded secret
+    for name in [None, *scores.variables]:
+        target = scores if name is None else scores[name]
+        target.attrs = redacted(dict(target.attrs), secrets)
     table = format_table(scores)
     if progress:
         print(table)
@@ -517,7 +527,8 @@ def nowcast_runner(recipe: Recipe, *, echo: TextIO | str | None = "stdout"):
     return NowcastRunner(
         feed, forecaster, steps=nc.steps, out_dir=out, formats=recipe.output.formats, maps=recipe.output.maps,
         policy=policy, crop=(lambda ny, nx: crop_slices(crop, ny, nx, where)) if crop is not None else None,
-        log_path=recipe.output.log, echo=echo, attrs={"geostp_recipe": recipe.model_dump(mode="json")},
+        log_path=recipe.output.log, echo=echo, attrs={"geostp_recipe": stored_recipe(recipe)},
+        redact=expanded_references(recipe),
         device=nc.device, tile=nc.tile)
 
 
