@@ -304,7 +304,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
                      progress: bool = True) -> TrainingOutcome:
     """Train ``job.model`` on one cube (or, advection-aware, a corpus of cubes); see the module docstring."""
     from geostp.forecast import FittedForecaster, cube_schema, load_forecaster
-    from geostp.train.trainer import Trainer
+    from geostp.train.trainer import Trainer, seed_everything
 
     cubes = [cubes] if isinstance(cubes, xr.Dataset) else list(cubes)
     if not cubes:
@@ -323,6 +323,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
     name = "lagrangian" if job.advection else job.model
     if job.init is not None:  # fine-tuning: the model as it is, its own normaliser
         name, args = job.init.model.name, job.init.model.config
+    seed_everything(job.settings.seed)  # before anything random: the initial weights depend on the seed alone
     net = _build(name, args)
     if not net.trainable:
         raise ConfigError(f"model {name!r} has nothing to train")
@@ -335,6 +336,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
             net.load_state_dict(job.init.model.state_dict())
         elif job.loss == "weighted":
             args["decoder"] = _decoder(normalizer, job.variables[0])
+            seed_everything(job.settings.seed)  # the same weights whether the motion came from the cache or not
             net = _build(name, args)
     else:
         train_loader, val_loader, normalizer, info = _eulerian_data(cubes[0], job, net)

@@ -47,7 +47,7 @@ from geostp.train.settings import TrainSettings
 if TYPE_CHECKING:
     import geostp.models.base
 
-__all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device"]
+__all__ = ["TrainSettings", "TrainResult", "Trainer", "TrainingBudgetWarning", "pick_device", "seed_everything"]
 
 
 # warm-up iterations skipped, then as many timed, before judging whether the time fits the schedule
@@ -77,6 +77,13 @@ class TrainResult:
 
         warnings.warn("TrainResult.skipped_steps is now skipped_iterations", DeprecationWarning, stacklevel=2)
         return self.skipped_iterations
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's generators (CPU and every GPU): called before a model is built, so that its initial weights,
+    and everything drawn after (data order, dropout), depend on ``seed`` alone, not on what ran before in the
+    process.  (geostp draws nothing from numpy's or Python's global generators: its samplers take their seed.)"""
+    torch.manual_seed(int(seed))
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -360,7 +367,7 @@ class Trainer:
             raise ConfigError("the training loader must know its length (batches per epoch)") from None
         if iterations_per_epoch == 0:
             raise ConfigError("the training split produced no batch; check the split, window and patch settings")
-        torch.manual_seed(s.seed)
+        seed_everything(s.seed)
         self._make_scheduler(iterations_per_epoch)
         last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
         if resume is not True and resume is not False:
