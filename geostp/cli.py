@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(SOURCE --catalog NAME) or an adapter with its arguments (--adapter NAME "
                                    "--arg KEY=VALUE ...). Re-running after an interruption starts cleanly.")
     p.add_argument("source", nargs="?", help="source name in the catalog")
-    p.add_argument("--catalog", help="catalog name (catalogs/NAME.yaml) or path")
+    p.add_argument("--catalog", help="a catalog's name (geostp catalogs lists them) or a catalog file")
     p.add_argument("--adapter", help="an adapter name (radar, netcdf, taxibj, ...) to call without a catalog")
     p.add_argument("--arg", action="append", metavar="KEY=VALUE",
                    help="an adapter argument (repeatable; the value is read as YAML); with a catalog source it "

@@ -34,9 +34,18 @@ __all__ = [
     "forecast_to_dataarray",
     "describe",
     "crs_summary",
+    "FORECAST_TIME_ATTRS",
 ]
 
 SPATIAL_DIMS = ("y", "x")
+#: CF attributes of a forecast's time coordinates: :func:`forecast_to_dataarray` sets them and
+#: :mod:`geostp.writers` writes them (where the leading ``time`` of several reference times becomes
+#: ``forecast_reference_time``).
+FORECAST_TIME_ATTRS: dict[str, dict[str, str]] = {
+    "lead_time": {"standard_name": "forecast_period", "long_name": "lead time"},
+    "forecast_reference_time": {"standard_name": "forecast_reference_time", "long_name": "forecast reference time"},
+    "valid_time": {"standard_name": "time", "long_name": "valid time (forecast reference time + lead time)"},
+}
 TIME_STEP_ATTR = "time_step"  # optional ISO/pandas timedelta string declaring the nominal step
 
 
@@ -452,6 +461,10 @@ def forecast_to_dataarray(
         coords["forecast_reference_time"] = ref[0]
     coords["variable"] = list(variables)
     da = xr.DataArray(arr, dims=dims, coords=coords)
+    for name, cf in FORECAST_TIME_ATTRS.items():
+        da[name].attrs.update(cf)
+    if several:  # the reference times as a dimension; not the valid time, whatever the name suggests
+        da["time"].attrs["long_name"] = "forecast reference time"
     first = cube[variables[0]]
     da.attrs.update({k: first.attrs[k] for k in ("units", "standard_name", "long_name") if k in first.attrs})
     gm = grid_mapping_name(cube)

@@ -217,11 +217,15 @@ def format_table(scores: xr.Dataset) -> str:
         heads = [f"{int(v / np.timedelta64(1, 'm'))} min" for v in leads]
     else:
         heads = [str(v) for v in leads]
-    name_w = max(len(str(m)) for m in scores["model"].values) + 2
-    score_w = max(len(str(k)) for k in scores.data_vars) + 2
-    lines = [f"{'model':<{name_w}}{'score':<{score_w}}" + "".join(f"{h:>10}" for h in heads)]
+    # each column at least as wide as its header and two spaces apart, so the headers never run together
+    name_w = max(len("model"), *(len(str(m)) for m in scores["model"].values)) + 2
+    score_w = max(len("score"), *(len(str(k)) for k in scores.data_vars)) + 2
+    widths = [max(10, len(h) + 2) for h in heads]
+    head = "".join(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True))
+    lines = [f"{'model':<{name_w}}{'score':<{score_w}}" + head]
     for var in scores.data_vars:
         for m in scores["model"].values:
             vals = scores[var].sel(model=m).values
-            lines.append(f"{str(m):<{name_w}}{var:<{score_w}}" + "".join(f"{v:>10.4g}" for v in vals))
+            row = "".join(f"{v:>{w}.4g}" for v, w in zip(vals, widths, strict=True))
+            lines.append(f"{str(m):<{name_w}}{var:<{score_w}}" + row)
     return "\n".join(lines)

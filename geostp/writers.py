@@ -37,10 +37,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
 from geostp._version import __version__
+from geostp.cube import FORECAST_TIME_ATTRS
 from geostp.errors import ConfigError
 
 __all__ = [
@@ -197,28 +199,70 @@ def _attr_value(v: Any) -> Any:
     return v if isinstance(v, (str, int, float)) else json.dumps(v, default=str)
 
 
-def forecast_dataset(data: xr.DataArray | xr.Dataset, *, attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
-    """A forecast as the Dataset geostp writes: the CF global attributes and the one encoding.
+#: How the times of a forecast file are stored: CF "since" units a double holds exactly for whole seconds
+#: (netCDF's classic types only: the CF checkers refuse int64 under CF-1.8).
+TIME_ENCODING = {"units": "seconds since 1970-01-01 00:00:00", "calendar": "proleptic_gregorian", "dtype": "float64"}
+#: The file's grid chunks are at most this many points along y and x (one lead time, one reference time each).
+MAX_SPATIAL_CHUNK = 1024
 
-    ``data`` is what :func:`geostp.forecast` returns (a DataArray, with a
-    ``variable`` dimension for several variables) or a Dataset of it.  The
-    model's name is read from its ``model`` attribute, the reference time from
-    its ``forecast_reference_time`` coordinate; ``attrs`` add provenance (the
-    input files, the recipe; values that are not str/int/float become JSON).
-    """
+
+def _as_dataset(data: xr.DataArray | xr.Dataset) -> tuple[xr.Dataset, str]:
+    """The forecast as a Dataset (one variable per channel) and the model's name from its attributes."""
     if isinstance(data, xr.Dataset):
         ds = data.copy()
         model = next((str(ds[v].attrs["model"]) for v in ds.data_vars if "model" in ds[v].attrs),
                      str(ds.attrs.get("model", "")))
-    elif "variable" in data.dims:
-        ds, model = data.to_dataset(dim="variable").copy(), str(data.attrs.get("model", ""))
-    else:
-        ds, model = data.to_dataset(name=data.name or "forecast").copy(), str(data.attrs.get("model", ""))
+        return ds, model
+    if "variable" in data.dims:
+        return data.to_dataset(dim="variable").copy(), str(data.attrs.get("model", ""))
+    return data.to_dataset(name=data.name or "forecast").copy(), str(data.attrs.get("model", ""))
+
+
+def _cf_times(ds: xr.Dataset) -> xr.Dataset:
+    """The CF layout of a forecast's times: with several reference times the leading dimension is named
+    ``forecast_reference_time`` (in memory it is ``time``, which CF tools would take for the valid time) and
+    comes after ``lead_time`` (CF puts dimensions that are not T, Z, Y or X first); ``lead_time`` is the
+    ``forecast_period``, ``valid_time`` (``standard_name: time``) reference + lead."""
+    if "time" in ds.dims and "forecast_reference_time" in ds.coords and ds["forecast_reference_time"].dims == ("time",):
+        ds = ds.drop_vars("forecast_reference_time").rename({"time": "forecast_reference_time"})
+        # CF 2.4: dimensions other than T, Z, Y, X (lead_time) go to their left
+        ds = ds.transpose("lead_time", "forecast_reference_time", ...)
+    for name, cf in FORECAST_TIME_ATTRS.items():
+        if name in ds.variables:
+            ds[name].attrs = {**{k: v for k, v in ds[name].attrs.items() if k not in ("units", "calendar")}, **cf}
+    for name in ds.coords:  # the grid mapping variable: CF checkers ask for a long_name on every variable
+        if "grid_mapping_name" in ds[name].attrs:
+            ds[name].attrs.setdefault("long_name", "coordinate reference system")
+    return ds
+
+
+def _reference_label(ds: xr.Dataset) -> str:
+    """The reference time (ISO 8601), or ``first/last`` (an ISO interval) for several."""
+    if "forecast_reference_time" not in ds.coords or ds["forecast_reference_time"].size == 0:
+        return ""
+    refs = [pd.Timestamp(t).isoformat() for t in np.atleast_1d(ds["forecast_reference_time"].values)]
+    return refs[0] if len(refs) == 1 else f"{refs[0]}/{refs[-1]}"
+
+
+def forecast_dataset(data: xr.DataArray | xr.Dataset, *, attrs: Mapping[str, Any] | None = None) -> xr.Dataset:
+    """A forecast as the Dataset geostp writes: CF times, the global attributes and the one encoding.
+
+    ``data`` is what :func:`geostp.forecast` returns (a DataArray, with a
+    ``variable`` dimension for several variables, ``time`` first for several
+    reference times) or a Dataset of it.  The model's name is read from its
+    ``model`` attribute, the reference time from its ``forecast_reference_time``
+    coordinate; ``attrs`` add provenance (the input files, the recipe; values
+    that are not str/int/float become JSON).  The times follow CF
+    (:data:`CONVENTIONS`): ``lead_time`` is the ``forecast_period``,
+    ``forecast_reference_time`` the ``forecast_reference_time`` (the leading
+    dimension for several reference times, renamed from ``time``), and
+    ``valid_time`` (``standard_name: time``) their sum.
+    """
+    ds, model = _as_dataset(data)
     extra = dict(attrs or {})
     model = str(extra.pop("model", model)) or "unknown"
-    ref = ""
-    if "forecast_reference_time" in ds.coords and ds["forecast_reference_time"].size == 1:
-        ref = pd.Timestamp(ds["forecast_reference_time"].values.item()).isoformat()
+    ds = _cf_times(ds)
+    ref = _reference_label(ds)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     ds.attrs = {
         "Conventions": CONVENTIONS,
@@ -226,23 +270,52 @@ def forecast_dataset(data: xr.DataArray | xr.Dataset, *, attrs: Mapping[str, Any
         "source": f"geostp {__version__}, model {model}",
         "history": f"{now} written by geostp {__version__}",
         "geostp_version": __version__,
+        "geostp_model": model,
         "forecast_reference_time": ref,
         **{k: _attr_value(v) for k, v in extra.items()},
     }
     for name in ds.variables:  # the encoding is ours, not whatever the inputs were read with
         ds[name].encoding = {}
-    if "lead_time" in ds.coords:
-        ds["lead_time"].encoding.update({"units": "minutes", "dtype": "int32"})
     return ds
 
 
+def _lead_encoding(lead: xr.DataArray) -> dict[str, Any]:
+    """int32 minutes where every lead time is whole minutes (radar steps), else int32 or double seconds."""
+    seconds = lead.values.astype("timedelta64[ns]").astype(np.int64) / 1e9
+    if np.all(seconds % 60 == 0):
+        return {"units": "minutes", "dtype": "int32"}
+    return {"units": "seconds", "dtype": "int32" if np.all(seconds % 1 == 0) else "float64"}
+
+
+def _chunks(var: xr.DataArray) -> tuple[int, ...]:
+    """One lead time (and reference time, variable) per chunk, the grid in tiles of at most MAX_SPATIAL_CHUNK."""
+    return tuple(min(n, MAX_SPATIAL_CHUNK) if d in ("y", "x") else 1 for d, n in zip(var.dims, var.shape, strict=True))
+
+
 def forecast_encoding(ds: xr.Dataset, format: Format = "netcdf") -> dict[str, dict[str, Any]]:
-    """Per-variable encoding of a forecast file: zlib level 1 for netCDF data variables of 2+ dims."""
-    if format == "netcdf":
-        return {str(v): {"zlib": True, "complevel": 1} for v in ds.data_vars if ds[v].ndim >= 2}
-    if format == "zarr":
-        return {}
-    raise ConfigError(f"format={format!r}; expected one of {list(FORMATS)}")
+    """Per-variable encoding of a forecast file, the same for every writer: times as CF numbers (``lead_time``
+    in minutes, the others in seconds since 1970 as doubles), no fill value on coordinates; data variables of
+    2+ dims chunked one map per lead time (and reference time; the grid in tiles of at most
+    :data:`MAX_SPATIAL_CHUNK`), compressed with zlib level 1 and shuffle in netCDF and with zarr's default
+    compressor in zarr."""
+    if format not in FORMATS:
+        raise ConfigError(f"format={format!r}; expected one of {list(FORMATS)}")
+    enc: dict[str, dict[str, Any]] = {}
+    for name in ds.variables:
+        var = ds[name]
+        if name in ds.coords or var.ndim < 2:
+            enc[str(name)] = {"_FillValue": None}
+        elif format == "netcdf":
+            enc[str(name)] = {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": _chunks(var)}
+        else:
+            enc[str(name)] = {"chunks": _chunks(var)}
+        if "grid_mapping_name" in var.attrs and np.issubdtype(var.dtype, np.integer):
+            enc[str(name)]["dtype"] = "int32"  # a scalar made in numpy is int64, which CF-1.8 has no type for
+        if np.issubdtype(var.dtype, np.timedelta64):
+            enc[str(name)].update(_lead_encoding(var))
+        elif np.issubdtype(var.dtype, np.datetime64):
+            enc[str(name)].update(TIME_ENCODING)
+    return enc
 
 
 def _write_one(ds: xr.Dataset, tmp: Path, format: str) -> None:

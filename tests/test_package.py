@@ -158,3 +158,194 @@ def test_geostp_info_on_a_knmi_store(shared_data, tmp_path, monkeypatch, capsys)
     assert main(["info", str(store)]) == 0
     out = capsys.readouterr().out
     assert "crs: Polar Stereographic (variant B), no EPSG code (+proj=stere" in out and "unknown" not in out
+
+
+# ----------------------------------------------------------------------------- lead times on maps and in tables
+
+
+def _tiny_forecast():
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    leads = pd.to_timedelta([5, 10, 15], unit="min")
+    return xr.DataArray(np.arange(3 * 8 * 6, dtype=np.float32).reshape(3, 8, 6), dims=("lead_time", "y", "x"),
+                        coords={"lead_time": leads, "y": np.arange(8.0), "x": np.arange(6.0)},
+                        name="precipitation", attrs={"units": "mm h-1"})
+
+
+def test_a_lead_time_may_be_any_timedelta():
+    import datetime
+
+    import numpy as np
+    import pandas as pd
+
+    from geostp.errors import GeostpError
+    from geostp.plot import select_field
+
+    fc = _tiny_forecast()
+    forms = [fc.lead_time.values[-1], np.timedelta64(15, "m"), np.timedelta64(900, "s"),
+             np.timedelta64(900_000, "ms"), np.timedelta64(15 * 60 * 10**9, "ns"), pd.Timedelta("15min"),
+             datetime.timedelta(minutes=15), fc.lead_time[-1], fc.lead_time.isel(lead_time=-1).values,
+             "15min", "PT15M", 15, 15.0]
+    for lead in forms:
+        field = select_field(fc, lead)
+        assert field.lead_time.values == np.timedelta64(15, "m"), lead
+    with pytest.raises(GeostpError, match="no such lead time; available: 5 min, 10 min, 15 min"):
+        select_field(fc, np.timedelta64(20, "m"))
+    with pytest.raises(GeostpError, match="not a lead time"):
+        select_field(fc, np.timedelta64("NaT"))
+
+
+def test_plot_map_takes_the_forecasts_own_lead_time():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from geostp.plot import plot_map
+
+    fc = _tiny_forecast()
+    for lead in (fc.lead_time.values[-1], fc.lead_time[-1]):
+        ax = plot_map(fc, lead, colorbar=False)
+        assert "+15 min" in ax.get_title()
+        plt.close(ax.figure)
+
+
+def test_the_score_table_header_is_readable():
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    from geostp.evaluate import format_table
+
+    leads = pd.to_timedelta([5, 10, 60], unit="min")
+    scores = xr.Dataset({"mse": (("model", "lead_time"), np.ones((2, 3))), "csi": (("model", "lead_time"),
+                                                                                    np.zeros((2, 3)))},
+                        coords={"model": ["tau", "sprog"], "lead_time": leads})
+    header, *rows = format_table(scores).splitlines()
+    assert header.split() == ["model", "score", "5", "min", "10", "min", "60", "min"]
+    assert len(rows) == 4 and all(len(r) == len(header) for r in rows)
+    assert rows[0].split() == ["tau", "mse", "1", "1", "1"]
+
+
+# ----------------------------------------------------------------------------- CF forecast files
+
+
+CF_VERSION = "cf:1.8"
+# compliance-checker 6.1's CF-1.7+ table asks oblique_mercator for 'azimuth'; CF Appendix F names the
+# attribute azimuth_of_central_line, which the file has (cf-conventions pull request 86)
+CHECKER_TYPO = "azimuth is a required attribute for grid mapping oblique_mercator"
+
+
+@pytest.fixture(scope="module")
+def forecasts():
+    """A one-reference-time and a three-reference-time persistence forecast of the synthetic radar."""
+    import warnings
+
+    from geostp.api import forecast
+    from geostp.data.synthetic import synthetic_radar
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cube = synthetic_radar(n_times=8, ny=24, nx=20, seed=0).load()
+        one = forecast(cube, "persistence", 3, progress=False)
+        many = forecast(cube, "persistence", 3, reference_times=cube.time.values[-3:], progress=False)
+    return one, many
+
+
+def _polar_stereographic(fc):
+    """The same forecast on KNMI's polar stereographic grid (a projection without an EPSG code), its grid
+    mapping an int64 scalar as numpy makes one."""
+    import pyproj
+    import xarray as xr
+
+    from geostp.conventions import crs_attrs
+
+    crs = pyproj.CRS.from_proj4("+proj=stere +lat_0=90 +lat_ts=60 +lon_0=0 +x_0=0 +y_0=0 +a=6378137 "
+                                "+rf=298.252840776245 +units=m +no_defs")
+    return fc.assign_coords({fc.attrs["grid_mapping"]: xr.DataArray(0, attrs=crs_attrs(crs))})
+
+
+def test_forecast_files_carry_the_cf_times(forecasts, tmp_path):
+    import numpy as np
+    import xarray as xr
+
+    from geostp.writers import CONVENTIONS, write_forecast
+
+    one, many = forecasts
+    assert CONVENTIONS == "CF-1.8"
+    with xr.open_dataset(write_forecast(one, tmp_path / "one.nc")) as ds:
+        assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
+        assert ds["forecast_reference_time"].attrs["standard_name"] == "forecast_reference_time"
+        assert ds["valid_time"].attrs["standard_name"] == "time"
+        assert (ds["valid_time"].values == ds["forecast_reference_time"].values + ds["lead_time"].values).all()
+        assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["geostp_model"] == "persistence"
+        assert ds.attrs["geostp_version"] and "written by geostp" in ds.attrs["history"]
+    with xr.open_dataset(write_forecast(many, tmp_path / "many.nc")) as ds:
+        # the reference times are a dimension of their own, never 'time' (which CF tools read as valid time)
+        assert "time" not in ds.dims and "time" not in ds.variables
+        assert ds["precipitation"].dims == ("lead_time", "forecast_reference_time", "y", "x")
+        np.testing.assert_array_equal(ds["forecast_reference_time"].values, many["time"].values)
+        assert ds["forecast_reference_time"].attrs["standard_name"] == "forecast_reference_time"
+        np.testing.assert_array_equal(ds["valid_time"].transpose("forecast_reference_time", "lead_time").values,
+                                      many["valid_time"].values)
+        np.testing.assert_array_equal(ds["precipitation"].transpose("forecast_reference_time", ...).values,
+                                      many.values)
+        assert ds.attrs["forecast_reference_time"] == (f"{many.time.values[0]}"[:19] + "/"
+                                                       + f"{many.time.values[-1]}"[:19])
+    assert "time" in many.dims and "forecast_reference_time" in many.coords  # the forecast itself is unchanged
+
+
+def test_cf_xarray_finds_the_forecast_times(forecasts, tmp_path):
+    cf_xarray = pytest.importorskip("cf_xarray")  # noqa: F841  (registers the .cf accessor)
+    import xarray as xr
+
+    from geostp.writers import write_forecast
+
+    one, many = forecasts
+    assert one.cf["forecast_period"].name == "lead_time" and one.cf["time"].name == "valid_time"
+    assert one.cf["forecast_reference_time"].name == "forecast_reference_time"
+    for fc in (one, many):
+        with xr.open_dataset(write_forecast(fc, tmp_path / f"{fc.ndim}.nc")) as ds:
+            assert ds.cf["forecast_period"].name == "lead_time"
+            assert ds.cf["forecast_reference_time"].name == "forecast_reference_time"
+            assert ds.cf["time"].name == "valid_time" and ds.cf.axes["T"] == ["valid_time"]
+            assert ds.cf.standard_names["lwe_precipitation_rate"] == ["precipitation"]
+
+
+def test_a_cf_checker_finds_no_error_or_warning_in_a_forecast_file(forecasts, tmp_path):
+    pytest.importorskip("compliance_checker")
+    from compliance_checker.runner import CheckSuite
+
+    from geostp.writers import write_forecast
+
+    suite = CheckSuite()
+    suite.load_all_available_checkers()
+    one, many = forecasts
+    for name, fc in (("one", one), ("many", many), ("stereographic", _polar_stereographic(one))):
+        path = write_forecast(fc, tmp_path / f"{name}.nc")
+        results, errors = suite.run_all(suite.load_dataset(str(path)), [CF_VERSION], skip_checks=[])[CF_VERSION]
+        assert not errors, (name, errors)
+        failed = [(r.name, [m for m in r.msgs if m != CHECKER_TYPO]) for r in results if r.weight >= 2
+                  and (r.value[0] < r.value[1] if isinstance(r.value, tuple) else not r.value)]
+        assert [f for f in failed if f[1]] == [], name  # high (must: errors) and medium (should: warnings)
+
+
+def test_every_writer_shares_the_one_encoding(forecasts, tmp_path):
+    """netCDF and zarr: chunked one map per lead time, compressed in netCDF, the same global attributes."""
+    import xarray as xr
+
+    from geostp.writers import write_forecasts
+
+    one, many = forecasts
+    nc, zarr = write_forecasts(many, [("netcdf", tmp_path / "f.nc"), ("zarr", tmp_path / "f.zarr")],
+                               attrs={"input_files": "a.gif"})
+    with xr.open_dataset(nc) as a, xr.open_zarr(zarr) as b:
+        enc = a["precipitation"].encoding
+        assert enc["zlib"] and enc["complevel"] == 1 and enc["shuffle"] and enc["chunksizes"] == (1, 1, 24, 20)
+        assert b["precipitation"].encoding["chunks"] == (1, 1, 24, 20)
+        assert {k: v for k, v in a.attrs.items() if k != "history"} == \
+            {k: v for k, v in b.attrs.items() if k != "history"}
+        assert "_FillValue" not in a["x"].encoding and a["lead_time"].encoding["dtype"] == "int32"
+        xr.testing.assert_identical(a.drop_attrs(), b.drop_attrs().load())

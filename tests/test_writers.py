@@ -88,6 +88,9 @@ def test_forecast_files_carry_the_cf_attrs_and_encoding(tmp_path):
     with xr.open_dataset(nc, decode_timedelta=False) as f:
         assert f["precipitation"].encoding["zlib"] and f["precipitation"].encoding["complevel"] == 1
         assert f["lead_time"].attrs["units"] == "minutes" and f["lead_time"].dtype == np.int32
+        assert f["lead_time"].attrs["standard_name"] == "forecast_period"
+        assert f["forecast_reference_time"].attrs["standard_name"] == "forecast_reference_time"
+        assert f["valid_time"].attrs["standard_name"] == "time"
         assert f.attrs["title"] == "geostp nowcast from 2024-05-01T12:00:00"
     with xr.open_zarr(zarr) as z:
         np.testing.assert_array_equal(z["precipitation"].values, da.values)
@@ -129,10 +132,11 @@ def test_the_demo_and_a_nowcast_recipe_write_the_same_kind_of_file(tmp_path, mon
         result = run_recipe(load_recipe(tmp_path / "nowcast.yaml"))
     (nowcast,) = [p for p in result.files if p.suffix == ".nc"]
     with xr.open_dataset(demo, decode_timedelta=False) as a, xr.open_dataset(nowcast, decode_timedelta=False) as b:
-        standard = {"Conventions", "title", "source", "history", "geostp_version", "forecast_reference_time"}
+        standard = {"Conventions", "title", "source", "history", "geostp_version", "geostp_model",
+                    "forecast_reference_time"}
         assert set(a.attrs) == standard
         assert set(b.attrs) == standard | {"input_files", "filled_inputs", "geostp_recipe"}
-        for key in ("Conventions", "geostp_version"):
+        for key in ("Conventions", "geostp_version", "geostp_model"):
             assert a.attrs[key] == b.attrs[key]
         assert a.attrs["source"].endswith("model persistence") and b.attrs["source"].endswith("model persistence")
         keys = ("zlib", "complevel", "shuffle", "dtype", "contiguous")
@@ -140,3 +144,4 @@ def test_the_demo_and_a_nowcast_recipe_write_the_same_kind_of_file(tmp_path, mon
         assert a["precipitation"].encoding["complevel"] == 1
         for f in (a, b):
             assert f["lead_time"].dtype == np.int32 and f["lead_time"].attrs["units"] == "minutes"
+            assert f["precipitation"].encoding["chunksizes"] == (1, *f["precipitation"].shape[1:])  # a map a chunk

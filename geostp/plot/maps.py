@@ -84,7 +84,19 @@ def _is_timedelta(coord: xr.DataArray) -> bool:
 
 
 def _to_timedelta(value: Any, argname: str) -> pd.Timedelta:
-    """Lead times: timedeltas, strings such as ``"30min"``/``"PT30M"``, or numbers of minutes."""
+    """Lead times: timedeltas (numpy ``timedelta64`` of any unit, pandas, :class:`datetime.timedelta`, a 0-d
+    DataArray of one: a forecast's own ``lead_time`` values), strings such as ``"30min"``/``"PT30M"``, or
+    numbers of minutes."""
+    if isinstance(value, xr.DataArray) and value.ndim == 0:
+        value = value.values[()]
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    # before to_timedelta: np.timedelta64 is an np.integer there, which would read it as a number of minutes
+    if isinstance(value, (np.timedelta64, pd.Timedelta, _dt.timedelta)):
+        td = pd.Timedelta(value)
+        if pd.isna(td):
+            raise GeostpError(f"{argname}={value!r} is not a lead time (NaT)")
+        return td
     try:
         return to_timedelta(value)
     except (TypeError, ValueError):
@@ -124,6 +136,8 @@ def _index_of(da: xr.DataArray, dim: str, value: Any, argname: str) -> int:
     """Position of ``value`` along ``dim``, or a GeostpError naming the argument and what is available."""
     coord = da[dim]
     values = coord.values
+    if isinstance(value, xr.DataArray) and value.ndim == 0:  # e.g. fc.lead_time[-1] or fc.time[0]
+        value = value.values[()]
     try:
         if _is_timedelta(coord):
             target = _to_timedelta(value, argname).to_timedelta64()
@@ -156,8 +170,9 @@ def select_field(
         A forecast (``lead_time, y, x``, optionally ``time``) or a cube variable
         (``time, y, x``).
     lead_time
-        The lead time to show (a timedelta, ``"30min"``, or minutes as a
-        number); default: the first.
+        The lead time to show (a timedelta of any kind, the forecast's own
+        ``lead_time`` values included, ``"30min"``, or minutes as a number);
+        default: the first.
     time
         The time to show (observations) or the reference time (a forecast with
         several); default: the first.
@@ -421,8 +436,11 @@ def plot_map(
         (``time, y, x``), or a cube Dataset (choose the variable with
         ``variable=`` if it has several).
     lead_time
-        The lead time to show: a timedelta, a string such as ``"30min"``, or a
-        number of minutes. Default: the first.
+        The lead time to show: a timedelta (numpy ``timedelta64`` of any unit,
+        :class:`pandas.Timedelta`, :class:`datetime.timedelta`, or a 0-d
+        DataArray of one, so ``fc.lead_time.values[-1]`` and
+        ``fc.lead_time[-1]`` work), a string such as ``"30min"``, or a number of
+        minutes. Default: the first.
     time
         The frame to show (cube) or the reference time (a forecast with
         several). Default: the first.
