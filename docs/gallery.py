@@ -48,7 +48,7 @@ def _stamp(data: Path | None) -> str:
     h = hashlib.sha256()
     sources = [Path(__file__), *sorted((REPO / "geostp" / "plot").glob("*.py")), REPO / "geostp" / "metrics.py",
                REPO / "geostp" / "advection.py",
-               *sorted((REPO / "geostp" / "data").glob("*.py")), *sorted((REPO / "catalogs").glob("*.yaml"))]
+               *sorted((REPO / "geostp" / "data").glob("*.py")), *sorted((REPO / "geostp" / "catalogs").glob("*.yaml"))]
     for f in sources:
         if f.exists():
             h.update(f.read_bytes())
