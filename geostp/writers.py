@@ -307,8 +307,8 @@ def forecast_encoding(ds: xr.Dataset, format: Format = "netcdf") -> dict[str, di
             enc[str(name)] = {"_FillValue": None}
         elif format == "netcdf":
             enc[str(name)] = {"zlib": True, "complevel": 1, "shuffle": True, "chunksizes": _chunks(var)}
-        else:
-            enc[str(name)] = {"chunks": _chunks(var)}
+        else:  # dask-backed data keeps its own chunks: zarr refuses chunks that straddle dask's
+            enc[str(name)] = {"chunks": _chunks(var)} if var.chunks is None else {}
         if "grid_mapping_name" in var.attrs and np.issubdtype(var.dtype, np.integer):
             enc[str(name)]["dtype"] = "int32"  # a scalar made in numpy is int64, which CF-1.8 has no type for
         if np.issubdtype(var.dtype, np.timedelta64):
