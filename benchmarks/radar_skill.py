@@ -320,6 +320,34 @@ def _iterations(training: dict[str, Any]) -> Any:
     return training.get("iterations", training.get("steps"))
 
 
+_LEGEND = ("Rows: `tau_sprog_base` is the main run's model (advection-aware TAU learning the change from S-PROG's "
+           "forecast in the moving frame, 12 leads at once; the shipped weights); `tau_advection` is the earlier main "
+           "run (learning from the newest frame, 6 leads fed back beyond 30 min; `main_extrapolation.json`); "
+           "`_without_fmi` rows are the leave-one-source-out run; `_pm` adds CDF probability matching to the newest "
+           "observation.")
+
+
+def _verdict(scores: dict[str, dict[str, list[float]]], leads: list[int]) -> list[str]:
+    """Per learned row: the leads where it beats both extrapolation and S-PROG (CSI at 1 mm/h up, MSE down)."""
+    lines = []
+    for model in scores.get("csi_1", {}):
+        if model in ("persistence", "optical_flow", "sprog"):
+            continue
+        parts = []
+        for var, better in (("csi_1", max), ("mse", min)):
+            per = scores.get(var, {})
+            if not {"optical_flow", "sprog", model} <= set(per):
+                continue
+            wins = [lead for i, lead in enumerate(leads)
+                    if better(per[model][i], per["optical_flow"][i], per["sprog"][i]) == per[model][i]
+                    and per[model][i] not in (per["optical_flow"][i], per["sprog"][i])]
+            parts.append(f"{var} at {', '.join(map(str, wins)) or 'no'} min")
+        if parts:
+            lines.append(f"- `{model}` beats both extrapolation and S-PROG on " + "; on ".join(parts)
+                         + f" (of {len(leads)} leads).")
+    return (lines + [""]) if lines else []
+
+
 def _table(scores: dict[str, dict[str, list[float]]], leads: list[int], var: str, show: list[int]) -> list[str]:
     cols = [leads.index(m) for m in show if m in leads]
     lines = [f"| {var} | " + " | ".join(f"{leads[c]} min" for c in cols) + " |", "|---|" + "---|" * len(cols)]
@@ -355,8 +383,11 @@ def phase_report(args) -> None:
             continue
         merged[event] = {"lead_minutes": leads, "scores": scores}
         md += [f"## {title}", ""]
+        if event == "mch_2017":
+            md += [_LEGEND, ""]
         for var in ("mse", "csi_1", "csi_5", "fss_1_8"):
             md += _table(scores, leads, var, show) + [""]
+        md += _verdict(scores, leads)
     for part, title in (("main", "The main run"),
                         ("main_extrapolation", "The earlier main run (extrapolation base, 6 output steps)")):
         if part in parts:
