@@ -145,3 +145,21 @@ def test_import_linter_contracts_hold():
     command = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
     result = subprocess.run([*command, "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_no_module_over_750_lines_and_long_functions_say_why():
+    """The size rules of the architecture page: modules stay under 750 lines; a function over 80 lines has a
+    one-line ``#`` reason right above it (above its decorators or between them and the ``def``)."""
+    big = [f"{p.relative_to(REPO)} ({n})" for p in PACKAGE.rglob("*.py")
+           if (n := len(p.read_text().splitlines())) > 750]
+    assert not big, f"modules over 750 lines: {big}"
+    silent = []
+    for path in PACKAGE.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 80:
+                top = min([d.lineno for d in node.decorator_list] + [node.lineno])
+                above = lines[top - 2:node.lineno - 1]  # the line above the decorators, and the decorator lines
+                if not any(line.strip().startswith("#") for line in above):
+                    silent.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    assert not silent, f"functions over 80 lines without a reason above them: {silent}"

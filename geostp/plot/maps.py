@@ -27,14 +27,7 @@ from geostp.plot import basemap
 from geostp.plot.colours import ColourScale, colour_scale, legend_ticks
 from geostp.plot.style import DEFAULT_FEATURES, MapStyle
 
-__all__ = [
-    "plot_map",
-    "plot_panel",
-    "plot_comparison",
-    "projection_for",
-    "select_field",
-    "format_lead_time",
-]
+__all__ = ["plot_map", "plot_panel", "plot_comparison", "projection_for", "select_field", "format_lead_time"]
 
 _MAX_DEFAULT_PANELS = 6
 
