@@ -27,6 +27,17 @@ def _write(tmp_path: Path, recipe: dict, name: str = "recipe.yaml") -> Path:
     return p
 
 
+def _with_changes(recipe: dict, changes: dict) -> dict:
+    """``recipe`` with each dotted key (``"data.patches"``) set to its value."""
+    for key, value in changes.items():
+        node = recipe
+        *head, last = key.split(".")
+        for part in head:
+            node = node[part]
+        node[last] = value
+    return recipe
+
+
 def _synthetic_train(tmp_path: Path, **changes) -> dict:
     r = {
         "kind": "train",
@@ -39,13 +50,7 @@ def _synthetic_train(tmp_path: Path, **changes) -> dict:
                        "max_cases": 2},
         "output": {"dir": str(tmp_path / "run")},
     }
-    for key, value in changes.items():
-        node = r
-        *head, last = key.split(".")
-        for part in head:
-            node = node[part]
-        node[last] = value
-    return r
+    return _with_changes(r, changes)
 
 
 # ----------------------------------------------------------------------------- schema
@@ -300,13 +305,7 @@ def _corpus_recipe(tmp_path: Path, **changes) -> dict:
                        "source": {"source": "radar_small", "args": {**small, "seed": 3}}},
         "output": {"dir": str(tmp_path / "corpus")},
     }
-    for key, value in changes.items():
-        node = r
-        *head, last = key.split(".")
-        for part in head:
-            node = node[part]
-        node[last] = value
-    return r
+    return _with_changes(r, changes)
 
 
 def test_a_corpus_recipe_trains_advection_aware_on_every_source_and_verifies_on_its_event(tmp_path):
