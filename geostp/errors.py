@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "GeostpError",
     "CubeError",
+    "CubeValueError",
     "DataError",
     "StoreError",
     "ConfigError",
@@ -25,6 +26,11 @@ class GeostpError(Exception):
 
 class CubeError(GeostpError, ValueError):
     """A dataset does not follow the cube conventions (dims, time, units, CRS)."""
+
+
+class CubeValueError(CubeError):
+    """A cube's values cannot be right: not finite, outside what its variable can physically take (an undecoded
+    fill value such as 1e30), or no data at all where a forecast needs some (a radar outage)."""
 
 
 class DataError(GeostpError, OSError):

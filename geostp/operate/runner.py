@@ -39,6 +39,11 @@ Different grid
     checkpoint also checks its training grid.  A cycle with a frame on another
     grid is refused (outcome ``refused``, the message names the frame and both
     grids) and reconsidered only if that file changes.
+No data, impossible values
+    A cycle whose reference-time frame holds no data (only NaN: an outage)
+    or whose inputs hold values its variable cannot take (a fill value, an
+    infinity) is refused the same way (:class:`~geostp.errors.CubeValueError`),
+    never written as an all-NaN or nonsense forecast.
 Failures
     Any other error in a cycle is logged (outcome ``failed``) and retried at
     the next poll, ``max_attempts`` times in all.
@@ -83,7 +88,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import to_timedelta
-from geostp.errors import CheckpointError, ConfigError, DataError, GeostpError, UnsafePathError
+from geostp.errors import CheckpointError, ConfigError, CubeError, DataError, GeostpError, UnsafePathError
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
 from geostp.writers import (
@@ -529,7 +534,8 @@ class NowcastRunner:
             t2 = time.perf_counter()
             written = self._write(fc, t, inputs, filled)
             timings["write_s"] = time.perf_counter() - t2
-        except CheckpointError as exc:  # the data do not fit the model: a grid or unit change
+        except (CheckpointError, CubeError) as exc:  # the data do not fit the model (a grid or unit change), or
+            # hold impossible values or no data at all (an outage): retrying the same inputs cannot help
             cyc.status = "refused"
             return self._record(t, "refused", inputs=inputs, reason=str(exc), timings=timings)
         except Exception as exc:
