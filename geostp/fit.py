@@ -65,6 +65,7 @@ def fit(
     loss: str = "weighted",
     probability_matching: bool = False,
     window_stride: int = 1,
+    lead_gate: bool = True,
     init: FittedForecaster | None = None,
     use_store: bool = True,
     device: str = "auto",
@@ -106,6 +107,10 @@ def fit(
     window_stride
         Advection-aware: use every ``window_stride``-th window of each cube (the motion and the
         carried windows are prepared once per window, which dominates the start on a large corpus).
+    lead_gate
+        Advection-aware: after training, scale the learned change of each lead by the factor in [0, 1] that the
+        validation windows support (0 where the change did not help there: that lead is then the base's
+        forecast).  The factors and the validation errors with and without them are in ``metadata["lead_gate"]``.
     init
         Fine-tune this fitted advection-aware model (e.g. :func:`geostp.pretrained.load_pretrained`) instead of
         training a new one: its configuration and normaliser are kept.
@@ -145,13 +150,13 @@ def fit(
         args.setdefault("channels", len(variables))
         return FittedForecaster(model=registry.get(model, **args), variables=variables, normalizer=None,
                                 schema=cube_schema(first, variables, info), metadata={"fitted": False})
+    base = "extrapolation"
     if init is not None:
         if not init.model.needs_motion:
             raise ConfigError("fit(init=...) fine-tunes an advection-aware model; got "
                               f"{init.name!r}")
         advection, model_args = True, {**init.model.config}
         base = init.model.base
-    base = "extrapolation"
     if isinstance(advection, str):
         from geostp.models.lagrangian import BASES
 
@@ -176,7 +181,7 @@ def fit(
     job = TrainingJob(model=model, model_args=args, variables=variables, settings=settings, batch_size=batch_size,
                       patch_size=patch_size, validation_fraction=validation_fraction, advection=advection, base=base,
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
-                      workers=2 if (len(cubes) == 1 and first.encoding.get("source")) else 0,
+                      lead_gate=lead_gate, workers=2 if (len(cubes) == 1 and first.encoding.get("source")) else 0,
                       time_the_budget=True, init=init)
     key = _store_key(job, [data_fingerprint(c, variables) for c in cubes])
     stored = model_store_dir() / f"{model}-{key}.pt"
@@ -200,6 +205,7 @@ def _store_key(job: Any, fingerprints: list[str]) -> str:
         "model": job.model, "args": job.model_args, "variables": job.variables, "patch": job.patch_size,
         "advection": job.advection, "base": job.base, "loss": job.loss,
         "probability_matching": job.probability_matching, "stride": job.window_stride, "settings": settings,
+        **({} if job.lead_gate else {"lead_gate": False}),
         "batch_size": job.batch_size, "validation_fraction": job.validation_fraction, "data": fingerprints,
         "init": None if job.init is None else str(job.init.checkpoint), "version": __version__,
     }

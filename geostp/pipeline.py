@@ -77,6 +77,10 @@ class TrainingJob:
     init
         A :class:`~geostp.forecast.FittedForecaster` to start from (fine-tuning): its model, configuration and
         normaliser are kept; ``model`` and ``model_args`` are then ignored.
+    lead_gate
+        Advection-aware: after training, scale the learned change lead by lead by the factor held-out windows
+        support (:meth:`geostp.models.lagrangian.Lagrangian.calibrate_lead_gate`); needs validation windows
+        (``validation_fraction``), without them the change is kept whole and the metadata says so.
     time_the_budget
         Under a time budget alone, time a few iterations first to place recurrent models' sampling marks.
     metadata
@@ -104,6 +108,7 @@ class TrainingJob:
     store: str | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
+    lead_gate: bool = True
     time_the_budget: bool = False
     init: Any = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -362,6 +367,8 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
         chosen = best if best.exists() else ckdir / "last.pt"
         if chosen.exists():
             net = load_forecaster(chosen).model
+    if job.advection:
+        metadata["lead_gate"] = _calibrate(net, val_loader, job)
     history = [h["loss"] for h in result.history[-10:]]
     fitted = FittedForecaster(
         model=net.cpu().eval(), variables=list(job.variables), normalizer=normalizer, schema=schema,
@@ -375,6 +382,34 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
         fill_value=normalizer.fill_value,
     )
     return TrainingOutcome(fitted, result, chosen, schedule)
+
+
+#: Held-out batches the lead gate is calibrated on (at most; passes over the validation windows with fresh patches).
+GATE_BATCHES = 60
+
+
+def _calibrate(net: Any, val: Any, job: TrainingJob) -> dict[str, Any]:
+    """Calibrate an advection-aware model's lead gate on the validation windows, or say why not."""
+    if not job.lead_gate:
+        net.set_lead_gate(None)
+        return {"calibrated": False, "why": "lead_gate=False"}
+    if val is None:
+        net.set_lead_gate(None)
+        return {"calibrated": False, "why": "no validation windows (each cube's held-out part is shorter than a "
+                                            "window): the learned change is kept whole"}
+
+    def batches():
+        n = 0
+        for epoch in range(1000, 1000 + GATE_BATCHES):
+            val.set_epoch(epoch)
+            for batch in val:
+                yield batch
+                n += 1
+                if n >= GATE_BATCHES:
+                    return
+
+    report = net.cpu().calibrate_lead_gate(batches())
+    return {"calibrated": True, "validation_windows": int(val.n_windows), **report}
 
 
 def with_settings(job: TrainingJob, **changes: Any) -> TrainingJob:

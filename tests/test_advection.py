@@ -224,3 +224,59 @@ def test_the_rain_weight_is_capped():
         models.get("lagrangian", model="tau", loss="weighted")
     with pytest.raises(ConfigError, match="learned model"):
         models.get("lagrangian", model="persistence", loss="mse")
+
+
+def _gate_net(steps: int = 3):
+    net = models.get("lagrangian", model="tau", model_config=models.model_class("tau").quick_config(),
+                     input_steps=3, output_steps=steps, loss="mse")
+    torch.manual_seed(0)
+    with torch.no_grad():  # a "trained" change: the output layer is no longer zero
+        net.output_layer().weight.normal_(0, 0.5)
+    return net.eval()
+
+
+def test_the_lead_gate_keeps_of_the_change_what_held_out_windows_support():
+    net = _gate_net()
+    x = torch.randn(4, 3, 1, 16, 16)
+    with torch.no_grad():
+        change = net.inner(x - x[:, -1:], 3)
+    assert float(change.abs().mean()) > 1e-3
+    # the truth holds half of lead 1's change, none of lead 2's (pure noise), and more than all of lead 3's
+    noise = torch.randn_like(change[:, 1])
+    truth = x[:, -1:] + change * torch.tensor([0.5, 0.0, 2.0]).view(1, 3, 1, 1, 1)
+    truth[:, 1] += noise * float(change[:, 1].std())
+    report = net.calibrate_lead_gate([{"x": x, "y": truth}])
+    gate = report["lead_gate"]
+    assert gate[0] == pytest.approx(0.5, abs=1e-3)
+    assert gate[1] < 0.2 and gate[2] == 1.0  # clipped to [0, 1]
+    for k in range(3):
+        assert report["gated_error"][k] <= report["ungated_error"][k] + 1e-9
+        assert report["gated_error"][k] <= report["base_error"][k] + 1e-9
+    assert report["gated_error"][0] < report["ungated_error"][0] and report["gated_error"][0] < report["base_error"][0]
+    with torch.no_grad():  # the forecast applies it, and the config (so every checkpoint) carries it
+        out = net(x, 3)
+    np.testing.assert_allclose(out.numpy(), (x[:, -1:] + change * torch.tensor(gate).view(1, 3, 1, 1, 1)).numpy(),
+                               atol=1e-5)
+    rebuilt = models.get("lagrangian", **net.config)
+    assert rebuilt.lead_gate == gate
+    with pytest.raises(ConfigError, match="lead_gate"):
+        models.get("lagrangian", **{**net.config, "lead_gate": [0.5, 1.5]})
+    with pytest.raises(ConfigError, match="no batch"):
+        net.calibrate_lead_gate([])
+
+
+def test_fit_calibrates_the_lead_gate_on_the_validation_windows_and_the_checkpoint_keeps_it(cube, tmp_path):
+    fitted = geostp.fit(cube, "tau", advection=True, max_iterations=4, max_minutes=None, batch_size=2, patch_size=32,
+                        output_steps=4, validation_fraction=0.4, lr=1e-2, use_store=False, progress=False,
+                        device="cpu")
+    meta = fitted.metadata["lead_gate"]
+    assert meta["calibrated"] is True and meta["validation_windows"] > 0
+    gate = fitted.model.lead_gate
+    assert len(gate) == 4 and all(0.0 <= g <= 1.0 for g in gate)
+    assert all(g <= u + 1e-9 for g, u in zip(meta["gated_error"], meta["ungated_error"]))
+    fitted.save(tmp_path / "m.pt")
+    assert geostp.load_forecaster(tmp_path / "m.pt").model.lead_gate == gate
+    # without validation windows the change is kept whole, and the metadata says why
+    whole = geostp.fit(cube, "tau", advection=True, max_iterations=1, max_minutes=None, batch_size=2, patch_size=32,
+                       validation_fraction=0.0, use_store=False, progress=False, device="cpu")
+    assert whole.model.lead_gate is None and "no validation" in whole.metadata["lead_gate"]["why"]

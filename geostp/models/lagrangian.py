@@ -28,6 +28,14 @@ The Eulerian <-> Lagrangian transforms (motion, warps) happen outside the
 network: in the training corpus (:mod:`geostp.stream.lagrangian`) and in
 :meth:`geostp.forecast.FittedForecaster.predict`.
 
+A learned change can also hurt: at the first leads the change from the base
+is mostly noise that no network can forecast, and a network trained on a few
+hundred windows adds some anyway.  ``lead_gate`` (one factor in [0, 1] per
+lead) scales the change lead by lead; :meth:`Lagrangian.calibrate_lead_gate`
+sets it from held-out windows as the least-squares factor of each lead, so
+the training pipeline moves the forecast away from the base only as far as
+validation says that helps (a factor of 0 leaves the base as it is).
+
 The loss is the inner model's own objective (TAU: MSE + differential
 divergence; PredRNN: MSE + decoupling, scheduled sampling) with every pixel's
 error weighted by ``min(1 + R, cap)``, ``R`` the target rain rate in mm/h
@@ -37,6 +45,7 @@ error weighted by ``min(1 + R, cap)``, ``R`` the target rain rate in mm/h
 from __future__ import annotations
 
 from types import MappingProxyType
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -74,6 +83,9 @@ class Lagrangian(Forecaster):
         ``"extrapolation"`` (the newest frame) or ``"sprog"`` (S-PROG in the moving frame, passed in ``x``).
     base_levels
         S-PROG's cascade levels for ``base="sprog"``.
+    lead_gate
+        One factor in [0, 1] per lead that scales the learned change (``None``: 1 everywhere; leads past the
+        last factor use the last); set by :meth:`calibrate_lead_gate`.
     """
 
     needs_motion = True
@@ -94,6 +106,7 @@ class Lagrangian(Forecaster):
         decoder: dict[str, Any] | None = None,
         base: str = "extrapolation",
         base_levels: int = 8,
+        lead_gate: Sequence[float] | None = None,
     ) -> None:
         inner_args = dict(model_config or {})
         for k in ("input_steps", "output_steps", "channels"):
@@ -119,6 +132,7 @@ class Lagrangian(Forecaster):
         self.loss_kind = loss
         self.weight_cap = check_float("weight_cap", weight_cap, minimum=1.0)
         self.decoder = dict(decoder) if decoder is not None else None
+        self.lead_gate = _checked_gate(lead_gate)
         layer = inner.output_layer()
         with torch.no_grad():  # the untrained wrapper is "no change": extrapolation
             layer.weight.zero_()
@@ -128,7 +142,7 @@ class Lagrangian(Forecaster):
         self._remember_config(model=inner.name, model_config=inner_config, input_steps=self.input_steps,
                               output_steps=self.output_steps, channels=self.channels, loss=self.loss_kind,
                               weight_cap=self.weight_cap, decoder=self.decoder, base=self.base,
-                              base_levels=self.base_levels)
+                              base_levels=self.base_levels, lead_gate=self.lead_gate)
 
     def output_layer(self) -> torch.nn.Module:
         return self.inner.output_layer()
@@ -154,8 +168,63 @@ class Lagrangian(Forecaster):
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         inputs, base, steps = self.split_input(x, steps)
         anchor = inputs[:, -1:]
-        out = base + self.inner(inputs - anchor, steps)
+        out = base + self._gated(self.inner(inputs - anchor, steps))
         return self.clamp_output(out)
+
+    def _gated(self, change: torch.Tensor) -> torch.Tensor:
+        if self.lead_gate is None:
+            return change
+        steps = change.shape[1]
+        factors = [self.lead_gate[min(i, len(self.lead_gate) - 1)] for i in range(steps)]
+        return change * torch.tensor(factors, dtype=change.dtype, device=change.device).view(1, steps, 1, 1, 1)
+
+    def set_lead_gate(self, gate: Sequence[float] | None) -> None:
+        """Adopt ``gate`` (see the class docstring); it is part of :attr:`config`, so checkpoints keep it."""
+        self.lead_gate = _checked_gate(gate)
+        self._config["lead_gate"] = self.lead_gate
+
+    @torch.no_grad()
+    def calibrate_lead_gate(self, batches: Iterable[dict[str, torch.Tensor]], *, max_batches: int | None = None,
+                            device: torch.device | str = "cpu") -> dict[str, Any]:
+        """Set :attr:`lead_gate` from held-out ``batches`` (``{"x", "y", "mask_y"}``, as the training corpus yields).
+
+        For each lead ``k`` the factor is the weighted least-squares ``a_k`` of ``y - base ~ a_k * change``
+        (the loss's rain weight where the loss is weighted), clipped to [0, 1]: 0 where the learned change does
+        not help on these windows, 1 where all of it does.  Returns the factors and, per lead, the weighted mean
+        squared error of the base, of the ungated model and of the gated one on the same windows (model units).
+        """
+        was_training = self.training
+        self.eval()
+        sums: list[torch.Tensor] | None = None  # per lead: sum w*c*r, sum w*c*c, sum w*r*r, sum w
+        n = 0
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = batch["x"].to(device), batch["y"].to(device)
+            inputs, base, steps = self.split_input(x, y.shape[1])
+            change = self.inner(inputs - inputs[:, -1:], steps)
+            w = self.rain_weight(y) if self.loss_kind == "weighted" else torch.ones_like(y)
+            if batch.get("mask_y") is not None:
+                w = w * batch["mask_y"].to(device).to(w.dtype)
+            resid = y - base
+            dims = (0, 2, 3, 4)
+            terms = [(w * change * resid).sum(dims), (w * change * change).sum(dims), (w * resid * resid).sum(dims),
+                     w.sum(dims)]
+            sums = terms if sums is None else [a + b for a, b in zip(sums, terms)]
+            n += 1
+        if was_training:
+            self.train()
+        if sums is None:
+            raise ConfigError("calibrate_lead_gate: the held-out windows produced no batch")
+        num, den, base_err, total_w = sums
+        gate = torch.clamp(num / den.clamp_min(1e-12), 0.0, 1.0)
+
+        def err(a: torch.Tensor) -> list[float]:  # weighted error of base + a * change
+            return [round(float(v), 6) for v in (base_err - 2 * a * num + a * a * den) / total_w.clamp_min(1e-12)]
+
+        self.set_lead_gate([round(float(g), 4) for g in gate])
+        return {"lead_gate": self.lead_gate, "batches": n, "base_error": err(torch.zeros_like(gate)),
+                "ungated_error": err(torch.ones_like(gate)), "gated_error": err(gate)}
 
     def rain_weight(self, y: torch.Tensor) -> torch.Tensor:
         """``min(1 + R, cap)`` with ``R`` the rain rate (mm/h) of the model-unit target ``y``."""
@@ -188,3 +257,15 @@ class Lagrangian(Forecaster):
             weight = w if weight is None else weight * w
         anchor = inputs[:, -1:]
         return self.inner.training_loss(inputs - anchor, y - base, iteration=iteration, mask=mask, weight=weight)
+
+
+def _checked_gate(gate: Sequence[float] | None) -> list[float] | None:
+    if gate is None:
+        return None
+    try:
+        factors = [float(g) for g in gate]
+    except (TypeError, ValueError):
+        raise ConfigError(f"lead_gate must be a list of numbers in [0, 1], got {gate!r}") from None
+    if not factors or not all(0.0 <= f <= 1.0 for f in factors):
+        raise ConfigError(f"lead_gate must be a non-empty list of numbers in [0, 1], got {factors}")
+    return factors

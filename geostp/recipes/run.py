@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from geostp.data.adapters import AdapterArgumentsError, Source, UnknownAdapterError, open_source
-from geostp.errors import ConfigError, CubeError, UnknownNameError
+from geostp.errors import ConfigError, CubeError, UnknownNameError, writing
 from geostp.recipes.schema import (
     Crop,
     Recipe,
@@ -337,8 +337,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     from geostp.train.settings import TrainSettings
 
     where = _where(recipe)
-    out = recipe.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(recipe)
     files = [save_resolved(recipe, out)]
     if recipe.data.sources is not None:
         return _train_corpus(recipe, out, files, progress)
@@ -440,8 +439,7 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
 
     ev = recipe.evaluation
     assert ev is not None
-    out = recipe.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(recipe)
     files = [save_resolved(recipe, out)] if write_recipe else []
     if ev.source is not None:
         cube = open_entry(recipe, ev.source, "evaluation.source")
@@ -491,6 +489,15 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     return RunResult("evaluate", out, files=files, scores=scores)
 
 
+def output_folder(recipe: Recipe) -> Path:
+    """The recipe's ``output.dir``, created: a :class:`~geostp.errors.WriteError` naming it where it cannot be
+    (a read-only folder, a regular file)."""
+    out = recipe.output_dir
+    with writing(out, f"output folder (output.dir of {_where(recipe)})"):
+        out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- nowcast
 
 
@@ -523,7 +530,7 @@ def nowcast_runner(recipe: Recipe, *, echo: TextIO | str | None = "stdout"):
     crop = recipe.data.crop
     policy = FeedPolicy(wait_for_late=nc.wait_for_late, on_missing=nc.on_missing, max_filled=nc.max_filled,
                         catch_up=nc.catch_up, max_attempts=nc.max_attempts, expected_shape=nc.expected_shape)
-    out = recipe.output_dir
+    out = output_folder(recipe)
     return NowcastRunner(
         feed, forecaster, steps=nc.steps, out_dir=out, formats=recipe.output.formats, maps=recipe.output.maps,
         policy=policy, crop=(lambda ny, nx: crop_slices(crop, ny, nx, where)) if crop is not None else None,
