@@ -7,6 +7,11 @@ and what was expected.  Catch ``GeostpError`` to handle any of them.
 
 from __future__ import annotations
 
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 __all__ = [
     "GeostpError",
     "CubeError",
@@ -17,6 +22,8 @@ __all__ = [
     "UnknownNameError",
     "CheckpointError",
     "UnsafePathError",
+    "WriteError",
+    "writing",
 ]
 
 
@@ -59,3 +66,37 @@ class CheckpointError(GeostpError, OSError):
 class UnsafePathError(GeostpError, OSError):
     """A file geostp would write or keep open (a lock, a log) is a symbolic link, a hard link or not a regular file:
     writing through it would touch a file geostp did not write, so geostp refuses and leaves it as it is."""
+
+
+class WriteError(GeostpError, OSError):
+    """geostp cannot write where it was asked to: a read-only folder, a file where a folder belongs, a full disk.
+    :func:`writing` is the one place an ``OSError`` on writing becomes one, naming the path."""
+
+
+_WRITE_HINTS = {
+    errno.EACCES: "the folder is read-only or not yours",
+    errno.EPERM: "the folder is read-only or not yours",
+    errno.EROFS: "the file system is read-only",
+    errno.EEXIST: "a file is there where a folder belongs",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "a folder is there where a file belongs",
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exhausted",
+    errno.ENAMETOOLONG: "the name is too long",
+}
+
+
+@contextmanager
+def writing(path: str | os.PathLike[str], what: str = "output") -> Iterator[None]:
+    """Run a block that writes ``path`` (``what`` it is, for the message): an ``OSError`` raised in it (other than
+    a :class:`GeostpError`) becomes a :class:`WriteError` naming the path, the file the system refused and why."""
+    try:
+        yield
+    except GeostpError:
+        raise
+    except OSError as exc:
+        hint = _WRITE_HINTS.get(exc.errno or -1, exc.strerror or type(exc).__name__)
+        refused = f" ({exc.filename}: {exc.strerror})" if exc.filename and str(exc.filename) != str(path) else \
+            f" ({exc.strerror})" if exc.strerror else f" ({exc})"
+        raise WriteError(f"cannot write the {what} {path}: {hint}{refused}; expected a folder that geostp may "
+                         "create files in") from None
