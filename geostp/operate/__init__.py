@@ -5,8 +5,11 @@
     time through an adapter that declares it can serve a feed),
     :class:`FeedPolicy`, :class:`Frame`, :class:`BadFile` and the grid checks.
 ``runner``
-    :class:`NowcastRunner` (cycles, the JSON-lines log, signals, the folder
-    lock; the feed policy is in its docstring).
+    :class:`NowcastRunner` (cycles, signals, the folder lock; the feed
+    policy is in its docstring).
+``journal``
+    The runner's JSON-lines log (written, and read back by a restarted
+    runner so that it logs nothing twice) and the safe open of its own files.
 
 Forecast files are written by :mod:`geostp.writers`, maps drawn by :mod:`geostp.plot`.
 """

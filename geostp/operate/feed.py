@@ -46,7 +46,8 @@ class BadFile(Exception):
 
 @dataclass(frozen=True)
 class FeedPolicy:
-    """How a runner treats late, missing, corrupt and wrong-grid inputs (:mod:`geostp.operate.runner` says how)."""
+    """How a runner treats late, missing, corrupt, wrong-grid and future-stamped inputs (:mod:`geostp.operate.runner`
+    says how)."""
 
     wait_for_late: float = 120.0
     on_missing: Literal["skip", "fill_previous"] = "skip"
@@ -54,12 +55,17 @@ class FeedPolicy:
     catch_up: int = 12
     max_attempts: int = 3
     expected_shape: tuple[int, int] | None = None
+    #: Seconds a file's time may be ahead of the wall clock (UTC) and still be used; None: no limit.
+    future_tolerance: float | None = 3600.0
 
     def __post_init__(self) -> None:
         if self.on_missing not in ("skip", "fill_previous"):
             raise ConfigError(f"on_missing={self.on_missing!r}; expected 'skip' or 'fill_previous'")
         if self.wait_for_late < 0 or self.max_filled < 0 or self.catch_up < 0 or self.max_attempts < 1:
             raise ConfigError(f"{self}: wait_for_late, max_filled, catch_up must be >= 0, max_attempts >= 1")
+        if self.future_tolerance is not None and not self.future_tolerance >= 0:
+            raise ConfigError(f"future_tolerance={self.future_tolerance!r}; expected seconds >= 0, or None for "
+                              "no limit")
 
 
 # ----------------------------------------------------------------------------- the feed

@@ -14,6 +14,17 @@ Reference times
     the newest file's time is a candidate; candidates run oldest first, each
     exactly once: a cycle whose outputs all exist is complete and never
     rerun (a rerun after a restart is a no-op).
+Files from the future
+    A file whose name carries a time more than ``future_tolerance`` seconds
+    after the wall clock (UTC; a mis-named file, a clock gone wrong) is
+    logged once (``future_file``) and ignored until the clock reaches it:
+    the newest *plausible* time anchors the catch-up window, so such a file
+    never stops the forecasts.
+Restarts
+    A restarted runner reads back what the log says about the reference
+    times of its catch-up window: a cycle given up (``skipped``,
+    ``refused``) whose files have not changed since, a bad file and a file
+    from the future already logged are not logged again.
 Late file
     A cycle with an input missing or unreadable waits up to
     ``wait_for_late`` seconds from when the runner first saw its
@@ -66,19 +77,16 @@ Lock
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
 import signal
 import socket
-import stat
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TextIO
@@ -88,9 +96,10 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import to_timedelta
-from geostp.errors import CheckpointError, ConfigError, CubeError, DataError, GeostpError, UnsafePathError
+from geostp.errors import CheckpointError, ConfigError, CubeError, DataError, GeostpError
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
+from geostp.operate.journal import Logged, RunnerLog, open_own_file, recall
 from geostp.writers import (
     SUFFIXES,
     atomic_path,
@@ -132,69 +141,15 @@ class _Cycle:
     status: str = "new"  # new | waiting | skipped | refused | failed | done
     key: tuple = ()
     attempts: int = 0
+    recalled: Any = None  # the inputs' state when an earlier runner gave this cycle up, as its log holds it
 
 
 def _iso(t: Any) -> str:
     return pd.Timestamp(t).isoformat()
 
 
-def open_own_file(path: Path, flags: int, what: str) -> int:
-    """Open a file the runner keeps for itself (its lock, its log) without following a link: a descriptor.
-
-    ``O_NOFOLLOW`` makes the kernel refuse a symbolic link in the last component (a dangling one included, so
-    nothing is created at its target); a hard link (a second name of some other file), a folder, a FIFO or a
-    device is refused after the open, before anything is written.  Either way an :class:`UnsafePathError` names
-    the file and what was expected, and the file (and whatever it points at) is left as it was.
-    """
-    expected = f"expected a regular file that only the nowcast runner writes (or none: it is created); remove {path}"
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP or path.is_symlink():
-            raise UnsafePathError(f"{what} {path} is a symbolic link; refusing to follow it ({expected})") from None
-        raise UnsafePathError(f"{what} {path} cannot be opened as a file ({exc.strerror}); refusing it "
-                              f"({expected})") from None
-    st = os.fstat(fd)
-    problem = ("is not a regular file" if not stat.S_ISREG(st.st_mode)
-               else f"has {st.st_nlink} names (a hard link to another file)" if st.st_nlink != 1 else None)
-    if problem is not None:
-        os.close(fd)
-        raise UnsafePathError(f"{what} {path} {problem}; refusing to write it ({expected})")
-    os.set_blocking(fd, True)
-    return fd
-
-
-@dataclass
-class _Log:
-    path: Path | None
-    echo: TextIO | str | None  # "stdout": whatever sys.stdout is when a line is written
-    redact: Mapping[str, str] = field(default_factory=dict)  # text -> what is written instead
-    _fh: Any = field(default=None, repr=False)
-
-    def open(self) -> None:
-        """Open (create) the log file for appending, refusing a link (:func:`open_own_file`)."""
-        if self.path is not None and self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = open_own_file(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, "nowcast log")
-            self._fh = os.fdopen(fd, "a", buffering=1)  # kept open for the runner's life
-
-    def write(self, record: dict[str, Any]) -> None:
-        line = json.dumps(record, default=str, separators=(",", ":"))
-        for text in sorted(self.redact, key=len, reverse=True):  # as JSON spells them, the longest first
-            line = line.replace(json.dumps(text)[1:-1], json.dumps(self.redact[text])[1:-1])
-        if self.path is not None:
-            self.open()
-            self._fh.write(line + "\n")
-            self._fh.flush()
-        stream = sys.stdout if self.echo == "stdout" else self.echo
-        if stream is not None:
-            stream.write(line + "\n")  # type: ignore[union-attr]
-            stream.flush()  # type: ignore[union-attr]
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+def _utc_now() -> np.datetime64:
+    return np.datetime64(datetime.now(timezone.utc).replace(tzinfo=None), "ns")
 
 
 class NowcastRunner:
@@ -234,6 +189,9 @@ class NowcastRunner:
         Passed to :meth:`FittedForecaster.predict`.
     clock
         Monotonic seconds (tests replace it).
+    wall_clock
+        The time now in UTC, as ``datetime64[ns]`` without a time zone: what file times are compared with
+        (``policy.future_tolerance``; tests replace it).
     """
 
     def __init__(
@@ -254,6 +212,7 @@ class NowcastRunner:
         device: str = "cpu",
         tile: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], np.datetime64] | None = None,
     ) -> None:
         if not formats or any(f not in SUFFIXES for f in formats):
             raise ConfigError(f"formats={list(formats)}; expected one or more of {list(SUFFIXES)}")
@@ -267,17 +226,20 @@ class NowcastRunner:
         self.maps = list(maps)
         self.policy = policy or FeedPolicy()
         self.crop = crop
-        self.log = _Log(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo,
+        self.log = RunnerLog(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo,
                         {k: v for k, v in (redact or {}).items() if k})
         self.attrs = dict(attrs or {})
         self.device = device
         self.tile = tile
         self.clock = clock
+        self.wall_clock = wall_clock or _utc_now
         self.stop_event = threading.Event()
         self._cycles: dict[np.datetime64, _Cycle] = {}
         self._frames: dict[Path, tuple[tuple[int, int] | None, Frame | BadFile]] = {}
         self._bad_logged: set[tuple[Path, Any]] = set()
         self._notes_logged: set[str] = set()
+        self._future_logged: set[tuple[Path, np.datetime64]] = set()
+        self._logged: Logged | None = None  # what earlier runners logged (read back at the first scan)
         self._lock_fd: int | None = None
         self._grid: dict[str, Any] | None = None
         self.written: list[np.datetime64] = []
@@ -357,7 +319,11 @@ class NowcastRunner:
         if isinstance(result, BadFile):
             if (path, key) not in self._bad_logged:
                 self._bad_logged.add((path, key))
-                self._event("bad_file", path=str(path), kind=result.kind, reason=result.reason)
+                size, mtime = key or (None, None)
+                if self._logged is None or tuple(self.log.as_logged([str(path), size, mtime])) \
+                        not in self._logged.bad_files:
+                    self._event("bad_file", path=str(path), kind=result.kind, reason=result.reason, size=size,
+                                mtime_ns=mtime)
             raise result
         return result
 
@@ -391,11 +357,7 @@ class NowcastRunner:
     # ------------------------------------------------------------------ one pass
     def poll(self, *, wait: bool = True) -> list[dict[str, Any]]:
         """Look at the feed once and run every cycle that is due; return the cycle records logged."""
-        files, notes = self.feed.scan()
-        for note in notes:
-            if note not in self._notes_logged:
-                self._notes_logged.add(note)
-                self._event("feed_note", note=note)
+        files = self._scan()
         if not files:
             return []
         newest = max(files)
@@ -410,8 +372,42 @@ class NowcastRunner:
                 records.append(rec)
         return records
 
+    def _scan(self) -> dict[np.datetime64, Path]:
+        """The feed's files by time, those from the future left out (each logged once, as is each feed note)."""
+        files, notes = self.feed.scan()
+        tolerance = self.policy.future_tolerance
+        now = self.wall_clock()
+        limit = None if tolerance is None else now + np.timedelta64(round(tolerance * 1e9), "ns")
+        future = {t: p for t, p in files.items() if limit is not None and t > limit}
+        files = {t: p for t, p in files.items() if t not in future}
+        if self._logged is None and (files or future):
+            newest = max(files) if files else np.datetime64(now, "ns")
+            self._logged = recall(self.log, newest - (self.policy.catch_up + self.t_in + 2) * self.feed.step,
+                                  self.policy.catch_up * self.feed.step)
+        logged = self._logged or Logged()
+        for note in notes:
+            if note not in self._notes_logged:
+                self._notes_logged.add(note)
+                if self.log.as_logged(note) not in logged.notes:
+                    self._event("feed_note", note=note)
+        for t, p in sorted(future.items()):
+            if (p, t) not in self._future_logged:
+                self._future_logged.add((p, t))
+                if tuple(self.log.as_logged([str(p), _iso(t)])) not in logged.future_files:
+                    self._event("future_file", path=str(p), file_time=_iso(t), wall_clock_utc=_iso(now),
+                                future_tolerance_s=tolerance,
+                                reason=f"its name says {_iso(t)}, more than {tolerance:g} s after the wall clock "
+                                       f"(UTC); ignored until then (nowcast.future_tolerance)")
+        return files
+
     def _inputs_key(self, needed: Sequence[np.datetime64], files: Mapping[np.datetime64, Path]) -> tuple:
-        return tuple((str(files[n]), stat_key(files[n])) if n in files else None for n in needed)
+        return tuple((str(files[n]), *(stat_key(files[n]) or (None, None))) if n in files else None
+                     for n in needed)
+
+    def _give_up(self, t, cyc: _Cycle, outcome: str, **fields: Any) -> dict[str, Any]:
+        """Record a cycle given up (``skipped`` or ``refused``) with the state of its inputs: the log says it once."""
+        cyc.status = outcome
+        return self._record(t, outcome, **fields, input_state=[list(k) if k else None for k in cyc.key])
 
     def _consider(self, t: np.datetime64, files: Mapping[np.datetime64, Path], *, wait: bool,
                   forced: bool = False, read_before: float = 0.0) -> dict[str, Any] | None:
@@ -420,14 +416,19 @@ class NowcastRunner:
         cyc = self._cycles.get(t)
         if cyc is None:
             cyc = self._cycles[t] = _Cycle(first_seen=self.clock())
+            if self._logged is not None and t in self._logged.given_up:  # given up by an earlier runner
+                cyc.status, cyc.recalled = "skipped", self._logged.given_up.pop(t)
         if cyc.status == "done":
             return None
         if self.complete(t):
             cyc.status = "done"
             return None if not forced else self._record(t, "exists", inputs=[], reason="outputs already exist")
         key = self._inputs_key(needed, files)
-        if cyc.status in ("skipped", "refused") and cyc.key == key:
-            return None  # nothing changed since it was given up
+        if cyc.recalled is not None:  # the same files as when it was given up: nothing to log again
+            cyc.key = key if self.log.as_logged([list(k) if k else None for k in key]) == cyc.recalled else ()
+            cyc.recalled = None
+        if cyc.status in ("skipped", "refused") and cyc.key == key and not forced:
+            return None  # nothing changed since it was given up (a one-shot run asked for it: it is said again)
         if cyc.status == "failed" and cyc.attempts >= self.policy.max_attempts and cyc.key == key:
             return None
         cyc.key = key
@@ -461,9 +462,8 @@ class NowcastRunner:
         read_s = time.perf_counter() - started
         inputs = [str(frames[n].path.name) if n in frames else None for n in needed]
         if refused:
-            cyc.status = "refused"
-            return self._record(t, "refused", inputs=inputs, reason="; ".join(refused),
-                                timings={"read_s": read_s})
+            return self._give_up(t, cyc, "refused", inputs=inputs, reason="; ".join(refused),
+                                 timings={"read_s": read_s})
         filled: list[str] = []
         if problems:
             waited = clock0 - cyc.first_seen
@@ -475,11 +475,10 @@ class NowcastRunner:
                 return None
             fill = self._fill(t, needed, frames, problems, files)
             if fill is None:
-                cyc.status = "skipped"
                 head = f"incomplete inputs after waiting {waited:.1f} s" if wait else "incomplete inputs"
                 detail = "; ".join(f"{_iso(n)} {r}" for n, r in problems.items())
-                return self._record(t, "skipped", inputs=inputs, timings={"read_s": read_s},
-                                    reason=f"{head}: {detail}", missing=[_iso(n) for n in problems])
+                return self._give_up(t, cyc, "skipped", inputs=inputs, timings={"read_s": read_s},
+                                     reason=f"{head}: {detail}", missing=[_iso(n) for n in problems])
             frames, filled = fill
         return self._run(t, needed, frames, filled, cyc, read_s, started)
 
@@ -536,8 +535,7 @@ class NowcastRunner:
             timings["write_s"] = time.perf_counter() - t2
         except (CheckpointError, CubeError) as exc:  # the data do not fit the model (a grid or unit change), or
             # hold impossible values or no data at all (an outage): retrying the same inputs cannot help
-            cyc.status = "refused"
-            return self._record(t, "refused", inputs=inputs, reason=str(exc), timings=timings)
+            return self._give_up(t, cyc, "refused", inputs=inputs, reason=str(exc), timings=timings)
         except Exception as exc:
             cyc.status = "failed"
             cyc.attempts += 1
@@ -617,9 +615,12 @@ class NowcastRunner:
         With ``on_missing='fill_previous'`` the newest fillable set is used when no
         complete one is within ``catch_up`` steps.
         """
-        files, _ = self.feed.scan()
+        files = self._scan()
         if not files:
-            raise DataError(f"no file matching {self.feed.files} (names like {self.feed.time_pattern}) is there yet")
+            ignored = f" (only files stamped in the future, ignored: {len(self._future_logged)})" \
+                if self._future_logged else ""
+            raise DataError(f"no file matching {self.feed.files} (names like {self.feed.time_pattern}) is there "
+                            f"yet{ignored}")
         if reference_time is not None:
             t = np.datetime64(pd.Timestamp(reference_time).to_datetime64(), "ns")
             if t not in files:

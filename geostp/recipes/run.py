@@ -529,7 +529,8 @@ def nowcast_runner(recipe: Recipe, *, echo: TextIO | str | None = "stdout"):
         forecaster = build_forecaster(recipe, list(recipe.data.variables), steps=nc.steps)
     crop = recipe.data.crop
     policy = FeedPolicy(wait_for_late=nc.wait_for_late, on_missing=nc.on_missing, max_filled=nc.max_filled,
-                        catch_up=nc.catch_up, max_attempts=nc.max_attempts, expected_shape=nc.expected_shape)
+                        catch_up=nc.catch_up, max_attempts=nc.max_attempts, expected_shape=nc.expected_shape,
+                        future_tolerance=nc.future_tolerance)
     out = output_folder(recipe)
     return NowcastRunner(
         feed, forecaster, steps=nc.steps, out_dir=out, formats=recipe.output.formats, maps=recipe.output.maps,

@@ -230,6 +230,8 @@ class NowcastSection(_Strict):
     catch_up: int = Field(12, ge=0, description="reference times up to this many steps before the newest are run")
     max_attempts: int = Field(3, ge=1, description="tries of a cycle that fails unexpectedly")
     expected_shape: tuple[int, int] | None = Field(None, description="(ny, nx) every frame must have")
+    future_tolerance: float | None = Field(3600.0, ge=0, description="seconds a file's time may be ahead of the "
+                                           "wall clock (UTC); files further ahead are ignored (null: no limit)")
     device: str = "cpu"
     tile: int | None = Field(None, ge=8)
     reference_time: str | None = Field(None, description="one-shot runs: this reference time, not the newest")
