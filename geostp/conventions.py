@@ -20,7 +20,11 @@ Georeferencing
 Units
     Rain is a rate, :data:`RAIN_RATE_ATTRS` (``lwe_precipitation_rate`` in
     ``mm h-1``); the unit spellings of amounts and rates that providers use are
-    listed here for the adapters that convert them.
+    listed here for the adapters that convert them.  Reflectivity becomes a
+    rate through one Z-R relation chosen by :func:`choose_zr` (the user's, else
+    the one the reader reports, else Marshall-Palmer) and converted by
+    :func:`dbz_to_rain_rate`, where "no echo" is exactly 0 (dry); every
+    reflectivity variable records its relation (:func:`zr_attrs`).
 Files
     :func:`resolve_files` turns a path, a glob pattern or a list into files
     (:func:`glob_problem` says why a pattern found none; :func:`glob_paths`
@@ -38,6 +42,7 @@ import os
 import re
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,11 @@ __all__ = [
     "RATE_PER_HOUR_UNITS",
     "RATE_PER_SECOND_UNITS",
     "KM_UNITS",
+    "MARSHALL_PALMER",
+    "ZR",
+    "choose_zr",
+    "dbz_to_rain_rate",
+    "zr_attrs",
     "ON_ERROR_CHOICES",
     "to_timedelta",
     "parse_step",
@@ -93,6 +103,69 @@ RATE_PER_HOUR_UNITS = frozenset({"mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1
 RATE_PER_SECOND_UNITS = frozenset({"mm s-1", "mm/s", "kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s"})
 #: Spellings of kilometres (projection coordinates some files give in km).
 KM_UNITS = frozenset({"km", "kilometre", "kilometer", "kilometres", "kilometers"})
+
+#: Marshall and Palmer's Z-R relation (Z = 200 R^1.6): the default where neither the user nor the reader gives one.
+MARSHALL_PALMER = (200.0, 1.6)
+
+
+@dataclass(frozen=True)
+class ZR:
+    """A Z-R relation Z = a R^b (Z in mm^6 m^-3, R in mm/h), where it came from, and the reflectivity of "no echo".
+
+    ``no_echo_dbz``: reflectivity at or below it is "no echo" (the lowest class a format encodes), dry: 0 mm/h
+    exactly, not the tiny rate the formula would give; None where the format has no such class.
+    """
+
+    a: float
+    b: float
+    origin: str  # who chose it: 'user', 'reader <name>' or 'Marshall-Palmer default'
+    no_echo_dbz: float | None = None
+
+
+def choose_zr(zr_a: float | None, zr_b: float | None, *, reported: tuple[Any, Any] = (None, None),
+              reader: str, no_echo_dbz: float | None = None) -> ZR:
+    """The Z-R relation of a reflectivity source: the user's (both ``zr_a`` and ``zr_b``), else the one the reader
+    reports for its data (FMI's importer: a = 223, b = 1.53), else Marshall-Palmer (a = 200, b = 1.6)."""
+    if (zr_a is None) != (zr_b is None):
+        raise ConfigError(f"zr_a={zr_a!r}, zr_b={zr_b!r}: give both coefficients of Z = a R^b, or neither (then "
+                          f"{reader}'s own relation, or Marshall-Palmer a=200, b=1.6, is used)")
+    if zr_a is not None:
+        a, b, origin = zr_a, zr_b, "user"
+    elif reported[0] is not None and reported[1] is not None:
+        a, b, origin = reported[0], reported[1], f"reader {reader}"
+    else:
+        a, b, origin = *MARSHALL_PALMER, "Marshall-Palmer default"
+    try:
+        a, b = float(a), float(b)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        a = b = float("nan")
+    if not (np.isfinite(a) and np.isfinite(b) and a > 0 and b > 0):
+        raise ConfigError(f"Z-R coefficients a={a!r}, b={b!r} (from {origin}) are not positive numbers; expected "
+                          "Z = a R^b with a, b > 0 (Marshall-Palmer: a=200, b=1.6)")
+    return ZR(a, b, origin, None if no_echo_dbz is None else float(no_echo_dbz))
+
+
+def dbz_to_rain_rate(dbz: np.ndarray, zr: ZR) -> np.ndarray:
+    """Rain rate in mm/h from reflectivity in dBZ: R = (10^(dBZ/10) / a)^(1/b); "no echo" is 0, NaN stays NaN."""
+    dbz = np.asarray(dbz, np.float64)
+    rate = (10.0 ** (dbz / 10.0) / zr.a) ** (1.0 / zr.b)
+    if zr.no_echo_dbz is not None:
+        rate[dbz <= zr.no_echo_dbz] = 0.0
+    return rate
+
+
+def zr_attrs(zr: ZR, *, converted: bool) -> dict[str, Any]:
+    """The attributes that record a reflectivity variable's Z-R relation (also when it stays in dBZ)."""
+    attrs: dict[str, Any] = {"zr_a": zr.a, "zr_b": zr.b, "zr_origin": zr.origin}
+    no_echo = ""
+    if zr.no_echo_dbz is not None:
+        attrs["no_echo_dbz"] = zr.no_echo_dbz
+        no_echo = f"; reflectivity at or below {zr.no_echo_dbz:g} dBZ (no echo) is 0 (dry)"
+    formula = f"R = (10^(dBZ/10) / {zr.a:g})^(1/{zr.b:g}) (Z = a R^b, {zr.origin})"
+    attrs["comment"] = (f"converted from dBZ: {formula}{no_echo}" if converted
+                        else f"reflectivity as read; rain rate would be {formula}{no_echo}")
+    return attrs
+
 
 #: The corrupt-file policies of the file adapters.
 ON_ERROR_CHOICES = ("raise", "gap")
@@ -177,6 +250,8 @@ _LONLAT_CACHE: dict[tuple[str, bytes, bytes], tuple[np.ndarray, np.ndarray]] = {
 def lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """2-D longitude and latitude (float32, about 0.5 m) of the pixel centres ``x`` (columns) by ``y`` (rows).
 
+    A pixel the projection puts on no place of the Earth (off a geostationary satellite's disc) is NaN in both.
+
     Computed a band of rows at a time, so the peak memory is the two float32 results.  The last few
     grids are remembered (copies are returned): a feed opened one file at a time, as the nowcast
     runner does, pays the projection once rather than once per file.
@@ -206,7 +281,12 @@ def _lonlat_grid(crs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndar
     for r in range(0, y.size, band):
         yy = np.repeat(y[r: r + band], x.size)
         xx = np.tile(x, yy.size // x.size)
-        lo, la = transformer.transform(xx, yy)
+        lo, la = transformer.transform(xx, yy, errcheck=False)
+        # a pixel that is on no place of the Earth (off a geostationary satellite's disc) comes back as inf:
+        # NaN in both, so that maps, regions and validation see "no position" rather than a huge number
+        off = ~(np.isfinite(lo) & np.isfinite(la))
+        lo[off] = np.nan
+        la[off] = np.nan
         lon[r: r + band] = np.reshape(lo, (-1, x.size))
         lat[r: r + band] = np.reshape(la, (-1, x.size))
     return lon, lat

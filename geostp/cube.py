@@ -23,6 +23,7 @@ from geostp.errors import CubeError
 __all__ = [
     "is_precipitation",
     "CubeInfo",
+    "OffGridWarning",
     "Gap",
     "SPATIAL_DIMS",
     "validate_cube",
@@ -75,6 +76,8 @@ class CubeInfo:
     gaps: tuple[Gap, ...] = field(default_factory=tuple)
     crs_wkt: str | None = None
     grid_mapping: str | None = None
+    #: pixels whose 2-D ``lat``/``lon`` are not finite: off the grid's Earth (a geostationary satellite's disc)
+    n_off_grid: int = 0
 
     @property
     def has_sequence(self) -> bool:
@@ -280,6 +283,13 @@ def validate_cube(
             raise CubeError(f"{_name(source)}dim {d!r} has no coordinate; expected a 1-D {d!r} coordinate")
     for d in SPATIAL_DIMS:
         vals = np.asarray(ds[d].values)
+        if np.issubdtype(vals.dtype, np.number) and not np.isfinite(vals).all():
+            bad = np.flatnonzero(~np.isfinite(vals.astype(float)))
+            raise CubeError(
+                f"{_name(source)}coordinate {d!r} holds {bad.size} non-finite value(s) (first at index {bad[0]}: "
+                f"{vals[bad[0]]}); expected finite pixel-centre coordinates along every row and column (a pixel "
+                "off the Earth has NaN lat/lon, never a NaN x or y)"
+            )
         if vals.size > 1:
             dv = np.diff(vals.astype(float))
             if not (np.all(dv > 0) or np.all(dv < 0)):
@@ -297,6 +307,7 @@ def validate_cube(
     gaps = tuple(find_gaps(ds, step, source=source))
 
     crs = cube_crs(ds)
+    n_off_grid = _count_off_grid(ds, source)
     if check_values:
         _check_not_all_nan(ds, variables, sample_frames, source)
     return CubeInfo(
@@ -307,7 +318,34 @@ def validate_cube(
         gaps=gaps,
         crs_wkt=crs.to_wkt() if crs is not None else None,
         grid_mapping=grid_mapping_name(ds),
+        n_off_grid=n_off_grid,
     )
+
+
+class OffGridWarning(UserWarning):
+    """A cube's ``lat``/``lon`` hold infinite values, where a pixel off the Earth should be NaN."""
+
+
+def _count_off_grid(ds: xr.Dataset, source: str | None) -> int:
+    """Pixels whose 2-D lat/lon are not finite (NaN: off the Earth, as the adapters write it); infinite ones warn."""
+    off: np.ndarray | None = None
+    infinite = []
+    for name in ("lat", "lon"):
+        if name not in ds.coords or set(ds[name].dims) != set(SPATIAL_DIMS):
+            continue
+        values = np.asarray(ds[name].values, float)
+        if np.isinf(values).any():
+            infinite.append(f"{name} ({int(np.isinf(values).sum())} pixels)")
+        bad = ~np.isfinite(values)
+        off = bad if off is None else off | bad
+    if infinite:
+        import warnings
+
+        warnings.warn(
+            f"{_name(source)}coordinates {' and '.join(infinite)} are infinite; expected NaN for pixels that lie "
+            "off the Earth (geostp's adapters write NaN there)", OffGridWarning, stacklevel=3,
+        )
+    return int(off.sum()) if off is not None else 0
 
 
 def grid_mapping_name_safe(ds: xr.Dataset) -> str | None:
@@ -353,6 +391,10 @@ def describe(ds: xr.Dataset, info: CubeInfo | None = None) -> str:
         t = ds["time"].values
         lines.append(f"time: {_fmt_time(t[0])} .. {_fmt_time(t[-1])}, step {_fmt_delta(info.step)}")
     lines.append(f"gaps: {len(info.gaps)} ({info.n_missing} missing steps)")
+    if info.n_off_grid:
+        total = info.sizes["y"] * info.sizes["x"]
+        lines.append(f"off the Earth: {info.n_off_grid} of {total} pixels ({100 * info.n_off_grid / total:.1f} %) "
+                     "have no lat/lon (NaN)")
     if info.crs_wkt:
         import pyproj
 

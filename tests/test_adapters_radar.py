@@ -527,9 +527,10 @@ def test_reflectivity_is_kept_or_converted_with_a_stated_zr(shared_data, tmp_pat
     rr = open_radar(root=tmp_path / "odim", start="2021-07-04T15:50", end="2021-07-04T15:55",
                     reflectivity_to_rain_rate=True, **args)["precipitation"]
     assert rr.attrs["zr_a"] == 200.0 and rr.attrs["zr_b"] == 1.6 and rr.attrs["units"] == "mm h-1"
+    assert rr.attrs["zr_origin"] == "Marshall-Palmer default"  # pysteps' odim importer reports no Z-R relation
     r = rr.isel(time=0).values
     assert r[150, 450] == pytest.approx((10 ** 2.3 / 200.0) ** (1 / 1.6), rel=1e-5)  # 23 dBZ: ~1.2 mm/h
-    assert np.isnan(r[0, 0]) and r[350, 450] < 1e-3
+    assert np.isnan(r[0, 0]) and r[350, 450] == 0.0  # ODIM's 'undetect' (no echo) is dry: exactly 0
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         r2 = open_radar(root=tmp_path / "odim", start="2021-07-04T15:50", end="2021-07-04T15:50",

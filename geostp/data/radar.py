@@ -22,8 +22,15 @@ Conventions of the cube (every format, see ``docs/adapters.md``):
 - rain rate is ``precipitation`` in ``mm h-1`` (``lwe_precipitation_rate``);
   accumulations are divided by their period; reflectivity stays
   ``reflectivity`` in dBZ unless ``reflectivity_to_rain_rate=True`` (then
-  Z = a R^b, Marshall-Palmer a=200, b=1.6 by default);
-- no-data (outside radar range) is NaN, distinct from 0 (no rain);
+  Z = a R^b with the importer's own relation where it reports one, FMI's
+  a=223, b=1.53 for instance, else Marshall-Palmer a=200, b=1.6; ``zr_a``/
+  ``zr_b`` override it); the relation is recorded in the variable's attrs
+  either way (``zr_a``, ``zr_b``, ``zr_origin``);
+- no-data (outside radar range) is NaN, distinct from 0 (no rain); a
+  format's "no echo" class (FMI's -32 dBZ, :data:`NO_ECHO_DBZ`) is 0 mm/h;
+- the variable's ``long_name`` and ``source`` say what measured it (radar, or
+  satellite for NWC SAF's CRR: :data:`IMPORTER_PLATFORMS`) and who made it
+  (the importer's ``institution``);
 - the time axis holds the frames found; missing frames are gaps that
   :func:`geostp.cube.find_gaps` reports, ``attrs['time_step']`` is the nominal
   interval.
@@ -50,8 +57,11 @@ import xarray as xr
 from geostp.conventions import (
     GRID_MAPPING,
     RAIN_RATE_ATTRS,
+    ZR,
     check_on_error,
+    choose_zr,
     crs_attrs,
+    dbz_to_rain_rate,
     finish_cube,
     geographic_coords,
     glob_paths,
@@ -60,11 +70,13 @@ from geostp.conventions import (
     projected_coords,
     region_window,
     times_from_names,  # re-exported: it lived here before geostp.conventions
+    zr_attrs,
 )
 from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.errors import ConfigError, DataError, UnknownNameError
 
-__all__ = ["open_radar", "importer_names", "find_radar_files", "times_from_names", "check_file"]
+__all__ = ["open_radar", "importer_names", "find_radar_files", "times_from_names", "check_file", "NO_ECHO_DBZ",
+           "IMPORTER_PLATFORMS"]
 
 #: What each pysteps importer reads, for the cheap header check at open time.
 IMPORTER_FORMATS = {
@@ -90,6 +102,22 @@ _MAGIC = {
     "grib": (b"GRIB",),
 }
 _FORMAT_NAMES = {"hdf5": "HDF5", "netcdf": "netCDF", "gif": "GIF", "pgm": "PGM", "tiff": "TIFF", "grib": "GRIB"}
+
+#: The reflectivity each importer gives a "no echo" pixel (its format's lowest class, or ODIM's ``undetect`` as
+#: pysteps fills it): at or below it a pixel is dry, 0 mm/h, when reflectivity is converted to rain rate.
+NO_ECHO_DBZ = {
+    "fmi_pgm": -32.0,  # PGM value 0: dBZ = value / 2 - 32
+    "fmi_geotiff": -32.0,
+    "knmi_hdf5": -32.0,  # DBZH pixel 0: dBZ = value / 2 - 32
+    "odim_hdf5": -30.0,  # pysteps sets DBZH 'undetect' to -30 dBZ
+    "opera_hdf5": -30.0,
+    "dwd_hdf5": -32.5,  # pysteps sets DBZH 'undetect' to -32.5 dBZ
+    "dwd_radolan": -32.5,  # RVP6 class 0
+}
+
+#: What measured the data each importer reads, where it is not a radar (an importer may also report
+#: ``platform`` in its metadata): the variable's ``long_name`` and ``source`` say so.
+IMPORTER_PLATFORMS = {"saf_crri": "satellite"}
 
 
 # ----------------------------------------------------------------------------- pysteps access
@@ -197,8 +225,79 @@ def find_radar_files(
 # ----------------------------------------------------------------------------- cheap file checks
 
 
+#: Bytes of a file's start kept for the header checks (a PGM header with FMI's comment lines is under 1 kB).
+_HEAD_BYTES = 1 << 16
+
+
+def _content(path: Path, gzipped: bool) -> tuple[bytes, bytes, int, bool] | str:
+    """The start, the last bytes and the size of a file's content, decompressed when it is gzip (and whether it was);
+    or what is wrong.
+
+    A gzip file is decompressed as a stream (a radar frame is a few MB: milliseconds), nothing kept but its start
+    and end: that finds a file cut short (no end-of-stream marker) or damaged (its CRC-32 or recorded size differ).
+    """
+    with open(path, "rb") as f:
+        magic = f.read(2)
+        if magic != b"\x1f\x8b":
+            if gzipped:
+                return f"is not gzip-compressed (starts with {magic!r}); expected a .gz file (importer_kwargs gzipped)"
+            size = f.seek(0, os.SEEK_END)
+            f.seek(0)
+            head = f.read(_HEAD_BYTES)
+            f.seek(max(0, size - 4))
+            return head, f.read(4), size, False
+    import gzip
+    import zlib
+
+    head, tail, size = b"", b"", 0
+    try:
+        with gzip.open(path, "rb") as g:
+            while chunk := g.read(1 << 16):
+                if len(head) < _HEAD_BYTES:
+                    head += chunk[: _HEAD_BYTES - len(head)]
+                tail = (tail + chunk)[-4:]
+                size += len(chunk)
+    except EOFError:
+        return f"is a truncated gzip file (it ends after {size} decompressed bytes, before gzip's end-of-stream marker)"
+    except (OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError: a CRC or length mismatch, bad data
+        return f"is a damaged gzip file ({exc})"
+    return head, tail, size, True
+
+
+def _pgm_size(head: bytes) -> tuple[int, str] | str:
+    """The size a binary PGM must have by its header (magic, width, height, maxval; '#' comments allowed)."""
+    tokens: list[bytes] = []
+    i = 2  # after P5
+    while len(tokens) < 3:
+        while i < len(head) and head[i:i + 1].isspace():
+            i += 1
+        if head[i:i + 1] == b"#":  # a comment runs to the end of its line
+            j = head.find(b"\n", i)
+            if j < 0:
+                return "has a PGM header that does not end"
+            i = j + 1
+            continue
+        j = i
+        while j < len(head) and head[j:j + 1].isdigit():
+            j += 1
+        if j == i:
+            return f"has a PGM header without its width, height and maximum value (found {head[i:i + 12]!r})"
+        tokens.append(head[i:j])
+        i = j
+    width, height, maxval = (int(t) for t in tokens)
+    if not (width > 0 and height > 0 and 0 < maxval < 65536):
+        return f"has a PGM header of {width} x {height} pixels with maximum value {maxval}; expected positive sizes"
+    depth = 1 if maxval < 256 else 2
+    return i + 1 + width * height * depth, f"{width} x {height} pixels of {depth} byte(s) after a {i + 1}-byte header"
+
+
 def check_file(path: Path, fmt: str | None, *, gzipped: bool = False) -> str | None:
-    """What is wrong with a file, cheaply (size, magic bytes, HDF5 end-of-file, GIF trailer); None if it looks sound."""
+    """What is wrong with a file, cheaply; None if it looks sound.
+
+    No frame is decoded: the size, the magic bytes of the format, its end marker (GIF trailer, GRIB '7777'),
+    the size a binary PGM's header asks for, HDF5's end-of-file address; a gzip-compressed file (by its magic
+    bytes) is checked whole as a gzip stream and its content as the format.
+    """
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -207,16 +306,18 @@ def check_file(path: Path, fmt: str | None, *, gzipped: bool = False) -> str | N
         return "is empty (0 bytes)"
     if fmt is None:
         return None
-    with open(path, "rb") as f:
-        head = f.read(16)
-        f.seek(max(0, size - 4))
-        tail = f.read(4)
-    if gzipped:
-        return None if head[:2] == b"\x1f\x8b" else f"is not gzip-compressed (starts with {head[:8]!r})"
+    try:
+        content = _content(path, gzipped)
+    except OSError as exc:
+        return f"cannot be read ({exc})"
+    if isinstance(content, str):
+        return content
+    head, tail, size, compressed = content
+    inside = " (decompressed)" if compressed else ""
     if not any(head.startswith(m) for m in _MAGIC[fmt]):
-        return (f"is not a {_FORMAT_NAMES[fmt]} file (starts with {head[:8]!r}; expected "
+        return (f"is not a {_FORMAT_NAMES[fmt]} file{inside} (starts with {head[:8]!r}; expected "
                 f"{' or '.join(repr(m) for m in _MAGIC[fmt])})")
-    if head.startswith(b"\x89HDF"):
+    if head.startswith(b"\x89HDF") and not compressed:
         import h5py
 
         try:  # the HDF5 library compares the file's size with the end-of-file address in its superblock
@@ -224,9 +325,17 @@ def check_file(path: Path, fmt: str | None, *, gzipped: bool = False) -> str | N
         except OSError as exc:
             return f"is a damaged HDF5 file ({exc})"
     elif fmt == "gif" and tail[-1:] != b"\x3b":
-        return f"is a truncated GIF ({size} bytes, no GIF trailer byte 0x3B at the end)"
+        return f"is a truncated GIF{inside} ({size} bytes, no GIF trailer byte 0x3B at the end)"
     elif fmt == "grib" and tail != b"7777":
-        return f"is a truncated GRIB file ({size} bytes, no '7777' end marker)"
+        return f"is a truncated GRIB file{inside} ({size} bytes, no '7777' end marker)"
+    elif fmt == "pgm" and head.startswith(b"P5"):
+        expected = _pgm_size(head)
+        if isinstance(expected, str):
+            return expected
+        want, layout = expected
+        if size != want:
+            return (f"holds {size} bytes{inside}; its PGM header asks for {want} ({layout}): the frame is "
+                    f"{'cut short' if size < want else 'longer than its header says'}")
     return None
 
 
@@ -327,17 +436,32 @@ def _grid(meta: dict[str, Any], shape: tuple[int, int], p: Path) -> _Grid:
 class _Conversion:
     name: str
     factor: float | None  # multiply (rates, accumulations); None: Z-R from dBZ or keep dBZ
-    zr: tuple[float, float] | None
+    zr: ZR | None  # convert dBZ to mm/h with it
     unit: str
     attrs: dict[str, Any]
 
 
-def _conversion(meta: dict[str, Any], p: Path, reflectivity_to_rain_rate: bool, zr_a: float,
-                zr_b: float) -> _Conversion:
+def _platform(name: str, meta: dict[str, Any]) -> str:
+    """What measured the data: the importer's own word for it, else what geostp knows of the importer, else radar."""
+    reported = meta.get("platform")
+    return str(reported).strip() if isinstance(reported, str) and reported.strip() else \
+        IMPORTER_PLATFORMS.get(name, "radar")
+
+
+def _source_attrs(name: str, meta: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    platform = _platform(name, meta)
+    institution = str(meta.get("institution") or "").strip()
+    by = f" ({institution})" if institution else ""
+    return platform, {"source": f"{platform}{by}, read by pysteps importer {name}"}
+
+
+def _conversion(meta: dict[str, Any], p: Path, name: str, reflectivity_to_rain_rate: bool, zr_a: float | None,
+                zr_b: float | None, no_echo_dbz: float | None) -> _Conversion:
     unit = str(meta.get("unit", "")).strip()
+    platform, source = _source_attrs(name, meta)
     if unit in ("mm/h", "mm h-1"):
         return _Conversion("precipitation", 1.0, None, unit,
-                           {**RAIN_RATE_ATTRS, "long_name": "radar rain rate"})
+                           {**RAIN_RATE_ATTRS, "long_name": f"{platform} rain rate", **source})
     if unit == "mm":
         acc = meta.get("accutime")
         if acc is None or float(acc) <= 0:
@@ -345,18 +469,20 @@ def _conversion(meta: dict[str, Any], p: Path, reflectivity_to_rain_rate: bool, 
                               "importer_kwargs={'accutime': MINUTES}")
         acc = float(acc)
         return _Conversion("precipitation", 60.0 / acc, None, unit, {
-            **RAIN_RATE_ATTRS, "long_name": f"radar rain rate from {acc:g}-min accumulation",
+            **RAIN_RATE_ATTRS, "long_name": f"{platform} rain rate from {acc:g}-min accumulation", **source,
             "accumulation_minutes": acc,
             "comment": f"converted from mm per {acc:g} min to mm h-1 (x {60.0 / acc:g}); "
                        "time labels the end of the accumulation period"})
     if unit == "dBZ":
+        zr = choose_zr(zr_a, zr_b, reported=(meta.get("zr_a"), meta.get("zr_b")), reader=name,
+                       no_echo_dbz=no_echo_dbz if no_echo_dbz is not None else NO_ECHO_DBZ.get(name))
         if reflectivity_to_rain_rate:
-            return _Conversion("precipitation", None, (float(zr_a), float(zr_b)), unit, {
-                **RAIN_RATE_ATTRS, "long_name": "radar rain rate from reflectivity",
-                "zr_a": float(zr_a), "zr_b": float(zr_b),
-                "comment": f"R = (10^(dBZ/10) / {zr_a:g})^(1/{zr_b:g}) (Z = a R^b)"})
+            return _Conversion("precipitation", None, zr, unit, {
+                **RAIN_RATE_ATTRS, "long_name": f"{platform} rain rate from reflectivity", **source,
+                **zr_attrs(zr, converted=True)})
         return _Conversion("reflectivity", None, None, unit, {
-            "standard_name": "equivalent_reflectivity_factor", "units": "dBZ", "long_name": "radar reflectivity"})
+            "standard_name": "equivalent_reflectivity_factor", "units": "dBZ",
+            "long_name": f"{platform} reflectivity", **source, **zr_attrs(zr, converted=False)})
     raise DataError(f"{p}: the importer returns unit {unit!r}; expected 'mm/h', 'mm' or 'dBZ'")
 
 
@@ -364,8 +490,7 @@ def _convert(values: np.ndarray, conv: _Conversion) -> np.ndarray:
     if conv.factor is not None:
         return values * conv.factor
     if conv.zr is not None:
-        a, b = conv.zr
-        return (10.0 ** (values / 10.0) / a) ** (1.0 / b)
+        return dbz_to_rain_rate(values, conv.zr)
     return values
 
 
@@ -445,8 +570,9 @@ def open_radar(
     importer_kwargs: dict[str, Any] | None = None,
     region: dict[str, Any] | None = None,
     reflectivity_to_rain_rate: bool = False,
-    zr_a: float = 200.0,
-    zr_b: float = 1.6,
+    zr_a: float | None = None,
+    zr_b: float | None = None,
+    no_echo_dbz: float | None = None,
     on_error: str = "raise",
     check_files: bool = True,
     time_chunk: int = 1,
@@ -479,8 +605,16 @@ def open_radar(
         the box (:func:`geostp.conventions.region_window`).  Each frame is
         still decoded whole by the importer, but only the window is kept.
     reflectivity_to_rain_rate, zr_a, zr_b
-        Convert reflectivity (dBZ) to rain rate with Z = a R^b (default
-        Marshall-Palmer, a=200, b=1.6); otherwise dBZ is kept.
+        Convert reflectivity (dBZ) to rain rate with Z = a R^b; otherwise dBZ
+        is kept.  Default: the relation the importer reports for its data
+        (``fmi_pgm``: a=223, b=1.53; ``mch_gif``: a=316, b=1.5), else
+        Marshall-Palmer (a=200, b=1.6); give both ``zr_a`` and ``zr_b`` to
+        override it.  The variable's attrs record the relation and where it
+        came from (``zr_a``, ``zr_b``, ``zr_origin``), in dBZ too.
+    no_echo_dbz
+        Reflectivity at or below which a pixel is "no echo" and becomes 0
+        mm/h when converted; default the importer's own no-echo class
+        (:data:`NO_ECHO_DBZ`: -32 dBZ for FMI), none for other importers.
     on_error
         A file that fails the header check at open time (empty, wrong magic
         bytes, a truncated HDF5 or GIF) or that the importer cannot read:
@@ -556,7 +690,7 @@ def open_radar(
     if region is not None:
         rows, cols = region_window(region, grid.x, grid.y, grid.crs, source=f"the grid of {first}")
         grid = dataclasses.replace(grid, rows=rows, cols=cols)
-    conv = _conversion(meta, first, reflectivity_to_rain_rate, zr_a, zr_b)
+    conv = _conversion(meta, first, name, reflectivity_to_rain_rate, zr_a, zr_b, no_echo_dbz)
 
     files = [f for f, g in zip(files, good, strict=True) if g]
     times = [t for t, g in zip(times, good, strict=True) if g]
@@ -575,7 +709,7 @@ def open_radar(
         {conv.name: (("time", "y", "x"), data, attrs), GRID_MAPPING: ((), np.int32(0), crs_attrs(grid.crs))},
         coords=coords,
         attrs={
-            "title": f"radar composite read by pysteps importer {name}",
+            "title": f"{_platform(name, meta)} composite read by pysteps importer {name}",
             "institution": str(meta.get("institution", "")),
             "source": source,
             "Conventions": "CF-1.8",

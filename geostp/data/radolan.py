@@ -28,7 +28,9 @@ Conventions of the cube (see ``docs/adapters.md``):
   interval, as the header's time does;
 - reflectivity (RX, EX, WX: dBZ = value / 2 - 32.5) stays ``reflectivity``
   in dBZ unless ``reflectivity_to_rain_rate=True`` (Z = a R^b; the lowest
-  class, -32.5 dBZ, is 0 mm/h);
+  class, -32.5 dBZ, is "no echo": 0 mm/h); RADOLAN headers give no Z-R
+  relation, so Marshall-Palmer (a = 200, b = 1.6) unless ``zr_a``/``zr_b``
+  say otherwise, recorded in the variable's attrs in dBZ too;
 - 0 is dry; NaN is no data: RADOLAN's no-data flag (bit 14; RVP6 value 250),
   its clutter flag (bit 16; RVP6 value 249) and, with ``secondary="nan"``,
   its secondary-data flag (bit 13; kept as values by default).
@@ -55,13 +57,17 @@ import xarray as xr
 from geostp.conventions import (
     GRID_MAPPING,
     RAIN_RATE_ATTRS,
+    ZR,
     check_on_error,
+    choose_zr,
     crs_attrs,
+    dbz_to_rain_rate,
     finish_cube,
     parse_step,
     projected_coords,
     region_window,
     resolve_files,
+    zr_attrs,
 )
 from geostp.data.feed_support import FeedSupport, serves_file_feed
 from geostp.errors import ConfigError, DataError
@@ -81,6 +87,8 @@ FILE_SUFFIXES = ("-bin", "-bin.gz", "-bin.bz2", ".bin", ".bin.gz", ".bin.bz2")
 EARTH_RADIUS = 6370040.0
 
 _RVP6_CLUTTER = 249  # 249 clutter, 250 no data; 251-255 are not data either
+#: RVP6 class 0: "no echo", dry.
+NO_ECHO_DBZ = -32.5
 
 
 def radolan_crs(*, wgs84: bool = False):
@@ -205,7 +213,7 @@ class _Series:
 
     first: RadolanHeader
     name: str  # the variable: precipitation or reflectivity
-    zr: tuple[float, float] | None  # reflectivity to rain rate, Z = a R^b
+    zr: ZR | None  # reflectivity to rain rate, Z = a R^b
     secondary_nan: bool
     rows: slice  # north-up rows and columns of the region read
     cols: slice
@@ -236,12 +244,9 @@ def _decode(h: RadolanHeader, series: _Series) -> np.ndarray:
             bad[np.asarray(flagged).ravel()] = True
     if h.product in REFLECTIVITY_PRODUCTS:
         bad |= arr.ravel() >= _RVP6_CLUTTER * h.precision
-        arr = arr / h.precision * 0.5 - 32.5  # RVP6 classes to dBZ
+        arr = arr / h.precision * 0.5 + NO_ECHO_DBZ  # RVP6 classes to dBZ
         if series.zr is not None:
-            a, b = series.zr
-            lowest = arr <= -32.5  # DWD's lowest class: no echo
-            arr = (10.0 ** (arr / 10.0) / a) ** (1.0 / b)
-            arr[lowest] = 0.0
+            arr = dbz_to_rain_rate(arr, series.zr)  # DWD's lowest class (no echo) is 0
     else:
         arr = arr * (3600.0 / h.interval_seconds)  # mm per interval (PR applied by wradlib) to mm per hour
     arr[bad.reshape(arr.shape)] = np.nan
@@ -348,22 +353,26 @@ def _grid(h: RadolanHeader):
     return crs, np.round(np.asarray(x, float), 3), np.round(np.asarray(y, float), 3)[::-1]
 
 
-def _variable_attrs(h: RadolanHeader, zr: tuple[float, float] | None) -> tuple[str, dict[str, Any]]:
+_SOURCE = "radar (Deutscher Wetterdienst), RADOLAN composite read by wradlib"
+
+
+def _variable_attrs(h: RadolanHeader, zr: ZR, convert: bool) -> tuple[str, dict[str, Any]]:
     minutes = h.interval_seconds / 60.0
     if h.product in AMOUNT_PRODUCTS:
         return "precipitation", {
             **RAIN_RATE_ATTRS, "long_name": f"RADOLAN {h.product} rain rate from {minutes:g}-min accumulation",
-            "accumulation_minutes": minutes,
+            "source": _SOURCE, "accumulation_minutes": minutes,
             "comment": f"converted from mm per {minutes:g} min to mm h-1 (x {60.0 / minutes:g}); time labels the end "
                        "of the accumulation period"}
-    if zr is not None:
-        a, b = zr
+    if convert:
         return "precipitation", {
-            **RAIN_RATE_ATTRS, "long_name": f"RADOLAN {h.product} rain rate from reflectivity", "zr_a": a, "zr_b": b,
-            "comment": f"R = (10^(dBZ/10) / {a:g})^(1/{b:g}) (Z = a R^b); DWD's lowest class (-32.5 dBZ) is 0"}
+            **RAIN_RATE_ATTRS, "long_name": f"RADOLAN {h.product} rain rate from reflectivity", "source": _SOURCE,
+            "interval_minutes": minutes, **zr_attrs(zr, converted=True)}
+    attrs = zr_attrs(zr, converted=False)
+    attrs["comment"] = f"dBZ = RVP6 value / 2 - 32.5; {attrs['comment']}"
     return "reflectivity", {"standard_name": "equivalent_reflectivity_factor", "units": "dBZ",
-                            "long_name": f"RADOLAN {h.product} radar reflectivity",
-                            "comment": "dBZ = RVP6 value / 2 - 32.5"}
+                            "long_name": f"RADOLAN {h.product} radar reflectivity", "source": _SOURCE,
+                            "interval_minutes": minutes, **attrs}
 
 
 def _files(path: Any) -> list[Path]:
@@ -382,8 +391,8 @@ def open_radolan(
     timestep: Any = None,
     region: dict[str, Any] | None = None,
     reflectivity_to_rain_rate: bool = False,
-    zr_a: float = 200.0,
-    zr_b: float = 1.6,
+    zr_a: float | None = None,
+    zr_b: float | None = None,
     secondary: str = "keep",
     on_error: str = "raise",
     check_files: bool = True,
@@ -407,8 +416,10 @@ def open_radolan(
         Read only a box: ``{'lon': [W, E], 'lat': [S, N]}`` in degrees or ``{'x': [..], 'y': [..]}`` in
         metres of the RADOLAN grid (:func:`geostp.conventions.region_window`).
     reflectivity_to_rain_rate, zr_a, zr_b
-        Convert RX/EX/WX reflectivity to rain rate with Z = a R^b (default Marshall-Palmer, a = 200,
-        b = 1.6); otherwise dBZ is kept.
+        Convert RX/EX/WX reflectivity to rain rate with Z = a R^b (give both ``zr_a`` and ``zr_b``; RADOLAN
+        files give no relation, so the default is Marshall-Palmer, a = 200, b = 1.6); otherwise dBZ is kept.
+        DWD's lowest class (-32.5 dBZ, no echo) is 0 mm/h.  The relation is recorded in the variable's attrs
+        (``zr_a``, ``zr_b``, ``zr_origin``) in dBZ too.
     secondary
         Pixels RADOLAN flags as secondary data (bit 13): ``'keep'`` their values (default) or ``'nan'``.
     on_error
@@ -440,9 +451,10 @@ def open_radolan(
     rows, cols = slice(None), slice(None)
     if region is not None:
         rows, cols = region_window(region, x, y, crs, source=f"the RADOLAN {first.product} grid")
-    zr = (float(zr_a), float(zr_b)) if reflectivity_to_rain_rate and first.product in REFLECTIVITY_PRODUCTS else None
-    name, attrs = _variable_attrs(first, zr)
-    series = _Series(first, name, zr, secondary == "nan", rows, cols)
+    zr = choose_zr(zr_a, zr_b, reader="wradlib", no_echo_dbz=NO_ECHO_DBZ)
+    convert = reflectivity_to_rain_rate and first.product in REFLECTIVITY_PRODUCTS
+    name, attrs = _variable_attrs(first, zr, convert)
+    series = _Series(first, name, zr if convert else None, secondary == "nan", rows, cols)
 
     n = len(headers)
     ny, nx = len(y[rows]), len(x[cols])
