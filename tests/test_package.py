@@ -48,28 +48,106 @@ def test_the_wheel_holds_every_catalog_and_example_recipe(wheel):
     assert {"geostp/weights/tau_radar.pt", "geostp/weights/tau_radar.json"} <= names
 
 
-def test_an_installed_wheel_finds_its_catalogs_and_recipes_away_from_the_checkout(wheel, tmp_path):
-    """The wheel unpacked into a folder ahead of the editable checkout on the path, run from elsewhere."""
-    site = tmp_path / "site"
-    zipfile.ZipFile(wheel).extractall(site)
+#: Names in this environment's site-packages that are geostp itself (the editable install): a fresh environment
+#: must not see them, only the wheel.
+_OWN = ("geostp", "__editable__", "__editable___geostp")
+
+
+@pytest.fixture(scope="module")
+def wheel_env(wheel, tmp_path_factory) -> dict:
+    """A fresh virtual environment outside the checkout with the wheel installed, as a user gets it.
+
+    Installing the dependencies again would download gigabytes (torch) and need the network, so the new
+    environment sees this one's third-party packages through a ``.pth`` file that names a folder of links to
+    them, geostp's own editable install left out. pip then installs the wheel with the CPU constraints and
+    resolves its declared dependencies against those packages: every one must already be satisfied (nothing
+    is downloaded), so the test runs offline and checks that the wheel's requirements agree with the
+    constraints.
+    """
+    import sysconfig
+    import time
+
+    tmp = tmp_path_factory.mktemp("wheel-env")
+    started = time.perf_counter()
+    env_dir = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    ours = Path(sysconfig.get_paths()["purelib"])
+    deps = tmp / "deps"
+    deps.mkdir()
+    for entry in ours.iterdir():
+        if not entry.name.startswith(_OWN) and entry.suffix != ".pth":
+            (deps / entry.name).symlink_to(entry)
+    rel = Path(sysconfig.get_path("purelib")).relative_to(sysconfig.get_path("data"))
+    purelib = env_dir / rel
+    assert purelib.is_dir(), purelib
+    (purelib / "geostp_test_dependencies.pth").write_text(f"{deps}\n")
+    python = env_dir / "bin" / "python"
+    result = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-cache-dir",
+                             "-c", str(REPO / "constraints" / "cpu.txt"), str(wheel)],
+                            cwd=tmp, capture_output=True, text=True, timeout=300)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert "Successfully installed geostp-" in log, log
+    assert "Downloading" not in log and "Collecting torch" not in log, log  # every dependency was satisfied
+    env = {k: v for k, v in os.environ.items() if k not in ("GEOSTP_CATALOGS", "PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{env_dir / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env["MPLBACKEND"] = "Agg"
+    env["GEOSTP_MODEL_STORE"] = str(tmp / "model-store")
+    return {"dir": env_dir, "python": python, "geostp": env_dir / "bin" / "geostp", "purelib": purelib,
+            "env": env, "cwd": tmp, "seconds": time.perf_counter() - started}
+
+
+def _run_in(wheel_env: dict, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in args], cwd=wheel_env["cwd"], env={**wheel_env["env"], **env},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_an_installed_wheel_finds_its_catalogs_and_recipes_away_from_the_checkout(wheel_env):
+    purelib = str(wheel_env["purelib"])
     code = (
-        "import sys, geostp\n"
-        f"assert geostp.__file__.startswith({str(site)!r}), geostp.__file__\n"
+        "import geostp\n"
         "from geostp.data.catalog import catalog_dirs, open_catalog\n"
         "cat = open_catalog('synthetic')\n"
-        f"assert str(cat.path).startswith({str(site)!r}) and 'radar_small' in cat.names(), cat.path\n"
-        "assert [str(d) for d in catalog_dirs()] == [str(geostp.__path__[0]) + '/catalogs']\n"
-        "from geostp.cli import main\n"
-        "assert main(['catalogs']) == 0\n"
-        "assert main(['run', 'mch_tau', '--check']) == 0\n"
+        "print(geostp.__file__, cat.path, [str(d) for d in catalog_dirs()], sep='\\n')\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("GEOSTP_CATALOGS", "PYTHONPATH")}
-    env["PYTHONPATH"] = str(site)
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=120)
+    result = _run_in(wheel_env, wheel_env["python"], "-c", code)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "synthetic:" in result.stdout and "radar_small" in result.stdout
-    assert "name: mch_tau" in result.stdout
+    module, catalog, dirs = result.stdout.splitlines()
+    assert module.startswith(purelib) and catalog.startswith(purelib), (module, catalog)
+    assert dirs == str([f"{purelib}/geostp/catalogs"])
+    result = _run_in(wheel_env, wheel_env["geostp"], "catalogs")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "synthetic:" in result.stdout and "radar_small" in result.stdout and purelib in result.stdout
+    result = _run_in(wheel_env, wheel_env["geostp"], "run", "mch_tau", "--check")
+    assert result.returncode == 0 and "name: mch_tau" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_an_installed_wheel(wheel_env):
+    out = wheel_env["cwd"] / "demo-out"
+    result = _run_in(wheel_env, wheel_env["geostp"], "demo", "--quiet", "--out", out, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for stage in ("[1/4] ingested", "[2/4] tau: the pretrained", "[3/4] verification", "[4/4] wrote"):
+        assert stage in result.stdout, result.stdout
+    (nc,) = out.glob("nowcast_*.nc")
+    assert (out / "synthetic_radar.zarr").is_dir() and nc.stat().st_size > 10_000
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_an_example_recipe_runs_from_an_installed_wheel(wheel_env, shared_data):
+    """moving_mnist_tau, by name, shrunk to one iteration of a tiny TAU (the same --set values as
+    tests/test_recipes.py)."""
+    out = wheel_env["cwd"] / "recipe-out"
+    tiny = "{spatial_hidden_channels: 4, temporal_hidden_channels: 8, spatial_blocks: 2, temporal_blocks: 2}"
+    sets = [f"output.dir={out}", "training.max_iterations=1", "training.batch_size=2", "training.progress=false",
+            f"model.args={tiny}", "data.windows={input_steps: 2, output_steps: 2}", "data.args={n_sequences: 40}",
+            "evaluation.max_cases=1", "evaluation.steps=2"]
+    result = _run_in(wheel_env, wheel_env["geostp"], "run", "moving_mnist_tau", "--quiet",
+                     *sum((["--set", s] for s in sets), []), GEOSTP_DATA=str(shared_data))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (out / "model.pt").is_file() and (out / "scores.json").is_file()
+    assert f"wrote {out / 'model.pt'}" in result.stdout
 
 
 def test_the_catalogs_come_through_importlib_resources(monkeypatch, tmp_path):
