@@ -96,7 +96,7 @@ def scores_to_dict(scores) -> dict[str, Any]:
 
 def train(cubes, model: str, *, iterations: int, minutes: float, advection: bool | str, loss: str = "weighted",
           model_args: dict[str, Any], patch: int, batch: int, seed: int, output_steps: int = 6,
-          ) -> tuple[Any, dict[str, Any]]:
+          validation_fraction: float = 0.15) -> tuple[Any, dict[str, Any]]:
     import geostp
 
     t0 = time.perf_counter()
@@ -104,16 +104,17 @@ def train(cubes, model: str, *, iterations: int, minutes: float, advection: bool
                         input_steps=4 if advection else 6, output_steps=output_steps, patch_size=patch,
                         batch_size=batch,
                         max_iterations=iterations, max_minutes=minutes, epochs=100_000, seed=seed, use_store=False,
-                        window_stride=2 if advection else 1,
+                        window_stride=2 if advection else 1, validation_fraction=validation_fraction,
                         device="cpu", progress=False)
     meta = {k: fitted.metadata.get(k) for k in ("iterations", "stopped", "final_loss", "corpus",
-                                                "sampling_schedule", "skipped_iterations")}
+                                                "sampling_schedule", "skipped_iterations", "lead_gate",
+                                                "from_checkpoint")}
     meta["epochs"] = len(fitted.metadata["epochs"]) if isinstance(fitted.metadata.get("epochs"), list) \
         else fitted.metadata.get("epochs")
     meta.update(wall_seconds=round(time.perf_counter() - t0, 1), planned_iterations=iterations, budget_minutes=minutes,
                 parameters=int(sum(p.numel() for p in fitted.model.parameters())), model=model,
                 advection=advection, loss=loss, model_args=model_args, patch_size=patch, batch_size=batch,
-                output_steps=output_steps)
+                output_steps=output_steps, validation_fraction=validation_fraction)
     log(f"trained {model} advection={advection} loss={loss}: {meta}")
     return fitted, meta
 
@@ -128,6 +129,16 @@ def evaluate(cube, models: dict[str, Any], refs: list, tile: int | None, overlap
 
     print(format_table(sc), flush=True)
     return {"eval_seconds": round(time.perf_counter() - t0, 1), **scores_to_dict(sc)}
+
+
+def ungated(fitted):
+    """The same weights with the whole learned change (no lead gate): what the gate changed."""
+    import copy
+
+    out = copy.copy(fitted)
+    out.model = copy.deepcopy(fitted.model)
+    out.model.set_lead_gate(None)
+    return out
 
 
 def with_pm(fitted):
@@ -169,6 +180,10 @@ def main() -> None:
                     help="main and loso: what the learned change is added to (advection=...)")
     ap.add_argument("--output-steps", type=int, default=12,
                     help="main and loso: leads trained at once (12: the whole hour, no forecast fed back)")
+    ap.add_argument("--validation-fraction", type=float, default=0.33,
+                    help="main: the last part of each corpus cube held out where both parts hold a window (with 16 "
+                         "frames a window, 0.33 holds out KNMI's last 30 frames only); the lead gate is calibrated "
+                         "there")
     ap.add_argument("--save-model", type=Path, default=REPO / "geostp" / "weights" / "tau_radar.pt")
     args = ap.parse_args()
     os.environ.setdefault("GEOSTP_DATA", str(REPO.parent / "shared" / "data"))
@@ -220,7 +235,7 @@ def phase_main(args) -> None:
     cubes = _harmonised(CORPUS)
     fitted, meta = train(cubes, "tau", iterations=args.iterations, minutes=args.minutes, advection=args.base,
                          model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed,
-                         output_steps=args.output_steps)
+                         output_steps=args.output_steps, validation_fraction=args.validation_fraction)
     complete = meta["iterations"] >= 0.9 * args.iterations
     if complete and args.save_model:
         args.save_model.parent.mkdir(parents=True, exist_ok=True)
@@ -233,7 +248,10 @@ def phase_main(args) -> None:
     test = src["mch_2017"].load()
     refs = refs_for(test)
     label = _label(args)
-    res = evaluate(test, {label: fitted, label + "_pm": with_pm(fitted)}, refs, args.tile, args.overlap)
+    runs = {label: fitted, label + "_pm": with_pm(fitted)}
+    if fitted.model.lead_gate is not None:
+        runs[label + "_ungated"] = ungated(fitted)
+    res = evaluate(test, runs, refs, args.tile, args.overlap)
     save_part("main", {"training": meta, "saved": str(args.save_model) if complete else None,
                        "torch_threads": torch.get_num_threads(), "mch_2017": res})
 
