@@ -70,6 +70,7 @@ def fit(
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
     max_steps: int | None = None,
 ) -> FittedForecaster:
     """Fit ``model`` (a registered name) on ``ds``; baselines are returned at once.
@@ -118,11 +119,16 @@ def fit(
         Load an identical earlier fit from the model store, and store this one, unless it was cut short:
         fewer than ``MIN_CACHED_ITERATIONS`` optimiser iterations, or under 90 % of ``max_iterations`` (a warning
         says so).
+    checkpoint_dir
+        Make the fit resumable: the trainer keeps its checkpoints here (``last.pt`` every 50 iterations and at the
+        end, ``best.pt``), and the same call with the same folder goes on from ``last.pt`` (one of another fit is
+        refused); a finished fit called again trains no further.  ``None`` (the default): a temporary folder,
+        removed afterwards, so a fit that is killed starts again from nothing.
     max_steps
         Deprecated name of ``max_iterations`` (``steps`` are lead times); removed in the next release.
     """
     from geostp import models as registry
-    from geostp.pipeline import TrainingJob, advection_default, train_forecaster
+    from geostp.pipeline import TrainingJob, advection_default, train_forecaster, with_settings
     from geostp.train.trainer import TrainSettings
 
     if max_steps is not None:
@@ -189,6 +195,8 @@ def fit(
         cached = load_forecaster(stored)
         cached.metadata["from_store"] = True
         return cached
+    if checkpoint_dir is not None:  # resumable: the trainer goes on from its last.pt there (this fit's, by key)
+        job = with_settings(job, checkpoint_dir=Path(checkpoint_dir), resume=True, metadata={"fit_key": key})
     outcome = train_forecaster(cubes, job, progress=progress)
     fitted = outcome.fitted
     if use_store:

@@ -186,8 +186,10 @@ def _build(name: str, args: dict[str, Any]):
 
 
 def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, iterations_per_epoch: int,
-                 loader: Any) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
-    """Recurrent models: the papers' sampling marks at their fractions of this run's length."""
+                 loader: Any, resumed: dict[str, Any] | None = None,
+                 ) -> tuple[dict[str, Any], Any, dict[str, Any] | None]:
+    """Recurrent models: the papers' sampling marks at their fractions of this run's length (a resumed run's: the
+    length its checkpoint planned, never timed again)."""
     from geostp.models.schedules import SCHEDULE_MARK_ARGS, fit_schedule_marks, takes_schedule_marks
 
     inner_args = args.get("model_config", args) if job.advection else args
@@ -196,7 +198,9 @@ def _place_marks(job: TrainingJob, args: dict[str, Any], net: Any, iterations_pe
         return args, net, None
     s = job.settings
     planned = s.planned_iterations(iterations_per_epoch)
-    if job.time_the_budget and s.max_iterations is None and s.max_minutes:
+    if resumed and (resumed.get("sampling_schedule") or {}).get("planned_iterations"):
+        planned = int(resumed["sampling_schedule"]["planned_iterations"])
+    elif job.time_the_budget and s.max_iterations is None and s.max_minutes:
         # one batch to time the iterations on: drawn only here, where it is needed
         planned = min(planned, _iterations_in_minutes(net, next(iter(loader)), s.max_minutes, s.device))
     scaled = fit_schedule_marks(target, inner_args, planned)
@@ -305,6 +309,26 @@ def _decoder(normalizer: Any, variable: str) -> dict[str, Any]:
     return {**t, "mean": float(normalizer.mean[variable]), "std": float(normalizer.std[variable])}
 
 
+def _resume_point(job: TrainingJob) -> dict[str, Any] | None:
+    """The metadata of the ``last.pt`` a resuming job goes on from (None: it starts afresh).
+
+    A job that names its fit (``metadata['fit_key']``, :func:`geostp.fit.fit`) refuses a checkpoint of another fit
+    (other data, model or settings) instead of continuing it with this one's data.
+    """
+    if not job.resume or job.checkpoint_dir is None or not (Path(job.checkpoint_dir) / "last.pt").exists():
+        return None
+    from geostp.train.checkpoint import load_checkpoint
+
+    last = Path(job.checkpoint_dir) / "last.pt"
+    metadata = load_checkpoint(last).get("metadata") or {}
+    key = job.metadata.get("fit_key")
+    if key is not None and metadata.get("fit_key") != key:
+        raise ConfigError(f"checkpoint_dir {job.checkpoint_dir}: {last.name} there is the checkpoint of another fit "
+                          "(other data, model or settings); expected this fit's own checkpoint or none: give an "
+                          f"empty folder, or remove {last} to start this fit afresh")
+    return metadata
+
+
 def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob, *,
                      progress: bool = True) -> TrainingOutcome:
     """Train ``job.model`` on one cube (or, advection-aware, a corpus of cubes); see the module docstring."""
@@ -325,6 +349,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
         args = {"model": job.model, "model_config": args, "loss": job.loss, "base": job.base, **shape}
         if job.loss == "weighted":
             args["decoder"] = {"kind": "none", "mean": 0.0, "std": 1.0}  # replaced once the statistics are known
+    resumed = _resume_point(job)
     name = "lagrangian" if job.advection else job.model
     if job.init is not None:  # fine-tuning: the model as it is, its own normaliser
         name, args = job.init.model.name, job.init.model.config
@@ -345,7 +370,7 @@ def train_forecaster(cubes: xr.Dataset | Sequence[xr.Dataset], job: TrainingJob,
             net = _build(name, args)
     else:
         train_loader, val_loader, normalizer, info = _eulerian_data(cubes[0], job, net)
-    args, net, schedule = _place_marks(job, args, net, len(train_loader), train_loader)
+    args, net, schedule = _place_marks(job, args, net, len(train_loader), train_loader, resumed)
     schema = cube_schema(cubes[0], job.variables)
     if len(cubes) > 1:
         # A corpus mixes grids: the schema keeps variables, units and step, not the first cube's grid. A model
