@@ -324,7 +324,7 @@ def _advection_job(recipe: Recipe, args: dict[str, Any], variables: list[str], s
         batch_size=tr.batch_size, patch_size=d.patches.shape()[0] if d.patches is not None else 64,
         validation_fraction=validation, transforms=d.transforms, advection=True,
         base="sprog" if m.advection == "sprog" else "extrapolation", loss=m.loss,
-        probability_matching=m.probability_matching, batches_per_epoch=tr.batches_per_epoch,
+        probability_matching=m.probability_matching, lead_gate=m.lead_gate, batches_per_epoch=tr.batches_per_epoch,
         window_stride=tr.window_stride, checkpoint_dir=out / "checkpoints", resume=tr.resume,
         metadata={"recipe": stored_recipe(recipe)})
 

@@ -164,6 +164,8 @@ class ModelSection(_Strict):
     loss: Literal["weighted", "mse"] = Field("weighted", description="advection-aware: rain-weighted or plain")
     probability_matching: bool = Field(False, description="advection-aware: match each lead to the newest "
                                                           "observation's distribution")
+    lead_gate: bool = Field(True, description="advection-aware: after training, scale each lead's learned change "
+                                              "by the factor in [0, 1] the validation windows support")
 
 
 class TrainingSection(TrainSettings):
