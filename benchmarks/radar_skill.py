@@ -360,6 +360,11 @@ _LEGEND = ("Rows: `tau_sprog_base` is the main run's model (advection-aware TAU 
            "observation.")
 
 
+def _row(part: str, label: str) -> str:
+    """A row's name in the report: the first S-PROG-based run (``main_v1``) gets ``_v1`` after its label."""
+    return label.replace("tau_sprog_base", "tau_sprog_base_v1", 1) if part == "main_v1" else label
+
+
 def _verdict(scores: dict[str, dict[str, list[float]]], leads: list[int]) -> list[str]:
     """Per learned row: the leads where it beats both extrapolation and S-PROG (CSI at 1 mm/h up, MSE down)."""
     lines = []
@@ -406,12 +411,12 @@ def phase_report(args) -> None:
                          ("fmi", "FMI 2016-09-28, 12 reference times (leave-one-source-out)")):
         scores: dict[str, dict[str, list[float]]] = {}
         leads: list[int] = []
-        for part in ("baselines", "main_extrapolation", "main", "loso"):
+        for part in ("baselines", "main_extrapolation", "main_v1", "main", "loso"):
             res = parts.get(part, {}).get(event)
             if res:
                 leads = res["lead_minutes"]
                 for var, per in res["scores"].items():
-                    scores.setdefault(var, {}).update(per)
+                    scores.setdefault(var, {}).update({_row(part, k): v for k, v in per.items()})
         if not scores:
             continue
         merged[event] = {"lead_minutes": leads, "scores": scores}
@@ -422,6 +427,7 @@ def phase_report(args) -> None:
             md += _table(scores, leads, var, show) + [""]
         md += _verdict(scores, leads)
     for part, title in (("main", "The main run"),
+                        ("main_v1", "The first S-PROG-based run (no validation part, no lead gate)"),
                         ("main_extrapolation", "The earlier main run (extrapolation base, 6 output steps)")):
         if part in parts:
             tr = parts[part]["training"]
