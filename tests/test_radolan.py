@@ -322,3 +322,111 @@ def test_radolan_products_and_regions_are_checked(radolan_dir, hourly):
     x, y = one["x"].values, one["y"].values
     assert x[0] == pytest.approx(37.83, abs=0.01) and x[-1] <= 99_999  # centres at -522962.17 m + k km
     assert y[0] <= -4_150_001 and y[-1] >= -4_200_000
+
+
+# ----------------------------------------------------------------------------- products without a shared sample
+
+
+def _radolan_bytes(product: str, when: datetime, shape: tuple[int, int], exponent: int, minutes: int,
+                   body: bytes) -> bytes:
+    """A RADOLAN binary composite written from DWD's format description: the ASCII header (product, time, radar id
+    10000, month and year, BY total size, VS, SW, PR precision, INT minutes, GP rows x columns, MS sites), byte
+    0x03, then the packed values (row 0 the southernmost)."""
+    sites = "<boo,ros,emd,hnr>"
+
+    def header(total: int) -> str:
+        return (f"{product}{when:%d%H%M}10000{when:%m%y}BY{total:7d}VS 3SW   2.13.1PR E{exponent:+03d}"
+                f"INT{minutes:4d}GP{shape[0]:4d}x{shape[1]:4d}MS{len(sites):3d}{sites}")
+
+    total = len(header(0)) + 1 + len(body)
+    return header(total).encode("ascii") + b"\x03" + body
+
+
+def _words(shape: tuple[int, int], k: int) -> np.ndarray:
+    """16-bit RADOLAN words (row 0 south): a rain cell moving east, dry around it, a no-data and a clutter patch."""
+    rows, cols = np.mgrid[0: shape[0], 0: shape[1]]
+    amount = 400 * np.exp(-(((cols - 300 - 3 * k) / 25.0) ** 2 + ((rows - 450) / 20.0) ** 2))  # 0.01 mm
+    words = np.where(amount >= 1, np.round(amount), 0).astype("<u2")
+    words[:50, :] = 0x2000  # bit 14: no data (the southern rows)
+    words[600:610, 600:610] |= 0x8000  # bit 16: clutter
+    return words
+
+
+@pytest.mark.parametrize(("product", "shape"), [("RY", (900, 900)), ("YW", (1100, 900))])
+def test_five_minute_radolan_amounts_open_as_rates_over_their_interval(product, shape, tmp_path):
+    """RY (900 x 900) and YW (the 1100 x 900 grid): 0.01 mm per 5 minutes becomes mm/h (x 12), series of files."""
+    end = datetime(2014, 8, 10, 20, 50)
+    words = {}
+    for k in range(6):
+        t = end - timedelta(minutes=5 * (5 - k))
+        words[t] = _words(shape, k)
+        data = _radolan_bytes(product, t, shape, -2, 5, words[t].tobytes())
+        name = f"raa01-{product.lower()}_10000-{t:%y%m%d%H%M}-dwd---bin"
+        if k % 2:  # plain and gzip files side by side
+            (tmp_path / name).write_bytes(data)
+        else:
+            with gzip.open(tmp_path / f"{name}.gz", "wb", compresslevel=1) as f:
+                f.write(data)
+    ds = open_source("radolan", {"path": str(tmp_path)})
+    var = ds["precipitation"]
+    assert ds.sizes == {"time": 6, "y": shape[0], "x": shape[1]} and ds.attrs["radolan_product"] == product
+    assert ds.attrs["time_step"] == "5min" and ds.attrs["n_gaps"] == 0
+    assert var.attrs["units"] == "mm h-1" and var.attrs["standard_name"] == "lwe_precipitation_rate"
+    assert var.attrs["accumulation_minutes"] == 5.0 and "x 12" in var.attrs["comment"]
+    for k, (t, w) in enumerate(words.items()):
+        assert pd.Timestamp(ds["time"].values[k]) == pd.Timestamp(t)  # the header's time: the interval's end
+        expected = ((w & 0x0FFF) * 0.01 * 12.0).astype(float)
+        expected[(w & 0x2000) != 0] = np.nan
+        expected[(w & 0x8000) != 0] = np.nan
+        got = var.isel(time=k).values
+        np.testing.assert_allclose(got, expected[::-1], rtol=1e-6, equal_nan=True)  # north up
+    assert np.nanmax(got) == pytest.approx(48.0) and (got == 0).mean() > 0.5 and np.isnan(got[-50:]).all()
+    # the grid: DWD's, 1 km, its lower-left edge where DWD's description puts it
+    origin = {(900, 900): (-523462.2, -4658644.7), (1100, 900): (-443462.2, -4758644.7)}[shape]
+    x, y = ds["x"].values, ds["y"].values
+    assert np.allclose(np.diff(x), 1000.0) and np.allclose(np.diff(y), -1000.0)
+    assert (x[0] - 500, y[-1] - 500) == pytest.approx(origin, abs=1.0)
+    bx, by = _dwd_xy(*BERLIN)
+    col, row = int(np.argmin(np.abs(x - bx))), int(np.argmin(np.abs(y - by)))
+    assert ds["lat"].values[row, col] == pytest.approx(BERLIN[1], abs=0.01)
+    assert ds["lon"].values[row, col] == pytest.approx(BERLIN[0], abs=0.01)
+    # a file cut short is refused when the series is opened, named
+    cut = tmp_path / f"raa01-{product.lower()}_10000-1408102030-dwd---bin"
+    cut.write_bytes(cut.read_bytes()[:-900])
+    with pytest.raises(DataError, match=rf"{cut.name} holds \d+ bytes; the {product} header's BY field says"):
+        open_source("radolan", {"path": str(tmp_path)})
+
+
+def test_radolan_reflectivity_through_the_catalog_is_a_rate_with_its_interval_and_zr(shared_data, radolan_dir,
+                                                                                       monkeypatch):
+    """RX and EX (RVP6 classes: dBZ = value / 2 - 32.5) through their catalog entries: rain rates by a recorded
+    Z-R relation (the files give none: Marshall-Palmer), 'no echo' exactly 0, over a 5-minute interval."""
+    monkeypatch.setenv("GEOSTP_DATA", str(shared_data))
+    catalog = open_catalog("radar")
+    for name, filename, shape in (("radolan_rx", RX, (900, 900)), ("radolan_ex", EX, (1500, 1400))):
+        ds = catalog.open(name)
+        var = ds["precipitation"]
+        assert ds.sizes == {"time": 1, "y": shape[0], "x": shape[1]}
+        assert var.attrs["units"] == "mm h-1" and var.attrs["interval_minutes"] == 5.0
+        assert (var.attrs["zr_a"], var.attrs["zr_b"]) == (200.0, 1.6)
+        assert var.attrs["zr_origin"] == "Marshall-Palmer default" and var.attrs["no_echo_dbz"] == -32.5
+        assert var.attrs["source"].startswith("radar (Deutscher Wetterdienst)")
+        dbz = _raw(radolan_dir / filename)
+        got = var.isel(time=0).values
+        expected = (10 ** (dbz / 10) / 200.0) ** (1 / 1.6)
+        expected[dbz == -32.5] = 0.0
+        np.testing.assert_allclose(got, expected, rtol=1e-5, equal_nan=True)
+        assert (got == 0).mean() > 0.3 and np.isnan(got).any() and np.nanmax(got) > 10
+        validate_cube(ds, source=name, sample_frames=1)
+    # the relation is recorded in dBZ too, and a user's relation replaces it
+    rx = open_source("radolan", {"path": str(radolan_dir / RX)})["reflectivity"]
+    assert (rx.attrs["zr_a"], rx.attrs["zr_b"], rx.attrs["no_echo_dbz"]) == (200.0, 1.6, -32.5)
+    mine = open_source("radolan", {"path": str(radolan_dir / RX), "reflectivity_to_rain_rate": True,
+                                   "zr_a": 256.0, "zr_b": 1.42})["precipitation"]
+    assert (mine.attrs["zr_a"], mine.attrs["zr_b"], mine.attrs["zr_origin"]) == (256.0, 1.42, "user")
+    dbz = _raw(radolan_dir / RX)
+    wet = dbz > 20
+    np.testing.assert_allclose(mine.isel(time=0).values[wet], (10 ** (dbz[wet] / 10) / 256.0) ** (1 / 1.42),
+                               rtol=1e-5)
+    with pytest.raises(ConfigError, match="give both coefficients"):
+        open_source("radolan", {"path": str(radolan_dir / RX), "reflectivity_to_rain_rate": True, "zr_b": 1.4})
