@@ -32,7 +32,7 @@ PROJ = f"+proj=geos +h={HEIGHT:.0f} +a={RADIUS:.0f} +b={RADIUS:.0f} +lon_0=0 +sw
 PIXEL = 30000.0
 NX, NY = 60, 40
 X0, Y0 = 4_500_000.0, 1_200_000.0  # upper-left corner (edges): the eastern limb, north of the equator
-TIMES = pd.date_range("2020-07-01 12:00", periods=4, freq="15min")
+TIMES = pd.date_range("2020-07-01 12:00", periods=6, freq="15min")
 
 
 def _centres() -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +61,7 @@ def _rain(k: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def crr_dir(tmp_path_factory) -> Path:
-    """Four CRR files in NWC SAF's layout (GDAL georeferencing attributes, as pysteps' saf_crri reads them)."""
+    """Six CRR files in NWC SAF's layout (GDAL georeferencing attributes, as pysteps' saf_crri reads them)."""
     folder = tmp_path_factory.mktemp("crr")
     for k, t in enumerate(TIMES):
         with netCDF4.Dataset(folder / f"S_NWC_CRR_MSG4_Europe-VISIR_{t:%Y%m%dT%H%M%S}Z.nc", "w") as nc:
@@ -153,3 +153,23 @@ def test_infinite_coordinates_warn_and_non_finite_axes_are_refused(crr_dir):
     x[3] = np.nan
     with pytest.raises(CubeError, match=r"coordinate 'x' holds 1 non-finite value\(s\) \(first at index 3"):
         validate_cube(ds.assign_coords(x=("x", x, ds["x"].attrs)), check_values=False)
+
+
+def test_a_cube_with_pixels_off_the_disc_forecasts_and_maps(crr_dir, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    import geostp.plot as gplot
+
+    cube = _crr(crr_dir).load()
+    fc = geostp.forecast(cube, model="optical_flow", steps=2, progress=False)
+    _, off_earth = _visible()
+    assert fc.sizes["lead_time"] == 2 and np.isnan(fc["lat"].values[off_earth]).all()
+    assert np.nanmax(fc.values) > 1.0
+    ax = gplot.plot_map(cube, time=cube["time"].values[-1], natural_earth=False)
+    assert "satellite rain rate" in ax.get_title()
+    ax.figure.savefig(tmp_path / "crr.png")
+    assert (tmp_path / "crr.png").stat().st_size > 5_000
+    plt.close(ax.figure)
