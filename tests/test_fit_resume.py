@@ -17,6 +17,28 @@ class Killed(Exception):
     """Stands for the process being killed in the middle of an iteration."""
 
 
+@pytest.fixture(autouse=True)
+def checkpoint_every_five(monkeypatch):
+    """fit checkpoints every 50 iterations; every 5 here, so that a test of the same logic takes seconds."""
+    from geostp.train import trainer
+
+    class EveryFive(trainer.TrainSettings):
+        def __init__(self, **kwargs):
+            super().__init__(**{**kwargs, "checkpoint_every": 5})
+
+    monkeypatch.setattr(trainer, "TrainSettings", EveryFive)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the result is the same, and on a busy shared machine two spinning OpenMP threads made
+    these tiny fits some 30 times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cube():
     from geostp.data.synthetic import synthetic_radar
@@ -30,7 +52,7 @@ def _fit(cube, **kwargs):
     from geostp.fit import fit
 
     settings = {"model_args": dict(TINY_TAU), "input_steps": 3, "output_steps": 2, "patch_size": 16,
-                "batch_size": 2, "max_minutes": None, "max_iterations": 70, "advection": False, "use_store": False,
+                "batch_size": 2, "max_minutes": None, "max_iterations": 14, "advection": False, "use_store": False,
                 "device": "cpu", "progress": False, **kwargs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -47,20 +69,20 @@ def test_a_killed_fit_resumes_from_its_checkpoint_dir_onto_the_same_model(cube, 
     from geostp.train.trainer import Trainer
 
     whole = _fit(cube, checkpoint_dir=tmp_path / "whole")
-    assert whole.metadata["iterations"] == 70
+    assert whole.metadata["iterations"] == 14
 
     step = Trainer._step
 
-    def dies_at_60(self, batch):
-        if self.result.iteration == 60:  # after the checkpoint at 50: ten iterations are lost and redone
+    def dies_at_12(self, batch):
+        if self.result.iteration == 12:  # after the checkpoint at 10: two iterations are lost and redone
             raise Killed
         return step(self, batch)
 
-    monkeypatch.setattr(Trainer, "_step", dies_at_60)
+    monkeypatch.setattr(Trainer, "_step", dies_at_12)
     with pytest.raises(Killed):
         _fit(cube, checkpoint_dir=tmp_path / "run")
     last = load_checkpoint(tmp_path / "run" / "last.pt")
-    assert last["train_state"]["iteration"] == 50 and last["metadata"]["fit_key"]
+    assert last["train_state"]["iteration"] == 10 and last["metadata"]["fit_key"]
     monkeypatch.setattr(Trainer, "_step", step)
 
     seen = []
@@ -71,8 +93,8 @@ def test_a_killed_fit_resumes_from_its_checkpoint_dir_onto_the_same_model(cube, 
 
     monkeypatch.setattr(Trainer, "_step", counting)
     resumed = _fit(cube, checkpoint_dir=tmp_path / "run")
-    assert seen[0] == 50 and len(seen) == 20  # it went on from iteration 50, not from nothing
-    assert resumed.metadata["iterations"] == 70
+    assert seen[0] == 10 and len(seen) == 4  # it went on from iteration 10, not from nothing
+    assert resumed.metadata["iterations"] == 14
     assert _same_weights(resumed, whole)  # onto the model the uninterrupted fit gave
 
     seen.clear()
@@ -81,7 +103,7 @@ def test_a_killed_fit_resumes_from_its_checkpoint_dir_onto_the_same_model(cube, 
 
     seen.clear()
     fresh = _fit(cube)  # no folder: a temporary one, nothing to resume from
-    assert seen[0] == 0 and len(seen) == 70 and _same_weights(fresh, whole)
+    assert seen[0] == 0 and len(seen) == 14 and _same_weights(fresh, whole)
 
 
 def test_a_checkpoint_dir_of_another_fit_is_refused(cube, tmp_path):
