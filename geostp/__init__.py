@@ -7,10 +7,12 @@ from geostp.errors import (
     CheckpointError,
     ConfigError,
     CubeError,
+    CubeValueError,
     DataError,
     GeostpError,
     StoreError,
     UnknownNameError,
+    WriteError,
 )
 
 __all__ = [
@@ -24,6 +26,7 @@ __all__ = [
     "open_catalog",
     "open_cube",
     "ingest",
+    "verify_store",
     "GeostpError",
     "CubeError",
     "DataError",
@@ -31,6 +34,8 @@ __all__ = [
     "ConfigError",
     "UnknownNameError",
     "CheckpointError",
+    "CubeValueError",
+    "WriteError",
 ]
 
 
@@ -42,4 +47,4 @@ from geostp.data.catalog import open_catalog  # noqa: E402
 from geostp.evaluate import evaluate  # noqa: E402
 from geostp.fit import fit  # noqa: E402
 from geostp.forecast import ForecastOptions, load_forecaster  # noqa: E402
-from geostp.store import ingest, open_cube  # noqa: E402
+from geostp.store import ingest, open_cube, verify_store  # noqa: E402

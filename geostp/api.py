@@ -16,7 +16,13 @@ from typing import Any
 import xarray as xr
 
 from geostp.errors import ConfigError
-from geostp.forecast import FittedForecaster, ForecastOptions, check_steps, load_forecaster
+from geostp.forecast import (
+    FittedForecaster,
+    ForecastOptions,
+    check_forecast_size,
+    check_steps,
+    load_forecaster,
+)
 from geostp.options import option_group
 
 __all__ = ["forecast", "resolve_forecaster"]
@@ -133,6 +139,10 @@ def forecast(
     steps = check_steps(steps)
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
+    if isinstance(ds, xr.Dataset) and {"y", "x"} <= set(ds.dims):  # refused before any fitting, not after
+        names = list(variables) if variables is not None else [v for v in ds.data_vars if ds[v].ndim >= 3]
+        check_forecast_size(steps, forecasts=len(reference_times) if reference_times is not None else 1,
+                            channels=max(1, len(names)), ny=ds.sizes["y"], nx=ds.sizes["x"])
     fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
                                 pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,
                                 options=opts)

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.errors import CubeError
+from geostp.errors import CubeError, CubeValueError
 
 __all__ = [
     "is_precipitation",
@@ -36,6 +36,11 @@ __all__ = [
     "describe",
     "crs_summary",
     "FORECAST_TIME_ATTRS",
+    "ValueBounds",
+    "VALUE_BOUNDS",
+    "GENERIC_MAGNITUDE",
+    "value_bounds",
+    "check_value_range",
 ]
 
 SPATIAL_DIMS = ("y", "x")
@@ -48,6 +53,111 @@ FORECAST_TIME_ATTRS: dict[str, dict[str, str]] = {
     "valid_time": {"standard_name": "time", "long_name": "valid time (forecast reference time + lead time)"},
 }
 TIME_STEP_ATTR = "time_step"  # optional ISO/pandas timedelta string declaring the nominal step
+
+# ----------------------------------------------------------------------------- physically possible values
+_PER_HOUR = ("mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1", "kg m-2 h-1")
+_PER_SECOND = ("mm s-1", "mm/s", "kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s")
+_AMOUNT = ("mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2")
+_DBZ = ("dbz",)
+#: The largest rain rate geostp accepts by default, mm/h: above the world record for one minute (31.2 mm,
+#: about 1870 mm/h), so anything larger is a fill value or a decoding error, not rain.
+MAX_RAIN_RATE_MM_H = 2000.0
+_RATE = {_PER_HOUR: (0.0, MAX_RAIN_RATE_MM_H), _PER_SECOND: (0.0, MAX_RAIN_RATE_MM_H / 3600.0)}
+#: Default bounds of what a variable can physically hold, by CF ``standard_name``, then by a tuple of unit
+#: spellings (compared without case): ``low <= value <= high``.  A variable's own CF ``valid_range`` (or
+#: ``valid_min``/``valid_max``) takes precedence; add or change entries here to change the defaults.
+#: Precipitation is never negative; rates stay below :data:`MAX_RAIN_RATE_MM_H`, amounts below 10000 mm (above
+#: the wettest month on record, 9300 mm), reflectivity within -100 .. 100 dBZ (radars measure about -35 .. 80).
+VALUE_BOUNDS: dict[str, dict[tuple[str, ...], tuple[float, float]]] = {
+    "lwe_precipitation_rate": _RATE,
+    "rainfall_rate": _RATE,
+    "precipitation_flux": _RATE,
+    "precipitation_amount": {_AMOUNT: (0.0, 10000.0)},
+    "lwe_thickness_of_precipitation_amount": {_AMOUNT: (0.0, 10000.0)},
+    "thickness_of_rainfall_amount": {_AMOUNT: (0.0, 10000.0)},
+    "rainfall_amount": {_AMOUNT: (0.0, 10000.0)},
+    "equivalent_reflectivity_factor": {_DBZ: (-100.0, 100.0)},
+}
+#: Any variable without bounds of its own: its magnitude stays below this (1e20 and netCDF's default float fill,
+#: 9.97e36, are fill values, not data).
+GENERIC_MAGNITUDE = 1e20
+
+
+@dataclass(frozen=True)
+class ValueBounds:
+    """What a variable can physically hold: ``low <= value <= high``, and where the bounds come from."""
+
+    low: float
+    high: float
+    origin: str
+
+    def describe(self, units: str = "") -> str:
+        unit = f" {units}" if units else ""
+        return f"between {self.low:g}{unit} and {self.high:g}{unit} ({self.origin})"
+
+
+def value_bounds(da: xr.DataArray) -> ValueBounds:
+    """The bounds :func:`check_value_range` holds ``da`` to: its CF ``valid_range`` / ``valid_min`` /
+    ``valid_max`` when it has them, else :data:`VALUE_BOUNDS` for its standard name and units, else
+    ``|value| < GENERIC_MAGNITUDE``."""
+    attrs = da.attrs
+    if "valid_range" in attrs or "valid_min" in attrs or "valid_max" in attrs:
+        try:
+            rng = np.asarray(attrs.get("valid_range", [attrs.get("valid_min", -np.inf),
+                                                       attrs.get("valid_max", np.inf)]), float).ravel()
+            low, high = float(rng[0]), float(rng[1])
+        except (TypeError, ValueError, IndexError):
+            raise CubeError(f"variable {da.name!r} has valid_range={attrs.get('valid_range')!r} / "
+                            f"valid_min={attrs.get('valid_min')!r} / valid_max={attrs.get('valid_max')!r}; "
+                            "expected numbers (CF: valid_range = [min, max])") from None
+        return ValueBounds(low, high, "the variable's CF valid_range")
+    name, units = str(attrs.get("standard_name", "")), str(attrs.get("units", "")).strip().lower()
+    for spellings, (low, high) in VALUE_BOUNDS.get(name, {}).items():
+        if units in spellings:
+            return ValueBounds(low, high, f"geostp's bounds of {name} in {attrs.get('units')}; a CF valid_range "
+                                          "on the variable overrides them")
+    return ValueBounds(-GENERIC_MAGNITUDE, GENERIC_MAGNITUDE,
+                       "geostp's bound on any variable without its own; a CF valid_range on the variable "
+                       "overrides it")
+
+
+def check_value_range(values: Any, da: xr.DataArray, *, source: str | None = None, times: Any = None,
+                      where: str = "") -> None:
+    """Refuse values ``da``'s variable cannot hold: infinities, and anything outside :func:`value_bounds`.
+
+    ``values`` is an array of ``da``'s values (any shape; ``times`` labels its first axis, to say which frame
+    holds the bad value); NaN (no data) is allowed.  Raises :class:`~geostp.errors.CubeValueError` naming
+    ``source``, the variable, the value, where it is and what was expected.
+    """
+    a = np.asarray(values)
+    if a.size == 0 or a.dtype.kind not in "fiu":
+        return
+    bounds = value_bounds(da)
+    name = f"{_name(source)}variable {da.name!r}"
+    units = da.attrs.get("units", "")
+    with np.errstate(invalid="ignore"):
+        if a.dtype.kind == "f":
+            inf = np.isinf(a)
+            if inf.any():
+                first = tuple(int(i[0]) for i in np.nonzero(inf))
+                raise CubeValueError(
+                    f"{name} holds {a[first]} at {int(inf.sum())} pixel(s){_frame_of(first, times)}{where}; "
+                    "expected finite values, NaN where there is no data (an overflow, or an undecoded fill value?)")
+        low, high = np.fmin.reduce(a, axis=None), np.fmax.reduce(a, axis=None)
+        if not (np.isnan(low) or (low >= bounds.low and high <= bounds.high)):
+            bad = (a < bounds.low) | (a > bounds.high)
+            first = tuple(int(i[0]) for i in np.nonzero(bad))
+            raise CubeValueError(
+                f"{name} holds {a[first]:g} {units} at {int(bad.sum())} pixel(s){_frame_of(first, times)}{where}; "
+                f"expected values {bounds.describe(units)} (an undecoded fill value or scale factor? decode it, e.g. with "
+                "xarray's mask_and_scale, or mark it as missing with NaN)")
+
+
+def _frame_of(index: tuple[int, ...], times: Any) -> str:
+    if times is None or not index:
+        return ""
+    times = np.asarray(times)
+    return f" (first in the frame at {_fmt_time(times[index[0]])})" if index[0] < times.size else ""
 
 
 @dataclass(frozen=True)
@@ -197,7 +307,8 @@ def _fmt_delta(value: Any) -> str:
     return str(value)
 
 
-# Over 80 lines: one check after another (dims, time axis, step, gaps, grid mapping, values), each with its own message.
+# Over 80 lines: one check after another (dims, sizes, dtypes, time axis, step, gaps, grid mapping, values), each
+# with its own message.
 def validate_cube(
     ds: xr.Dataset | xr.DataArray,
     *,
@@ -217,7 +328,8 @@ def validate_cube(
         A file or source name to put in error messages.
     check_values
         Read a few evenly spaced frames of each variable and refuse a variable
-        whose sampled frames hold nothing but NaN.
+        whose sampled frames hold nothing but NaN, or values it cannot hold
+        (:func:`check_value_range`: infinities, values outside :func:`value_bounds`).
     sample_frames
         How many frames to read per variable for the value check.
 
@@ -229,7 +341,8 @@ def validate_cube(
     Raises
     ------
     CubeError
-        With a message naming the variable, what was found and what was expected.
+        With a message naming the variable, what was found and what was expected: also for a cube with zero
+        frames, a NaT in the time axis, or complex data (:class:`~geostp.errors.CubeValueError`).
     """
     if isinstance(ds, xr.DataArray):
         ds = ds.to_dataset(name=ds.name or "data")
@@ -273,6 +386,9 @@ def validate_cube(
                 f"{_name(source)}variable {v!r} has neither 'standard_name' nor 'long_name'; expected "
                 "a CF standard name such as 'lwe_precipitation_rate'"
             )
+        if np.issubdtype(ds[v].dtype, np.complexfloating):
+            raise CubeValueError(f"{_name(source)}variable {v!r} has complex dtype {ds[v].dtype}; expected real "
+                                 "numbers (take .real or abs() yourself if that is what you mean)")
         if not np.issubdtype(ds[v].dtype, np.number):
             raise CubeError(f"{_name(source)}variable {v!r} has dtype {ds[v].dtype}; expected a numeric type")
     assert dims0 is not None
@@ -281,6 +397,10 @@ def validate_cube(
     for d in ("time", "y", "x"):
         if d not in ds.coords:
             raise CubeError(f"{_name(source)}dim {d!r} has no coordinate; expected a 1-D {d!r} coordinate")
+        if ds.sizes[d] == 0:
+            what = "zero frames (time has length 0)" if d == "time" else f"an empty grid ({d} has length 0)"
+            raise CubeError(f"{_name(source)}the cube has {what}; expected at least one frame of at least one "
+                            "pixel (a time selection that matched nothing?)")
     for d in SPATIAL_DIMS:
         vals = np.asarray(ds[d].values)
         if np.issubdtype(vals.dtype, np.number) and not np.isfinite(vals).all():
@@ -303,13 +423,18 @@ def validate_cube(
             f"{_name(source)}time coordinate has dtype {times.dtype}; expected datetime64 "
             "(or integer frame indices for video)"
         )
+    if np.issubdtype(times.dtype, np.datetime64) and np.isnat(times).any():
+        i = int(np.flatnonzero(np.isnat(times))[0])
+        after = f", after {_fmt_time(times[i - 1])}" if i > 0 and not np.isnat(times[i - 1]) else ""
+        raise CubeError(f"{_name(source)}time coordinate holds NaT (not a time) at index {i}{after}; expected a "
+                        "valid time for every frame (a time the file's encoding could not decode?)")
     step = time_step(ds, source=source)
     gaps = tuple(find_gaps(ds, step, source=source))
 
     crs = cube_crs(ds)
     n_off_grid = _count_off_grid(ds, source)
     if check_values:
-        _check_not_all_nan(ds, variables, sample_frames, source)
+        _check_sampled_values(ds, variables, sample_frames, source)
     return CubeInfo(
         variables=tuple(variables),
         dims=ordered,
@@ -361,7 +486,8 @@ def is_precipitation(da: xr.DataArray) -> bool:
     return str(da.attrs.get("standard_name", "")).startswith(("lwe_precipitation", "precipitation"))
 
 
-def _check_not_all_nan(ds: xr.Dataset, variables: Sequence[str], n: int, source: str | None) -> None:
+def _check_sampled_values(ds: xr.Dataset, variables: Sequence[str], n: int, source: str | None) -> None:
+    """Refuse a variable whose sampled frames hold impossible values (:func:`check_value_range`) or only NaN."""
     nt = ds.sizes["time"]
     idx = np.unique(np.linspace(0, nt - 1, num=min(n, nt)).round().astype(int))
     for v in variables:
@@ -369,11 +495,13 @@ def _check_not_all_nan(ds: xr.Dataset, variables: Sequence[str], n: int, source:
         if "sequence" in da.dims:
             ns = ds.sizes["sequence"]
             da = da.isel(sequence=np.unique(np.linspace(0, ns - 1, num=min(n, ns)).round().astype(int)))
+        values = np.asarray(da.transpose("time", ...).values)
+        check_value_range(values, ds[v], source=source, times=ds["time"].values[idx],
+                          where=f" (of the {len(idx)} frames checked)")
         if not np.issubdtype(da.dtype, np.floating):
             continue
-        values = np.asarray(da.values)
         if not np.isfinite(values).any():
-            raise CubeError(
+            raise CubeValueError(
                 f"{_name(source)}variable {v!r} holds only NaN in the {len(idx)} frames checked; "
                 "expected data (missing values as NaN only where there is no data)"
             )

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.cube import check_value_range
 from geostp.errors import ConfigError, CubeError
 from geostp.forecast import ForecastOptions
 from geostp.metrics import verify
@@ -98,7 +99,12 @@ def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Da
         seqs = np.unique(cases["sequence"])
         sub = sub.isel(sequence=seqs)
         cases["sequence"] = np.searchsorted(seqs, cases["sequence"])
-    return sub.load(), cases
+    sub = sub.load()
+    for v in sub.data_vars:  # the observations are checked as the inputs are: a fill value is no score
+        if {"time", "y", "x"} <= set(sub[v].dims):
+            check_value_range(sub[v].transpose("time", ...).values, sub[v], source=cube.encoding.get("source"),
+                              times=sub["time"].values, where=" (a frame the evaluation reads)")
+    return sub, cases
 
 
 def _observations(fc: xr.DataArray, cube: xr.Dataset, variables: list[str]) -> xr.DataArray:

@@ -31,8 +31,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.cube import CubeInfo, forecast_to_dataarray, is_precipitation, validate_cube
-from geostp.errors import CheckpointError, ConfigError, CubeError
+from geostp.cube import (
+    CubeInfo,
+    check_value_range,
+    forecast_to_dataarray,
+    is_precipitation,
+    validate_cube,
+)
+from geostp.errors import CheckpointError, ConfigError, CubeError, CubeValueError
 from geostp.options import option_group
 
 if TYPE_CHECKING:
@@ -43,6 +49,7 @@ __all__ = [
     "ForecastOptions",
     "cube_schema",
     "check_schema",
+    "check_forecast_size",
     "load_forecaster",
     "model_store_dir",
 ]
@@ -54,8 +61,45 @@ __all__ = [
 def check_steps(steps: Any) -> int:
     """``steps`` as an int, or a ConfigError: forecasts have at least one lead time."""
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
+        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}; expected the number of lead times")
     return int(steps)
+
+
+#: Copies of a forecast that exist at once while it is made (the model's output, its decoded values, the masked
+#: and clipped result): what :func:`check_forecast_size` counts.
+FORECAST_COPIES = 3
+
+
+def memory_bytes() -> int | None:
+    """This machine's physical memory in bytes (None where the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} EiB"  # pragma: no cover
+
+
+def check_forecast_size(steps: int, *, forecasts: int, channels: int, ny: int, nx: int) -> None:
+    """Refuse a forecast that cannot fit in this machine's memory, saying how much it would need.
+
+    A forecast of ``steps`` lead times of ``channels`` float32 fields on an ``ny`` x ``nx`` grid, from
+    ``forecasts`` reference times, is held whole (:data:`FORECAST_COPIES` times while it is made).
+    """
+    one = 4 * steps * forecasts * channels * ny * nx
+    need, have = one * FORECAST_COPIES, memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(
+            f"steps={steps} cannot fit: {forecasts} forecast(s) of {steps} lead times x {channels} variable(s) x "
+            f"{ny} x {nx} pixels are {_size(one)} of float32, about {_size(need)} while they are made, more than "
+            f"this machine's {_size(have)} of memory; expected a number of lead times that fits (fewer steps, "
+            "fewer reference times per call, or a smaller grid)")
 
 
 # ----------------------------------------------------------------------------- how a forecast runs
@@ -290,6 +334,8 @@ class FittedForecaster:
             if missing:
                 raise ConfigError(f"the data lacks variable(s) {missing}; it has {list(cube.data_vars)}")
         refs, positions = self._input_positions(cube, reference_times, info.step)
+        check_forecast_size(steps, forecasts=len(positions), channels=len(self.variables), ny=cube.sizes["y"],
+                            nx=cube.sizes["x"])
         several = reference_times is not None
         step = info.step
         dev = pick_device(opts.device)
@@ -300,8 +346,8 @@ class FittedForecaster:
         bounds = self.output_bounds()
         for start, end in tqdm(positions, disable=not opts.progress or len(positions) < 2, desc="forecast"):
             window = cube[self.variables].isel(time=slice(start, end + 1))
-            raw = np.stack([np.asarray(window[v].transpose("time", "y", "x").values, np.float32)
-                            for v in self.variables], axis=1)  # [T, C, H, W]
+            raw = np.stack([_checked_input(window, v, cube.encoding.get("source")) for v in self.variables],
+                           axis=1)  # [T, C, H, W]
             nodata = ~np.isfinite(raw[-1])  # [C, H, W]: no data in the newest frame
             if model.needs_motion:
                 out = self._run_lagrangian(model, raw, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
@@ -441,6 +487,28 @@ class FittedForecaster:
         return (out / weight).astype(np.float32)
 
 
+def _checked_input(window: xr.Dataset, variable: str, source: str | None) -> np.ndarray:
+    """One variable's input frames ``[T, H, W]`` as float32, refused (:class:`CubeValueError`) where they hold
+    values the variable cannot take, or no data at all in the newest frame (the forecast would be all NaN)."""
+    values = np.asarray(window[variable].transpose("time", "y", "x").values)
+    times = window["time"].values
+    ref = _fmt_ref(times[-1])
+    check_value_range(values, window[variable], source=source, times=times,
+                      where=f", an input of the forecast from {ref}")
+    values = values.astype(np.float32, copy=False)
+    if not np.isfinite(values[-1]).any():
+        where = f"{source}: " if source else ""
+        raise CubeValueError(
+            f"{where}variable {variable!r} holds no data (only NaN) at the reference time {ref}, so the forecast "
+            "from it would be all NaN (a radar outage?); expected data in the newest input frame: forecast from a "
+            "reference time with data")
+    return values
+
+
+def _fmt_ref(t: Any) -> str:
+    return str(pd.Timestamp(t)) if isinstance(t, np.datetime64) else str(t)
+
+
 #: Tiles per forward pass when a forecast runs in tiles.
 TILE_BATCH = 16
 
@@ -477,28 +545,47 @@ def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> Fit
 
     ck = load_checkpoint(path, map_location=device)
     name = ck.get("model_name")
-    if not name:
-        raise CheckpointError(f"{path} names no model")
+    if not name or not isinstance(name, str):
+        raise CheckpointError(f"{path} names no model (model_name={name!r}); expected a registered model's name")
     try:
         model = models.get(name, **ck.get("model_config", {}))
-    except ConfigError as exc:
-        raise CheckpointError(f"{path}: cannot rebuild model {name!r}: {exc}") from None
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r} from its model_config ({exc}); expected the "
+                              "constructor arguments the model records") from None
     try:
         model.load_state_dict(ck["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"{path}: weights do not fit model {name!r} ({str(exc)[:300]})") from None
     meta = ck.get("metadata") or {}
     if "variables" not in meta:
         raise CheckpointError(f"{path} does not record the variables the model was trained on")
+    variables = meta["variables"]
+    if not isinstance(variables, list) or not variables or not all(isinstance(v, str) for v in variables):
+        raise CheckpointError(f"{path}: metadata 'variables' is {variables!r}; expected a list of variable names")
+    try:
+        fill_value = float(meta.get("fill_value", 0.0))
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: metadata 'fill_value' is {meta.get('fill_value')!r}; expected a number") \
+            from None
+    schema = meta.get("schema")
+    if schema is not None and not (isinstance(schema, dict) and isinstance(schema.get("variables"), list)):
+        raise CheckpointError(f"{path}: metadata 'schema' is {schema!r:.200}; expected the mapping of variables, "
+                              "units and grid that geostp records")
     normalizer = None
     if meta.get("normalizer"):
         from geostp.stream import Normalizer
 
-        normalizer = Normalizer.from_dict(meta["normalizer"])
+        try:
+            normalizer = Normalizer.from_dict(meta["normalizer"])
+        except (ConfigError, ValueError, TypeError, AttributeError) as exc:
+            raise CheckpointError(f"{path}: its normaliser cannot be read (a damaged checkpoint?): {exc}") from None
+        missing = [v for v in variables if v not in normalizer.variables]
+        if missing:
+            raise CheckpointError(f"{path}: its normaliser has no statistics for {missing}; expected statistics "
+                                  f"for every variable the model forecasts ({variables})")
     model.eval()
-    return FittedForecaster(model=model, variables=list(meta["variables"]), normalizer=normalizer,
-                            schema=meta.get("schema"), checkpoint=Path(path), metadata=meta,
-                            fill_value=float(meta.get("fill_value", 0.0)))
+    return FittedForecaster(model=model, variables=list(variables), normalizer=normalizer,
+                            schema=schema, checkpoint=Path(path), metadata=meta, fill_value=fill_value)
 
 
 def model_store_dir() -> Path:

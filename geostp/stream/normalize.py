@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from geostp.cube import check_value_range
 from geostp.errors import ConfigError, UnknownNameError
 from geostp.stream.windows import Split, cube_variables
 
@@ -286,8 +287,9 @@ class Normalizer:
                 extra={v: {k: val for k, val in stats[v].items() if k not in ("transform", "mean", "std")}
                        for v in variables},
             )
-        except (KeyError, TypeError) as exc:
-            raise ConfigError(f"not a Normalizer dict (missing {exc}); expected what Normalizer.to_dict() writes") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+            raise ConfigError(f"not a Normalizer dict ({what}); expected what Normalizer.to_dict() writes") from None
 
 
 def _jsonable(v: Any) -> Any:
@@ -362,7 +364,8 @@ def compute_statistics(
             sub = sub.isel(time=idx)
         if "sequence" in cube.dims:
             sub = sub.isel(sequence=split.sequence_indices(cube))
-    lazy = {v: _moments_lazy(sub[v], chosen[v]) for v in variables}
+    source = cube.encoding.get("source")
+    lazy = {v: _moments_lazy(sub[v], chosen[v], source) for v in variables}
     from geostp.cluster import active_client, dask_client
 
     # On a distributed client (the active one, or ``client``) the per-chunk moments are computed on
@@ -384,8 +387,14 @@ def compute_statistics(
     return Normalizer(variables, chosen, mean, std, fill_value=fill_value, extra=extra)
 
 
-def _block_moments(block: np.ndarray, transform: Transform) -> np.ndarray:
-    """Count, mean, sum of squared deviations, min and max of the finite transformed values of one block."""
+def _block_moments(block: np.ndarray, transform: Transform, label: xr.DataArray | None = None,
+                   source: str | None = None) -> np.ndarray:
+    """Count, mean, sum of squared deviations, min and max of the finite transformed values of one block.
+
+    The block's values are checked first (:func:`geostp.cube.check_value_range`, against ``label``'s name and
+    attrs): a fill value or an infinity in the training data is refused, not learnt."""
+    if label is not None:
+        check_value_range(block, label, source=source, where=" (read for the training statistics)")
     values = transform.forward(np.asarray(block, dtype=np.float64))
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -409,14 +418,16 @@ def _combine(parts: Sequence[np.ndarray]) -> tuple[int, float, float, float, flo
     return int(n), float(mean), float(m2), float(lo), float(hi)
 
 
-def _moments_lazy(da_: xr.DataArray, transform: Transform) -> list[Any]:
+def _moments_lazy(da_: xr.DataArray, transform: Transform, source: str | None = None) -> list[Any]:
     """One small task per chunk (or per 20 frames of a numpy-backed variable): memory stays at a chunk per thread."""
     import dask
 
     data = da_.data
+    label = xr.DataArray(0, name=da_.name, attrs=dict(da_.attrs))  # what the value check needs: name, attrs
     if hasattr(data, "to_delayed"):
-        return [dask.delayed(_block_moments)(blk, transform) for blk in data.to_delayed().ravel()]
+        return [dask.delayed(_block_moments)(blk, transform, label, source) for blk in data.to_delayed().ravel()]
     axis = da_.dims.index("time")
     step = 20
-    return [_block_moments(np.take(data, np.arange(i, min(i + step, data.shape[axis])), axis=axis), transform)
+    return [_block_moments(np.take(data, np.arange(i, min(i + step, data.shape[axis])), axis=axis), transform,
+                           label, source)
             for i in range(0, data.shape[axis], step)]
