@@ -72,9 +72,11 @@ def _cmd_ingest(args: argparse.Namespace) -> int:
 
 def _cmd_info(args: argparse.Namespace) -> int:
     from geostp.cube import describe
-    from geostp.store import open_cube
+    from geostp.store import open_cube, verify_store
 
-    print(describe(open_cube(args.path)))
+    check = verify_store(args.path, full=args.verify)  # a damaged store is an error before anything is printed
+    print(describe(open_cube(args.path, verify="none")))
+    print(f"verified: {check}" if check.manifest else f"note: {check}")
     return 0
 
 
@@ -220,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help=text, description="Describe a cube store: dims, variables, time range, gaps "
                                                        "and map projection.")
     p.add_argument("path", help="a zarr store written by geostp ingest")
+    p.add_argument("--verify", action="store_true",
+                   help="read every chunk and compare its digest with the manifest ingest wrote (without it, "
+                        "only that every chunk is there with its size); a damaged store is an error naming the "
+                        "chunk")
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("catalogs", help="list the catalogs and their sources",
@@ -239,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except GeostpError as exc:
         print(f"geostp: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the system refused a file geostp did not expect to fail on: say which, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"geostp: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("geostp: interrupted", file=sys.stderr)

@@ -33,6 +33,15 @@ aside (``<target>.old-<token>``) before the new one is renamed into place and
 removed after; one that a killed run left is removed by the next ingest of
 the same target.
 
+Verification
+------------
+Before the marker is set, ingest records every file of the store's arrays (metadata and chunks) in
+``geostp_manifest.json`` at its root: size and BLAKE2b digest.  :func:`open_cube` checks cheaply that each
+recorded file is still there with its size (a deleted chunk would otherwise read back as NaN: zarr treats an
+absent chunk as empty); :func:`verify_store` (``geostp info --verify``) reads every file and compares its
+digest (a chunk overwritten in place).  Either names the store and the chunk in a :class:`StoreError`.  A
+store written before geostp kept a manifest opens as before and says that it cannot be verified.
+
 Direct reads
 ------------
 :func:`open_cube` marks each data variable's encoding with the identity of the
@@ -45,12 +54,14 @@ rechunked since is a different dask array, and is read through xarray.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +70,16 @@ import numpy as np
 import xarray as xr
 
 from geostp.cluster import dask_client
-from geostp.cube import CubeInfo, validate_cube
-from geostp.errors import CubeError, StoreError
+from geostp.cube import CubeInfo, check_value_range, validate_cube
+from geostp.errors import CubeError, StoreError, writing
 
-__all__ = ["ingest", "open_cube", "store_info", "default_chunks", "unmodified_store_path", "foreign_content",
-           "COMPLETE_ATTR", "STORE_ARRAY_KEY"]
+__all__ = ["ingest", "open_cube", "store_info", "verify_store", "StoreVerification", "default_chunks",
+           "unmodified_store_path", "foreign_content", "COMPLETE_ATTR", "STORE_ARRAY_KEY", "MANIFEST_NAME"]
 
 COMPLETE_ATTR = "geostp_complete"
+#: The file at a store's root that lists every file of its arrays with its size and digest (module docstring).
+MANIFEST_NAME = "geostp_manifest.json"
+MANIFEST_FORMAT = "geostp.manifest/1"
 PARTIAL_INFIX = ".partial-"
 #: The infix of an old store moved aside by an overwrite (``<target>.old-<token>``), removed once the new one is in
 #: place; one left by a killed run is removed by the next ingest of the same target.
@@ -137,8 +151,8 @@ def foreign_content(path: Path) -> str | None:
     """Why ``path`` is not a store :func:`ingest` wrote (so that it must not be replaced or removed); None if it is.
 
     A geostp store is a real folder (not a link) whose root ``zarr.json`` carries the completion marker and whose
-    entries are zarr's own: the root metadata, and one folder per array holding its ``zarr.json`` and chunks
-    (``c``; a chunk tree itself is not walked).
+    entries are zarr's own and the manifest: the root metadata, :data:`MANIFEST_NAME`, and one folder per array
+    holding its ``zarr.json`` and chunks (``c``; a chunk tree itself is not walked).
     """
     if path.is_symlink():
         return "it is a symbolic link"
@@ -150,7 +164,7 @@ def foreign_content(path: Path) -> str | None:
     if attrs.get(COMPLETE_ATTR) is not True:
         return f"its zarr metadata lacks geostp's '{COMPLETE_ATTR}' marker (a store not written by geostp.ingest)"
     for entry in path.iterdir():
-        if entry.name == "zarr.json":
+        if entry.name == "zarr.json" or (entry.name == MANIFEST_NAME and entry.is_file() and not entry.is_symlink()):
             continue
         if entry.is_symlink() or not entry.is_dir():
             return f"it holds {entry.name}, which is not part of a zarr store"
@@ -246,8 +260,9 @@ def ingest(
     target = Path(path)
     info = validate_cube(ds, source=source, check_values=False)
     _check_overwrite(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(target)  # left by an interrupted run: restart cleanly
+    with writing(target, "store"):  # a read-only folder, a file where a folder belongs: a WriteError naming it
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target)  # left by an interrupted run: restart cleanly
 
     variables = list(info.variables)
     chunks = default_chunks(info.sizes, time_chunk=time_chunk, spatial_chunk=spatial_chunk)
@@ -255,19 +270,23 @@ def ingest(
     tmp = target.with_name(target.name + PARTIAL_INFIX + uuid.uuid4().hex[:8])
     try:
         # Metadata, coordinates and empty arrays first; then the data block by block.
-        ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
-                   encoding=_encoding(ds, variables, chunks))
+        with writing(target, "store"):
+            ds.to_zarr(tmp, mode="w-", compute=False, zarr_format=3, consolidated=False,
+                       encoding=_encoding(ds, variables, chunks))
         starts = range(0, info.sizes["time"], chunks["time"])
         bar = tqdm(total=len(starts), desc=f"ingest {target.name}", unit="block", disable=not progress,
                    postfix={"frames": info.sizes["time"]})
-        data_only = ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims])
+        data_only = _value_checked(ds[variables].drop_vars([c for c in ds[variables].coords if c not in info.dims]),
+                                   source or str(target))
         with bar:
             _write_blocks(data_only, tmp, info.dims, starts, chunks["time"], bar, client)
         import zarr
 
-        root = zarr.open_group(tmp, mode="r+", zarr_format=3)
-        root.attrs[COMPLETE_ATTR] = True
-        _swap_into_place(tmp, target)
+        with writing(target, "store"):
+            _write_manifest(tmp)
+            root = zarr.open_group(tmp, mode="r+", zarr_format=3)
+            root.attrs[COMPLETE_ATTR] = True
+            _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -290,6 +309,30 @@ def _prepared(ds: xr.Dataset, info: CubeInfo, chunks: dict[str, int]) -> xr.Data
     ds.attrs = {**ds.attrs, "geostp_time_chunk": chunks["time"], "geostp_spatial_chunk": chunks["y"]}
     ds.attrs.pop(COMPLETE_ATTR, None)
     return ds
+
+
+def _value_checked(data: xr.Dataset, source: str) -> xr.Dataset:
+    """``data`` whose chunks are checked as they are written (:func:`geostp.cube.check_value_range`): a value its
+    variable cannot hold (an infinity, an undecoded fill value) stops the ingest with a CubeValueError naming the
+    source, the variable and the frame, and nothing is left under the store's name."""
+    out = data.copy()
+    for name in data.data_vars:
+        arr = data[name].data
+        if isinstance(arr, dask_array.Array) and arr.dtype.kind in "fiu":
+            label = xr.DataArray(0, name=name, attrs=dict(data[name].attrs))  # what the check needs: name, attrs
+            checked = arr.map_blocks(_checked_block, label=label, source=source, times=data["time"].values,
+                                     axis=data[name].dims.index("time"), dtype=arr.dtype)
+            out[name] = data[name].copy(data=checked)
+    return out
+
+
+def _checked_block(block: np.ndarray, *, label: xr.DataArray, source: str, times: np.ndarray, axis: int,
+                   block_info: Any = None) -> np.ndarray:
+    if block_info is not None and 0 in block_info:
+        start, stop = block_info[0]["array-location"][axis]
+        times = times[start:stop]
+    check_value_range(np.moveaxis(block, axis, 0), label, source=source, times=times)
+    return block
 
 
 def _write_blocks(data: xr.Dataset, tmp: Path, dims: Sequence[str], starts: range, step: int, bar: Any,
@@ -332,15 +375,22 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         os.replace(tmp, target)
 
 
-def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: Any = None) -> xr.Dataset:
+def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: Any = None,
+              verify: str = "sizes") -> xr.Dataset:
     """Open a store written by :func:`ingest` lazily (dask-backed, nothing read but metadata).
+
+    ``verify`` checks the store against its manifest (module docstring): ``"sizes"`` (the default: every
+    recorded file is there with its size, one ``stat`` each), ``"full"`` (every digest too, reading every
+    chunk: :func:`verify_store`) or ``"none"``.
 
     Raises
     ------
     StoreError
-        If the path does not exist, is not a zarr store, or is an incomplete
-        (interrupted) write.
+        If the path does not exist, is not a zarr store, is an incomplete
+        (interrupted) write, or has lost or changed a file its manifest lists.
     """
+    if verify not in ("sizes", "full", "none"):
+        raise StoreError(f"open_cube verify={verify!r}; expected 'sizes', 'full' or 'none'")
     p = Path(path)
     if PARTIAL_INFIX in p.name:
         raise StoreError(f"{p} is an unfinished ingest (a '{PARTIAL_INFIX}' folder); re-run the ingest")
@@ -359,6 +409,8 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
             f"{p} is not a complete geostp cube: it lacks the '{COMPLETE_ATTR}' marker that ingest "
             "writes last (an interrupted write, or a store not made by geostp.ingest); re-run the ingest"
         )
+    if verify != "none":
+        verify_store(p, full=verify == "full")
     try:
         ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
     except Exception as exc:
@@ -397,5 +449,99 @@ def unmodified_store_path(cube: xr.Dataset, variables: Sequence[str]) -> str | N
 
 
 def store_info(path: str | os.PathLike[str]) -> CubeInfo:
-    """Validate and describe a store without reading its data."""
+    """Validate and describe a store without reading its data (its files are checked against the manifest's
+    sizes, :func:`open_cube`)."""
     return validate_cube(open_cube(path, validate=False), source=str(path), check_values=False)
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _store_files(root: Path) -> list[str]:
+    """Every file of the store's arrays (metadata and chunks), relative to ``root``, sorted."""
+    out = []
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            rel = (Path(dirpath) / name).relative_to(root).as_posix()
+            if rel not in ("zarr.json", MANIFEST_NAME):  # the root metadata changes as the marker is set
+                out.append(rel)
+    return sorted(out)
+
+
+def _write_manifest(root: Path) -> None:
+    files = {rel: [(root / rel).stat().st_size, _digest(root / rel)] for rel in _store_files(root)}
+    doc = {"format": MANIFEST_FORMAT, "digest": "blake2b-128", "files": files}
+    (root / MANIFEST_NAME).write_text(json.dumps(doc, separators=(",", ":")))
+
+
+@dataclass(frozen=True)
+class StoreVerification:
+    """What :func:`verify_store` found: ``files`` checked (``bytes`` in all), by size only or by digest
+    (``full``); ``manifest`` False for a store written before geostp kept one (nothing could be checked)."""
+
+    path: Path
+    manifest: bool
+    files: int = 0
+    bytes: int = 0
+    full: bool = False
+
+    def __str__(self) -> str:
+        if not self.manifest:
+            return (f"{self.path} cannot be verified: it has no {MANIFEST_NAME} (written before geostp recorded "
+                    "one); ingest it again to add one")
+        how = "sizes and digests" if self.full else "sizes (digests not read: geostp info --verify reads them)"
+        return f"{self.path}: {self.files} files ({self.bytes / 1e6:.1f} MB) match the manifest: {how}"
+
+
+def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVerification:
+    """Check a store against the manifest ingest wrote: every recorded file present with its size, and (``full``)
+    its BLAKE2b digest (every chunk is read).
+
+    Raises
+    ------
+    StoreError
+        Naming the store and the first file (chunk) that is missing, has another size or another digest, with
+        how many are damaged; or if the manifest itself cannot be read.
+    """
+    p = Path(path)
+    doc_path = p / MANIFEST_NAME
+    if not doc_path.exists() and not doc_path.is_symlink():
+        return StoreVerification(p, manifest=False)
+    try:
+        doc = json.loads(doc_path.read_text(encoding="utf-8"))
+        files = doc["files"]
+        if doc.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError(f"format {doc.get('format')!r}")
+        entries = [(str(rel), int(size), str(digest)) for rel, (size, digest) in files.items()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StoreError(f"the manifest {doc_path} of store {p} cannot be read ({type(exc).__name__}: {exc}); "
+                         f"expected the JSON ({MANIFEST_FORMAT}) that geostp.ingest writes; ingest the store "
+                         "again") from None
+    problems: list[str] = []
+    total = 0
+    for rel, size, digest in entries:
+        f = p / rel
+        rel = f"chunk {rel}" if "/c/" in f"/{rel}" else f"file {rel}"
+        try:
+            got = f.stat().st_size
+        except OSError:
+            problems.append(f"{rel} is missing (deleted?)")
+            continue
+        total += got
+        if got != size:
+            problems.append(f"{rel} has {got} bytes where the manifest recorded {size} (overwritten or truncated?)")
+        elif full and _digest(f) != digest:
+            problems.append(f"{rel} has changed: its digest differs from the one recorded at ingest (corrupt?)")
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged file(s))" if len(problems) > 1 else ""
+        raise StoreError(f"store {p} is damaged: {problems[0]}{more}; expected every file its manifest "
+                         f"{MANIFEST_NAME} lists, unchanged since ingest; ingest it again or restore it from a copy")
+    return StoreVerification(p, manifest=True, files=len(entries), bytes=total, full=full)

@@ -7,7 +7,9 @@ Atomic writes
     disk (fsync, the whole tree for a zarr store), then renamed onto its final
     name (``os.replace``) and the folder is fsynced: a reader sees the complete
     file or the previous one, never a half-written one.  If the writer raises,
-    the temporary is removed and the previous file is left as it was.
+    the temporary is removed and the previous file is left as it was; an
+    ``OSError`` (a read-only folder, a file where a folder belongs, a full
+    disk) becomes a :class:`~geostp.errors.WriteError` naming the path.
     :func:`atomic_path` is the context manager (it yields the temporary path
     for writers such as ``to_netcdf``); :func:`atomic_write_text` and
     :func:`atomic_write_bytes` wrap it.  The zarr store's own swap
@@ -43,7 +45,7 @@ import xarray as xr
 
 from geostp._version import __version__
 from geostp.cube import FORECAST_TIME_ATTRS
-from geostp.errors import ConfigError
+from geostp.errors import ConfigError, writing
 
 __all__ = [
     "TMP_MARK",
@@ -142,23 +144,25 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]], *, keep_existing: bool
     token = uuid.uuid4().hex[:8]
     tmps = [temp_path(p, token) for p in finals]
     for p in finals:
-        p.parent.mkdir(parents=True, exist_ok=True)
+        with writing(p, "file"):
+            p.parent.mkdir(parents=True, exist_ok=True)
     try:
-        yield tmps
-        for tmp in tmps:
-            if tmp.exists():
-                _fsync_tree(tmp)
-        if before_commit is not None:
-            before_commit()
-        for tmp, final in zip(tmps, finals, strict=True):
-            if not tmp.exists():
-                raise FileNotFoundError(f"the writer of {final} wrote nothing to {tmp}")
-            if keep_existing and final.exists():
-                remove_path(tmp)
-                continue
-            os.replace(tmp, final)
-        for folder in dict.fromkeys(p.parent for p in finals):
-            _fsync(folder)
+        with writing(finals[0], "file") if len(finals) == 1 else writing(finals[0].parent, "files in"):
+            yield tmps
+            for tmp in tmps:
+                if tmp.exists():
+                    _fsync_tree(tmp)
+            if before_commit is not None:
+                before_commit()
+            for tmp, final in zip(tmps, finals, strict=True):
+                if not tmp.exists():
+                    raise FileNotFoundError(f"the writer of {final} wrote nothing to {tmp}")
+                if keep_existing and final.exists():
+                    remove_path(tmp)
+                    continue
+                os.replace(tmp, final)
+            for folder in dict.fromkeys(p.parent for p in finals):
+                _fsync(folder)
     except BaseException:
         for tmp in tmps:
             with contextlib.suppress(OSError):

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from geostp.errors import GeostpError
+from geostp.errors import GeostpError, writing
 from geostp.options import option_group
 from geostp.plot import maps
 from geostp.plot.colours import ColourScale
 from geostp.plot.style import DEFAULT_FEATURES, MapStyle
+from geostp.writers import atomic_path
 
 __all__ = ["animate", "ffmpeg_executable", "render_frames"]
 
@@ -157,8 +158,8 @@ def animate(
     if suffix not in (".gif", ".mp4"):
         raise GeostpError(f"path={str(path)!r}: unknown animation format {suffix or '(no suffix)'!r}; "
                           "use .gif or .mp4")
-    if fps <= 0:
-        raise GeostpError(f"fps={fps!r} must be positive")
+    if isinstance(fps, bool) or not isinstance(fps, (int, float, np.number)) or not np.isfinite(fps) or fps <= 0:
+        raise GeostpError(f"fps={fps!r}; expected a positive number of frames per second")
     if suffix == ".mp4":
         if ffmpeg_executable() is None:
             raise GeostpError(
@@ -166,11 +167,13 @@ def animate(
                 "`pip install imageio-ffmpeg` (it ships an ffmpeg), or write a .gif instead"
             )
     frames = render_frames(da, **map_kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".gif":
-        iio.imwrite(path, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0 if loop else 1)
+    if suffix == ".gif":  # a complete file under the final name, or none (and a WriteError naming it)
+        with atomic_path(path) as tmp:
+            iio.imwrite(tmp, np.stack(frames), extension=".gif", duration=1000.0 / fps, loop=0 if loop else 1)
     else:
-        _write_mp4(path, _pad_to(frames, 16), fps)
+        with writing(path, "animation"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _write_mp4(path, _pad_to(frames, 16), fps)
     return path
 
 

@@ -32,8 +32,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     The keys ``model_config``, ``metadata`` and ``train_state`` are serialised
     as JSON text; everything else must be tensors or plain containers.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # atomic_path makes its folder (a WriteError naming it where it cannot)
     data = {"format": FORMAT}
     for key, value in payload.items():
         data[key] = json.dumps(value, default=_json_default) if key in _JSON_KEYS else value
@@ -61,7 +60,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        what = "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+        raise CheckpointError(f"checkpoint {path} {what}; expected a checkpoint file (.pt) written by geostp")
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -78,5 +78,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         raise CheckpointError(f"{path} is not a geostp checkpoint (format {found!r}; expected {FORMAT!r})")
     for key in _JSON_KEYS:
         if key in data:
-            data[key] = json.loads(data[key])
+            try:
+                data[key] = json.loads(data[key])
+            except (TypeError, ValueError) as exc:
+                raise CheckpointError(f"checkpoint {path}: its {key!r} is not JSON text ({exc}); expected the JSON "
+                                      "object geostp writes (a damaged or hand-made file?)") from None
+            if not isinstance(data[key], dict):
+                raise CheckpointError(f"checkpoint {path}: its {key!r} is a JSON {type(data[key]).__name__}; "
+                                      "expected a JSON object (a mapping of names to values)")
     return data
