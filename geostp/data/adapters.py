@@ -28,6 +28,7 @@ import inspect
 import os
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import xarray as xr
@@ -173,6 +174,63 @@ def _check_arguments(adapter: Callable[..., Any], name: str, label: str, args: M
                                 f"(it takes {', '.join(named)})")
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type hint ``hint`` (the plain types, unions, Optional, Literal, containers;
+    anything this does not know fits: the adapter decides)."""
+    import numbers
+    import types
+    import typing
+    from collections.abc import Sequence
+
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is object:
+        return True
+    if hint is None or hint is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint in (os.PathLike, Path) or origin is os.PathLike:
+        return isinstance(value, (str, os.PathLike))
+    base = origin or hint
+    if base in (list, tuple, Sequence, set, frozenset):
+        return isinstance(value, (list, tuple, set, frozenset)) if base is not Sequence \
+            else isinstance(value, (list, tuple, str))
+    if base in (dict, Mapping):
+        return isinstance(value, Mapping)
+    return True
+
+
+def _hint_text(hint: Any) -> str:
+    text = getattr(hint, "__name__", None) if not hasattr(hint, "__args__") else None
+    return text or str(hint).replace("typing.", "").replace("collections.abc.", "")
+
+
+def _check_types(adapter: Callable[..., Any], name: str, label: str, args: Mapping[str, Any]) -> None:
+    """A value of the wrong type (a float for an ``int`` argument, a number for a path), named before the call:
+    from inside the adapter it would surface as an error about something else."""
+    import typing
+
+    try:
+        hints = typing.get_type_hints(adapter)
+    except Exception:  # annotations that do not resolve here (a third party's): the adapter checks them
+        return
+    shown = name if label == name else f"{name} ({label})"
+    for key, value in args.items():
+        if key in hints and not _fits(value, hints[key]):
+            raise AdapterArgumentsError(f"adapter {shown!r}: argument {key}={value!r} is a {type(value).__name__}; "
+                                        f"expected {_hint_text(hints[key])}")
+
+
 def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Open a source as a lazy cube: an adapter by name with ``args``, or a catalog's source.
 
@@ -202,6 +260,7 @@ def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> 
         raise ConfigError(f"a source is an adapter name or a catalog's Source; got {source!r} ({type(source).__name__})")
     adapter = get_adapter(name)
     _check_arguments(adapter, name, label, given)
+    _check_types(adapter, name, label, given)
     try:
         return adapter(**given)
     except TypeError as exc:  # the keywords fit (checked above): a value of the wrong type, most likely

@@ -37,7 +37,7 @@ import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from geostp.data.adapters import Source, adapters, open_source
-from geostp.data.safe_yaml import load_yaml
+from geostp.data.safe_yaml import load_yaml, read_yaml_text
 from geostp.errors import ConfigError, DataError, UnknownNameError
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
         p = candidates[str(path_or_name)]
     elif not p.exists():
         raise DataError(f"catalog file {p} does not exist")
-    raw = load_yaml(p.read_text(), where=str(p))  # refuses anchors and aliases (alias bombs)
+    raw = load_yaml(read_yaml_text(p, what="catalog"), where=str(p))  # refuses anchors and aliases (alias bombs)
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping with a 'sources' key, got {type(raw).__name__}")
     try:

@@ -14,7 +14,7 @@ import yaml
 
 from geostp.errors import ConfigError
 
-__all__ = ["load_yaml", "YamlAliasError"]
+__all__ = ["load_yaml", "read_yaml_text", "YamlAliasError"]
 
 
 class YamlAliasError(ConfigError):
@@ -61,3 +61,26 @@ def load_yaml(text: str, *, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{where}: YAML nested too deeply; expected a recipe or catalog of a few levels") from None
+
+
+def read_yaml_text(path: Any, *, what: str) -> str:
+    """The text of the YAML file ``path`` (``what`` it is: ``"recipe"``, ``"catalog"``), read as UTF-8.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file where it is a folder (or not a regular file), cannot be read, or is not UTF-8 text (with
+        the byte offset of the first byte that is not).
+    """
+    if hasattr(path, "is_dir") and path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; expected a YAML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what} {path} cannot be read ({exc.strerror or exc}); expected a readable YAML file") \
+            from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); expected "
+                          "a YAML file in UTF-8 (a binary file, or text saved in another encoding?)") from None

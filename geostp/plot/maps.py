@@ -144,7 +144,7 @@ def _index_of(da: xr.DataArray, dim: str, value: Any, argname: str) -> int:
         hits = np.array([], dtype=int)
     if hits.size == 0:
         what = "lead time" if dim == "lead_time" else dim
-        raise GeostpError(f"{argname}={value!r}: no such {what}; available: {_available(coord)}")
+        raise GeostpError(f"{argname}={value!r}: no such {what}; available: {_available(coord)} (expected one of these)")
     return int(hits[0])
 
 

@@ -205,11 +205,11 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | dict[str, A
     """
     p = Path(path)
     where = p.name
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"recipe {p} does not exist")
-    from geostp.data.safe_yaml import load_yaml
+    from geostp.data.safe_yaml import load_yaml, read_yaml_text
 
-    raw = load_yaml(p.read_text(), where=where)  # refuses anchors and aliases (alias bombs)
+    raw = load_yaml(read_yaml_text(p, what="recipe"), where=where)  # refuses anchors and aliases (alias bombs)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with keys kind, data, model, ...; got {type(raw).__name__}")
     raw.setdefault("name", p.stem)
