@@ -354,8 +354,10 @@ def _iterations(training: dict[str, Any]) -> Any:
 
 
 _LEGEND = ("Rows: `tau_sprog_base` is the main run's model (advection-aware TAU learning the change from S-PROG's "
-           "forecast in the moving frame, 12 leads at once; the shipped weights); `tau_advection` is the earlier main "
-           "run (learning from the newest frame, 6 leads fed back beyond 30 min; `main_extrapolation.json`); "
+           "forecast in the moving frame, 12 leads at once, the change of each lead scaled by the lead gate calibrated "
+           "on the held-out windows); `_ungated` is the same weights with the whole change; `tau_sprog_base_v1` is "
+           "the first S-PROG-based run (all windows trained on, no gate; `main_v1.json`); `tau_advection` is the "
+           "earlier run learning from the newest frame (6 leads fed back beyond 30 min; `main_extrapolation.json`); "
            "`_without_fmi` rows are the leave-one-source-out run; `_pm` adds CDF probability matching to the newest "
            "observation.")
 
