@@ -125,3 +125,46 @@ def test_netcdf_errors(tmp_path):
         open_netcdf(tmp_path / "a.nc", start="2030-01-01", accumulation_minutes=5)
     with pytest.raises(ConfigError, match="time step 'often' is not a positive interval"):
         open_netcdf(tmp_path / "a.nc", time_step="often")
+
+
+@pytest.mark.parametrize("fmt", ["NETCDF3_CLASSIC", "NETCDF3_64BIT_OFFSET", "NETCDF3_64BIT_DATA"])
+def test_a_classic_netcdf_file_cut_short_is_refused_at_open(fmt, tmp_path):
+    """netCDF-C reads the missing end of a classic (CDF-1, -2, -5) file as fill values without a word: the header's
+    offsets and shapes give the size it must have, checked for every file at open time."""
+    netCDF4 = pytest.importorskip("netCDF4")
+    from geostp.data.netcdf import classic_size_problem
+
+    times = pd.date_range("2024-07-01 12:00", periods=4, freq="5min")
+    for k, t in enumerate(times):
+        with netCDF4.Dataset(tmp_path / f"r{k}.nc", "w", format=fmt) as nc:
+            nc.createDimension("time", None)  # a record dimension: two record variables, a fixed one
+            nc.createDimension("y", 5)
+            nc.createDimension("x", 6)
+            tv = nc.createVariable("time", "f8", ("time",))
+            tv.units, tv.standard_name = "seconds since 1970-01-01", "time"
+            tv[:] = [(t - pd.Timestamp("1970-01-01")).total_seconds()]
+            for name, axis in (("y", "Y"), ("x", "X")):
+                c = nc.createVariable(name, "f8", (name,))
+                c.units, c.axis, c.standard_name = "m", axis, f"projection_{name}_coordinate"
+                c[:] = 1000.0 * np.arange(nc.dimensions[name].size)[:: -1 if name == "y" else 1]
+            rain = nc.createVariable("rain", "f4", ("time", "y", "x"))
+            rain.units = "mm h-1"
+            rain[0] = np.full((5, 6), k + 1.0, np.float32)
+            flag = nc.createVariable("flag", "i2", ("time", "x"))
+            flag[0] = np.arange(6)
+    whole = open_netcdf(tmp_path / "r*.nc", variable="rain")
+    assert whole.sizes["time"] == 4 and all(classic_size_problem(p) is None for p in tmp_path.glob("r*.nc"))
+    cut = tmp_path / "r2.nc"
+    cut.write_bytes(cut.read_bytes()[:-2])  # two bytes of the last record's padding-free end
+    with pytest.raises(DataError, match=r"r2.nc holds \d+ bytes; its classic netCDF header places data up to byte "
+                                        r"\d+: the file is cut short; expected a whole netCDF file"):
+        open_netcdf(tmp_path / "r*.nc", variable="rain")
+    with pytest.raises(DataError, match=r"r2.nc holds .* cut short"):
+        open_netcdf(cut, variable="rain")  # one file alone too
+    gap = open_netcdf(tmp_path / "r*.nc", variable="rain", on_error="gap")
+    assert gap.sizes["time"] == 3 and "r2.nc" in gap.attrs["skipped_files"] and gap.attrs["n_missing_steps"] == 1
+    np.testing.assert_array_equal(gap["rain"].isel(time=2).values, 4.0)
+    header = tmp_path / "r3.nc"
+    header.write_bytes(header.read_bytes()[:40])  # cut inside its header
+    with pytest.raises(DataError, match=r"r3.nc has a classic netCDF header that is cut short"):
+        open_netcdf(header, variable="rain")

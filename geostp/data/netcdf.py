@@ -176,6 +176,9 @@ def open_netcdf(
 
 
 def _open_dataset(p: Path, engine: str | None, chunks: Any) -> xr.Dataset:
+    cut = classic_size_problem(p) if p.is_file() else None
+    if cut:
+        raise DataError(f"{p} {cut}; expected a whole netCDF file")
     kw: dict[str, Any] = {"chunks": chunks}
     if engine is not None:
         kw["engine"] = engine
@@ -392,6 +395,99 @@ def _standardise(ds: xr.Dataset, layout: _Layout, minutes: float | None, to_rain
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
 
+# ----------------------------------------------------------------------------- the classic format's size
+
+
+#: Bytes per value of the classic format's types (CDF-1/2: 1-6; CDF-5 adds 7-11).
+_CDF_TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 8}
+
+
+class _CdfHeader:
+    """A reader of a classic netCDF header (CDF-1, CDF-2 and CDF-5, as Unidata's format specification gives it)."""
+
+    def __init__(self, data: bytes, version: int):
+        self.data, self.pos = data, 4
+        self.big = version == 5  # CDF-5: 64-bit counts, lengths and dim ids
+        self.offset_bytes = 4 if version == 1 else 8
+
+    def _int(self, n: int) -> int:
+        if self.pos + n > len(self.data):
+            raise EOFError
+        value = int.from_bytes(self.data[self.pos:self.pos + n], "big")
+        self.pos += n
+        return value
+
+    def count(self) -> int:
+        return self._int(8 if self.big else 4)
+
+    def skip_name(self) -> None:
+        n = self.count()
+        self.pos += (n + 3) // 4 * 4
+
+    def skip_attributes(self) -> None:
+        self._int(4)  # NC_ATTRIBUTE (12) or ABSENT (0)
+        for _ in range(self.count()):
+            self.skip_name()
+            size = _CDF_TYPE_SIZES.get(self._int(4))
+            if size is None:
+                raise ValueError("unknown attribute type")
+            n = self.count()
+            self.pos += (n * size + 3) // 4 * 4
+
+
+def classic_size_problem(p: Path) -> str | None:
+    """What is wrong with a classic netCDF file's size, cheaply; None if it is whole (or not a classic file).
+
+    The header gives every variable's shape, type and offset: a file shorter than where its last value ends is
+    cut short.  netCDF-C itself reads the missing part as fill values, silently; HDF5-based netCDF-4 files are
+    checked by the HDF5 library when they are opened.
+    """
+    with open(p, "rb") as f:
+        head = f.read(4)
+        if head[:3] != b"CDF" or head[3] not in (1, 2, 5):
+            return None
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        data = f.read(1 << 20)  # a header is a few kB; 1 MB holds any that is not absurd
+    h = _CdfHeader(data, head[3])
+    try:
+        numrecs = h.count()
+        if numrecs == (1 << (64 if h.big else 32)) - 1:  # STREAMING: the number of records is not recorded
+            return None
+        h._int(4)  # NC_DIMENSION (10) or ABSENT (0)
+        lengths = []
+        for _ in range(h.count()):
+            h.skip_name()
+            lengths.append(h.count())
+        h.skip_attributes()
+        h._int(4)  # NC_VARIABLE (11) or ABSENT (0)
+        ends, records = [], []
+        for _ in range(h.count()):
+            h.skip_name()
+            dims = [h.count() for _ in range(h.count())]
+            h.skip_attributes()
+            value = _CDF_TYPE_SIZES.get(h._int(4))
+            vsize = h.count() if h.big else h._int(4)
+            begin = h._int(h.offset_bytes)
+            if value is None or any(d >= len(lengths) for d in dims):
+                return "has a classic netCDF header that does not parse (an unknown type or dimension)"
+            shape = [lengths[d] for d in dims]
+            if dims and shape[0] == 0:  # the record (unlimited) dimension: one slab per record
+                records.append((begin, int(np.prod(shape[1:], dtype=np.int64)) * value, vsize))
+            else:
+                ends.append(begin + int(np.prod(shape, dtype=np.int64)) * value)
+    except (EOFError, ValueError):
+        return "has a classic netCDF header that is cut short or does not parse"
+    if records and numrecs:
+        recsize = records[0][1] if len(records) == 1 else sum(r[2] for r in records)
+        ends.extend(begin + (numrecs - 1) * recsize + one for begin, one, _ in records)
+    want = max(ends, default=0)
+    if size < want:
+        return (f"holds {size} bytes; its classic netCDF header places data up to byte {want}: the file is cut "
+                "short")
+    return None
+
+
 # ----------------------------------------------------------------------------- series of files
 
 
@@ -494,6 +590,9 @@ def _open_series(files: list[Path], variable, time, t0, t1, step, accumulation_m
     periods: set[float] = set()
     for p in files:
         try:
+            cut = classic_size_problem(p) if p.is_file() else None
+            if cut:
+                raise DataError(f"{p} {cut}; expected a whole netCDF file like the others of the series")
             times, starts = _file_times(p, layout.time_name, accumulation_start)
         except DataError as exc:
             problem(p, exc)
