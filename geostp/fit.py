@@ -70,6 +70,7 @@ def fit(
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
+    log_dir: str | Path | None = None,
     checkpoint_dir: str | Path | None = None,
     max_steps: int | None = None,
 ) -> FittedForecaster:
@@ -119,6 +120,10 @@ def fit(
         Load an identical earlier fit from the model store, and store this one, unless it was cut short:
         fewer than ``MIN_CACHED_ITERATIONS`` optimiser iterations, or under 90 % of ``max_iterations`` (a warning
         says so).
+    log_dir
+        Write TensorBoard event files of the training here (losses, validation MSE per lead time, forecast
+        maps each epoch: :mod:`geostp.train.tensorboard`; needs the ``tensorboard`` extra).  Where the logs go
+        is not part of the model store's key: a fit loaded from the store trains, and logs, nothing.
     checkpoint_dir
         Make the fit resumable: the trainer keeps its checkpoints here (``last.pt`` every 50 iterations and at the
         end, ``best.pt``), and the same call with the same folder goes on from ``last.pt`` (one of another fit is
@@ -183,7 +188,7 @@ def fit(
     # (1.87 s against 1.54 s per step, batch 8 of 64 x 64) and gave non-finite weight gradients in ~1 step in 10.
     settings = TrainSettings(epochs=epochs, max_minutes=max_minutes, max_iterations=max_iterations, lr=lr,
                              seed=seed, schedule=schedule, device=device, progress=progress, checkpoint_every=50,
-                             bf16=not advection)
+                             bf16=not advection, log_dir=log_dir)
     job = TrainingJob(model=model, model_args=args, variables=variables, settings=settings, batch_size=batch_size,
                       patch_size=patch_size, validation_fraction=validation_fraction, advection=advection, base=base,
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
@@ -206,7 +211,7 @@ def fit(
 
 def _store_key(job: Any, fingerprints: list[str]) -> str:
     """The model store's key for a fit: every setting of the job, the data and the package version."""
-    settings = job.settings.model_dump(exclude={"progress", "device"})
+    settings = job.settings.model_dump(exclude={"progress", "device", "log_dir"})  # not what is learned
     # the budget under its name before the rename to max_iterations: the fits already in a store keep their keys
     settings["max_steps"] = settings.pop("max_iterations")
     parts = {

@@ -7,10 +7,19 @@ Here rather than in :mod:`geostp.train.trainer` so that reading a recipe
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 __all__ = ["TrainSettings"]
 
@@ -41,6 +50,15 @@ class TrainSettings(BaseModel):
     progress: bool = True
     find_unused_parameters: bool = Field(False, description="DDP: allow parameters that an iteration does not use")
     sync_batchnorm: bool = Field(False, description="DDP on CUDA: convert BatchNorm to SyncBatchNorm")
+    log_dir: str | None = Field(None, description="write TensorBoard event files into this folder (losses, "
+                                                  "validation MSE per lead time, forecast maps each epoch); needs "
+                                                  "the tensorboard extra")
+
+    @field_validator("log_dir", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        """A path object is kept as its text (checkpoints store the settings as plain values)."""
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
 
     @model_validator(mode="before")
     @classmethod

@@ -182,6 +182,10 @@ class Trainer:
         self.best_val = math.inf
         self.bad_epochs = 0
         self._clock = time.perf_counter()
+        # the last validation's MSE per lead time, and its first sample (observed, forecast): for TensorBoard
+        self.validation_by_lead: list[float] = []
+        self.validation_sample: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._tensorboard: Any = None  # a geostp.train.tensorboard.TensorBoardLogger while fit() runs with log_dir
 
     # ------------------------------------------------------------------ schedule
     def _make_scheduler(self, iterations_per_epoch: int) -> None:
@@ -319,6 +323,7 @@ class Trainer:
         """Mean loss and masked MSE (normalised units) over the validation batches."""
         self.model.eval()
         totals: dict[str, float] = {}
+        by_lead: torch.Tensor | None = None  # summed per-lead MSE of the batches
         n = 0
         _set_epoch(loader, 0, 0)
         with torch.inference_mode(), self._autocast():
@@ -330,17 +335,27 @@ class Trainer:
                 err = (pred - y) ** 2
                 mse = err[mask].mean() if mask is not None else err.mean()
                 totals["val_mse"] = totals.get("val_mse", 0.0) + float(mse)
+                dims = (0, *range(2, err.ndim))  # all but the lead time
+                lead = err.mean(dim=dims) if mask is None else \
+                    (err * mask).sum(dim=dims) / mask.sum(dim=dims).clamp(min=1)
+                by_lead = lead.double().cpu() if by_lead is None else by_lead + lead.double().cpu()
+                if i == 0:
+                    self.validation_sample = (y[:1].float().cpu(), pred[:1].cpu())
                 n += 1
         self.model.train()
+        leads = by_lead.tolist() if by_lead is not None else []
         if self.dist:  # sums and counts over the ranks: the mean over every rank's batches
             keys = ["val_mse"]  # the same on every rank, also on one without a batch
             summed = self._mean_over_ranks([totals.get(k, 0.0) for k in keys] + [float(n)])
             n_all = summed[-1] * self.world_size
             if n_all == 0:
                 raise ConfigError("the validation split produced no batch; check the split and window settings")
+            # per lead: rank 0's share (it alone logs them; a rank without a batch has no lead count to reduce)
+            self.validation_by_lead = [v / n for v in leads] if n else []
             return {k: v * self.world_size / n_all for k, v in zip(keys, summed[:-1], strict=True)}
         if n == 0:
             raise ConfigError("the validation split produced no batch; check the split and window settings")
+        self.validation_by_lead = [v / n for v in leads]
         return {k: v / n for k, v in totals.items()}
 
     def fit(
@@ -386,6 +401,7 @@ class Trainer:
                    initial=round(self.elapsed) if by_time else self.result.iteration,
                    disable=not s.progress or self.rank != 0, desc=f"train {self.model.name}",
                    unit="s" if by_time else "it", dynamic_ncols=True)
+        self._open_tensorboard()
         try:
             while self.epoch < s.epochs and not self.result.stopped:
                 _set_epoch(train_loader, self.epoch, self.batch_in_epoch)
@@ -403,6 +419,8 @@ class Trainer:
                         self._warn_if_time_cuts_schedule(total_iterations, *pace_from)
                     bar.update(min(round(self._elapsed_now()), bar.total) - bar.n if by_time else 1)
                     bar.set_postfix(loss=f"{record['loss']:.4g}", epoch=self.epoch, iteration=self.result.iteration)
+                    if self._tensorboard is not None:
+                        self._tensorboard.log_iteration(record)
                     if self.checkpoint_dir and self.result.iteration % s.checkpoint_every == 0:
                         self._checkpoint()
                     if self.on_step is not None:
@@ -415,8 +433,21 @@ class Trainer:
                 self.result.stopped = f"epochs={s.epochs} done"
         finally:
             bar.close()
+            self._close_tensorboard()
         self._checkpoint()
         return self.result
+
+    def _open_tensorboard(self) -> None:
+        """With ``settings.log_dir``, rank 0 logs to TensorBoard (:mod:`geostp.train.tensorboard`) while fit runs."""
+        if self.settings.log_dir is not None and self.rank == 0:
+            from geostp.train.tensorboard import TensorBoardLogger
+
+            self._tensorboard = TensorBoardLogger(self.settings.log_dir)
+
+    def _close_tensorboard(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
 
     def _step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         x, y, mask = self._to_device(batch)
@@ -512,6 +543,9 @@ class Trainer:
             else:
                 self.bad_epochs += 1
         self.result.epochs.append(summary)
+        if self._tensorboard is not None:
+            self._tensorboard.log_epoch(self.result.iteration, summary, self.validation_by_lead if has_val else [],
+                                        self.validation_sample if has_val else None)
         self.epoch += 1
         self.batch_in_epoch = 0
         p = self.settings.early_stopping_patience
