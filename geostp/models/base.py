@@ -34,6 +34,7 @@ __all__ = [
     "Forecaster",
     "ModelConfig",
     "MODEL_REGISTRY",
+    "ENTRY_POINT_GROUP",
     "register_model",
     "build_model",
     "autoregressive_rollout",
@@ -44,7 +45,20 @@ __all__ = [
     "bf16_autocast",
 ]
 
-MODEL_REGISTRY: Registry[type[Forecaster]] = Registry("model")
+#: The entry-point group in which installed packages declare models (``[project.entry-points."geostp.models"]``).
+ENTRY_POINT_GROUP = "geostp.models"
+
+
+def _adopt_model(name: str, obj: Any) -> type[Forecaster]:
+    """A class an entry point names becomes the model ``name`` (as the decorator would register it)."""
+    if not (isinstance(obj, type) and issubclass(obj, Forecaster)):
+        raise ConfigError(f"it is {obj!r}; expected a subclass of geostp.models.Forecaster")
+    obj.name = name
+    return obj
+
+
+MODEL_REGISTRY: Registry[type[Forecaster]] = Registry("model", entry_point_group=ENTRY_POINT_GROUP,
+                                                      adopt=_adopt_model)
 
 F = TypeVar("F", bound="type[Forecaster]")
 
