@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 
 from geostp.errors import GeostpError
@@ -95,6 +96,24 @@ def _cmd_catalogs(args: argparse.Namespace) -> int:
         for name in cat.names():
             print(f"  {name:24s} {cat.entry(name).adapter:16s} {cat.entry(name).description}")
     return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    import geostp.models as models
+
+    failed = 0
+    for name in models.names():
+        try:
+            cls = models.model_class(name)  # a plug-in's class is imported here
+        except GeostpError as exc:
+            print(f"{name:16s} (not usable: {exc})")
+            failed += 1
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()
+        first = re.sub(r":\w+:`~?([^`]*)`", r"\1", doc[0]).replace("``", "") if doc else ""  # plain, not reST
+        kind = "learned" if cls.trainable else "baseline"
+        print(f"{name:16s} {kind:9s} {first}  [{cls.__module__}]")
+    return 1 if failed else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -232,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="List the catalogs and their sources: those in the folders of "
                                    "$GEOSTP_CATALOGS, then the built-in ones; exits 1 where none is found.")
     p.set_defaults(func=_cmd_catalogs)
+
+    p = sub.add_parser("models", help="list the models, built-in and from installed plug-ins",
+                       description="List the models usable by name: geostp's own and those installed packages "
+                                   "declare in the entry-point group geostp.models; exits 1 where one cannot be "
+                                   "loaded.")
+    p.set_defaults(func=_cmd_models)
 
     _add_run_parser(sub)
     return parser

@@ -198,7 +198,7 @@ def test_every_command_has_a_one_line_help_listed_by_geostp_help(capsys):
         parser.parse_args(["--help"])
     text = capsys.readouterr().out
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert set(sub.choices) >= {"demo", "ingest", "info", "catalogs", "run", "nowcast"}
+    assert set(sub.choices) >= {"demo", "ingest", "info", "catalogs", "models", "run", "nowcast"}
     helps = {a.dest: a.help for a in sub._choices_actions}
     for name in sub.choices:
         assert helps.get(name) and "\n" not in helps[name] and len(helps[name]) <= 64, name

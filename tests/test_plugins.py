@@ -161,6 +161,12 @@ def test_a_recipe_names_the_plugin_on_the_command_line(plugin_site, tmp_path):
     assert (out / "model.pt").is_file()
     scores = json.loads((out / "scores.json").read_text())
     assert set(scores["scores"]) >= {"frame_mix", "persistence"}
+    result = subprocess.run([sys.executable, "-m", "geostp", "models"], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()}
+    assert "learned" in lines["frame_mix"] and "[geostp_frame_mix]" in lines["frame_mix"]
+    assert "baseline" in lines["persistence"] and "learned" in lines["tau"]
     # without the plugin on the path the name is unknown, and the message lists the models there are
     env["PYTHONPATH"] = os.environ.get("PYTHONPATH", "")
     result = subprocess.run([sys.executable, "-m", "geostp", "run", str(recipe), "--check"], env=env,
@@ -180,7 +186,7 @@ def _fake_distribution(folder: Path, name: str, entry: str) -> None:
     ("json:dumps", "expected a subclass of geostp.models.Forecaster"),
     ("geostp_no_such_module:Model", "could not be loaded: ModuleNotFoundError"),
 ])
-def test_a_broken_plugin_is_named_in_the_error(entry, words, tmp_path, monkeypatch):
+def test_a_broken_plugin_is_named_in_the_error(entry, words, tmp_path, monkeypatch, capsys):
     before = dict(models.MODEL_REGISTRY._entries)
     _fake_distribution(tmp_path, "broken_plugin", entry)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -192,6 +198,11 @@ def test_a_broken_plugin_is_named_in_the_error(entry, words, tmp_path, monkeypat
         message = str(err.value)
         assert words in message and "broken_plugin" in message and "'geostp.models'" in message
         assert "bad" not in models.MODEL_REGISTRY._entries
+        from geostp.cli import main
+
+        assert main(["models"]) == 1  # geostp models lists the others and says which one is not usable
+        out = capsys.readouterr().out
+        assert "bad              (not usable:" in out and words in out and "tau" in out
     finally:
         models.MODEL_REGISTRY._entries.clear()
         models.MODEL_REGISTRY._entries.update(before)
