@@ -7,6 +7,7 @@ from importlib.metadata import EntryPoint
 import pytest
 
 import geostp.data.adapters as front
+import geostp.registry as registry
 from geostp.data.adapters import (
     AdapterArgumentsError,
     Source,
@@ -27,7 +28,7 @@ def plugins(monkeypatch):
         EntryPoint(name="broken", value="no_such_module_xyz:open_it", group=front.ENTRY_POINT_GROUP),
         EntryPoint(name="radar", value="no_such_module_xyz:shadowed", group=front.ENTRY_POINT_GROUP),
     ]
-    monkeypatch.setattr(front, "entry_points", lambda group: [ep for ep in declared if ep.group == group])
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep for ep in declared if ep.group == group])
     # a loaded plugin registers itself: keep the registry as it was for the other tests
     monkeypatch.setattr(front.adapters, "_entries", dict(front.adapters._entries))
     return declared
@@ -60,7 +61,7 @@ def test_installed_packages_add_adapters_through_entry_points(plugins):
     assert {"plugin_radar", "broken"} <= set(names())
     cube = open_source("plugin_radar", {"n_times": 3, "ny": 8, "nx": 8})
     assert cube.sizes["time"] == 3
-    assert "plugin_radar" in front.adapters  # loaded once, then registered
+    assert "plugin_radar" in front.adapters._entries  # loaded once, then registered
     assert get_adapter("radar") is front.adapters.get("radar")  # a built-in name wins over an entry point
     with pytest.raises(ConfigError, match="adapter 'broken' .*no_such_module_xyz:open_it.* could not be loaded: "
                                           "ModuleNotFoundError"):

@@ -27,7 +27,6 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Mapping
-from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -53,8 +52,19 @@ __all__ = [
 #: The entry-point group in which installed packages declare adapters.
 ENTRY_POINT_GROUP = "geostp.adapters"
 
-#: Adapters turn arguments into a lazy cube: ``adapter(**args) -> xarray.Dataset``.
-adapters: Registry[Callable[..., xr.Dataset]] = Registry("adapter")
+
+
+def _adopt_adapter(name: str, obj: Any) -> Callable[..., xr.Dataset]:
+    """What an entry point names must be callable: ``adapter(**args) -> xarray.Dataset``."""
+    if not callable(obj):
+        raise ConfigError(f"it is a {type(obj).__name__}; expected a callable adapter(**args) -> xarray.Dataset")
+    return obj
+
+
+#: Adapters turn arguments into a lazy cube: ``adapter(**args) -> xarray.Dataset``.  Those installed packages
+#: declare in :data:`ENTRY_POINT_GROUP` are found by the registry (:class:`geostp.registry.Registry`).
+adapters: Registry[Callable[..., xr.Dataset]] = Registry("adapter", entry_point_group=ENTRY_POINT_GROUP,
+                                                         adopt=_adopt_adapter)
 register = adapters.register
 
 
@@ -99,25 +109,9 @@ register("video_files", video.open_video_files)
 # ----------------------------------------------------------------------------- names and discovery
 
 
-def _key(name: Any) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise UnknownAdapterError(f"an adapter name must be a non-empty string, got {name!r}")
-    return name.strip().lower()
-
-
-def _declared() -> dict[str, EntryPoint]:
-    """Adapters that installed packages declare in the ``geostp.adapters`` group and are not registered yet."""
-    out: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        key = ep.name.strip().lower()
-        if key and key not in adapters:
-            out.setdefault(key, ep)
-    return out
-
-
 def names() -> list[str]:
     """Names of every adapter: the registered ones and those installed packages declare, sorted."""
-    return sorted(set(adapters.names()) | set(_declared()))
+    return adapters.names()
 
 
 def get_adapter(name: str) -> Callable[..., xr.Dataset]:
@@ -130,22 +124,10 @@ def get_adapter(name: str) -> Callable[..., xr.Dataset]:
     ConfigError
         A package declares the name but its entry point cannot be loaded, or is not callable.
     """
-    key = _key(name)
-    if key in adapters:
-        return adapters.get(key)
-    ep = _declared().get(key)
-    if ep is None:
-        raise UnknownAdapterError(f"unknown adapter {name!r}; registered adapters are: {', '.join(names())}")
-    dist = f" of package {ep.dist.name}" if ep.dist is not None else ""
     try:
-        obj = ep.load()
-    except Exception as exc:  # an installed package's import error: name it, never a bare traceback
-        raise ConfigError(f"adapter {name!r} (entry point {ep.value!r}{dist} in group {ENTRY_POINT_GROUP!r}) "
-                          f"could not be loaded: {type(exc).__name__}: {exc}") from None
-    if not callable(obj):
-        raise ConfigError(f"adapter {name!r} (entry point {ep.value!r}{dist}) is a {type(obj).__name__}; "
-                          "expected a callable adapter(**args) -> xarray.Dataset")
-    return adapters.register(key, obj)
+        return adapters.get(name)
+    except UnknownNameError as exc:
+        raise UnknownAdapterError(str(exc)) from None
 
 
 # ----------------------------------------------------------------------------- opening a source
