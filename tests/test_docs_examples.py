@@ -28,8 +28,8 @@ from sybil.parsers.myst import CodeBlockParser, PythonCodeBlockParser, SkipParse
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
 PAGES = [DOCS / "quickstart.md", *sorted((DOCS / "howto").glob("*.md"))]
-#: Pages whose blocks read the shared real data ($GEOSTP_DATA).
-REAL_DATA_PAGES = {"own-radar-archive.md"}
+#: A page whose blocks read the shared real data ($GEOSTP_DATA): it opens the real-radar catalog or names the folder.
+REAL_DATA = re.compile(r"open_catalog\(\"radar\"\)|GEOSTP_DATA|RADAR_ROOT")
 #: The blocks that are not run here, and the file that runs the same command (its text must be found there).
 RUN_ELSEWHERE = {
     'python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e ".[all]" && .venv/bin/geostp demo':
@@ -99,6 +99,11 @@ def _run_page(page: Path) -> tuple[list[str], list[str]]:
     return ran, skipped
 
 
+def _blocks(page: Path) -> list[str]:
+    """The text of the page's code blocks."""
+    return re.findall(r"^```[\w-]*\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL)
+
+
 def _fences(page: Path) -> int:
     """Opening fences of code blocks on the page (every other fence closes one)."""
     return len(FENCE.findall(page.read_text())) // 2
@@ -117,7 +122,7 @@ def adapters_restored():
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_every_code_block_of_the_page_runs(page, tmp_path, monkeypatch, request, adapters_restored):
-    if page.name in REAL_DATA_PAGES:
+    if REAL_DATA.search("\n".join(_blocks(page))):
         data = request.getfixturevalue("shared_data")
         monkeypatch.setenv("GEOSTP_DATA", str(data))
         monkeypatch.setenv("RADAR_ROOT", str(data / "radar" / "rmi" / "radqpe"))
