@@ -113,6 +113,8 @@ def fit(
         Advection-aware: after training, scale the learned change of each lead by the factor in [0, 1] that the
         validation windows support (0 where the change did not help there: that lead is then the base's
         forecast).  The factors and the validation errors with and without them are in ``metadata["lead_gate"]``.
+        Without validation windows the change is kept whole, except when fine-tuning (``init``): the initial
+        model's factors are kept.
     init
         Fine-tune this fitted advection-aware model (e.g. :func:`geostp.pretrained.load_pretrained`) instead of
         training a new one: its configuration and normaliser are kept.

@@ -418,6 +418,8 @@ def _calibrate(net: Any, val: Any, job: TrainingJob) -> dict[str, Any]:
     if not job.lead_gate:
         net.set_lead_gate(None)
         return {"calibrated": False, "why": "lead_gate=False"}
+    if val is None and job.init is not None and net.lead_gate is not None:
+        return {"calibrated": False, "why": "no validation windows: the initial model's lead gate is kept"}
     if val is None:
         net.set_lead_gate(None)
         return {"calibrated": False, "why": "no validation windows (each cube's held-out part is shorter than a "
