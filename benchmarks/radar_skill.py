@@ -8,17 +8,18 @@ Through geostp's public API only:
   (all 1 km / 5 min; ``geostp.stream.lagrangian.harmonise`` checks units, pixel size and step). RMI is left
   out because its terms forbid commercial use and these weights ship with the package; BoM (0.5 km /
   10 min) is refused by the harmonisation at a 5-min step. MeteoSwiss 2017-01-31 is never trained on.
-- **main**: ``geostp.fit(corpus, "tau", advection=--base)`` (``"sprog"``: the change learned from S-PROG's
+- **main**: ``geostp.fit(corpus, "tau", advection=--base, validation_fraction=--validation-fraction)`` (``"sprog"``: the change learned from S-PROG's
   forecast in the moving frame; ``"extrapolation"``: from the newest frame), ``--output-steps`` leads at once,
   rain-weighted loss, for ``--iterations`` optimiser iterations (OneCycle), weights written to ``--save-model``
   (only when at least 90 % of the planned iterations were taken); verified on MeteoSwiss 2017-01-31, whole domain,
   the 12 reference times of the earlier reproductions, leads 5-60 min: MSE, CSI at 1 and 5 mm/h, FSS at
   1 mm/h over 8 km, for persistence, ``optical_flow`` (pysteps' standard recipe), ``sprog`` and the model
   with and without probability matching.
-- **ablations** (``--ablation-iterations`` each, extrapolation base, 6 output steps): Eulerian TAU on MeteoSwiss
-  2015+2016, advection-aware TAU with the rain-weighted loss and with plain MSE, advection-aware PredRNN-V2;
-  each with and without probability matching, beside extrapolation and S-PROG on the same
-  ``--ablation-refs`` reference times.
+- **ablations** (``--ablation-iterations`` each, extrapolation base, 6 output steps, the last 15 % of each cube
+  held out where both parts hold a window: KNMI's last 14 frames, where the lead gate is calibrated): Eulerian
+  TAU on MeteoSwiss 2015+2016, advection-aware TAU with the rain-weighted loss and with plain MSE,
+  advection-aware PredRNN-V2; each advection-aware one with and without probability matching, beside
+  extrapolation and S-PROG on the same ``--ablation-refs`` reference times.
 - **loso**: the main recipe without FMI, verified on FMI 2016-09-28 against extrapolation and S-PROG.
 
 Usage (each phase writes ``benchmarks/results/radar_skill_parts/<phase>.json``; ``report`` assembles them
