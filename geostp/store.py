@@ -414,7 +414,11 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
     if verify != "none":
         verify_store(p, full=verify == "full")
     try:
-        ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
+        import warnings
+
+        with warnings.catch_warnings():  # zarr lists the root and names every file that is not its own
+            warnings.filterwarnings("ignore", message=f".*{re.escape(MANIFEST_NAME)}.*")
+            ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
     except Exception as exc:
         raise StoreError(f"{p} could not be opened as a dataset ({type(exc).__name__}: {exc})") from None
     if validate:
