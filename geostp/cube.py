@@ -62,20 +62,25 @@ _DBZ = ("dbz",)
 #: The largest rain rate geostp accepts by default, mm/h: above the world record for one minute (31.2 mm,
 #: about 1870 mm/h), so anything larger is a fill value or a decoding error, not rain.
 MAX_RAIN_RATE_MM_H = 2000.0
-_RATE = {_PER_HOUR: (0.0, MAX_RAIN_RATE_MM_H), _PER_SECOND: (0.0, MAX_RAIN_RATE_MM_H / 3600.0)}
+#: The most negative rain rate (mm/h) or amount (mm) accepted: providers' processing leaves small negatives (BoM's
+#: Rainfields holds -0.1 mm in 10 minutes, -0.6 mm/h), which forecasts clip to 0; fill values (-1 undecoded, -99,
+#: -999, -9999) lie below it.
+MIN_RAIN = -1.0
+_RATE = {_PER_HOUR: (MIN_RAIN, MAX_RAIN_RATE_MM_H), _PER_SECOND: (MIN_RAIN / 3600.0, MAX_RAIN_RATE_MM_H / 3600.0)}
 #: Default bounds of what a variable can physically hold, by CF ``standard_name``, then by a tuple of unit
 #: spellings (compared without case): ``low <= value <= high``.  A variable's own CF ``valid_range`` (or
 #: ``valid_min``/``valid_max``) takes precedence; add or change entries here to change the defaults.
-#: Precipitation is never negative; rates stay below :data:`MAX_RAIN_RATE_MM_H`, amounts below 10000 mm (above
+#: Precipitation is never negative (down to :data:`MIN_RAIN`, a provider's rounding); rates stay below
+#: :data:`MAX_RAIN_RATE_MM_H`, amounts below 10000 mm (above
 #: the wettest month on record, 9300 mm), reflectivity within -100 .. 100 dBZ (radars measure about -35 .. 80).
 VALUE_BOUNDS: dict[str, dict[tuple[str, ...], tuple[float, float]]] = {
     "lwe_precipitation_rate": _RATE,
     "rainfall_rate": _RATE,
     "precipitation_flux": _RATE,
-    "precipitation_amount": {_AMOUNT: (0.0, 10000.0)},
-    "lwe_thickness_of_precipitation_amount": {_AMOUNT: (0.0, 10000.0)},
-    "thickness_of_rainfall_amount": {_AMOUNT: (0.0, 10000.0)},
-    "rainfall_amount": {_AMOUNT: (0.0, 10000.0)},
+    "precipitation_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
+    "lwe_thickness_of_precipitation_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
+    "thickness_of_rainfall_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
+    "rainfall_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
     "equivalent_reflectivity_factor": {_DBZ: (-100.0, 100.0)},
 }
 #: Any variable without bounds of its own: its magnitude stays below this (1e20 and netCDF's default float fill,

@@ -145,7 +145,7 @@ def test_forecast_refuses_impossible_values(case):
     index, value, kind, shown = IMPOSSIBLE[case]
     cube = _with(_cube(), index, value)
     message = _refused(kind, lambda: geostp.forecast(cube, "persistence", 2), VAR, shown)
-    assert "between 0 mm h-1 and 2000 mm h-1" in message or "finite" in message
+    assert "between -1 mm h-1 and 2000 mm h-1" in message or "finite" in message
 
 
 def test_forecast_refuses_complex_data():
@@ -213,6 +213,12 @@ def test_evaluate_refuses_a_fill_value_among_the_observations():
     _refused(CubeValueError, lambda: geostp.evaluate(cube, ["persistence"], steps=2,
                                                      reference_times=[cube.time.values[5]], progress=False,
                                                      print_table=False), VAR, "1e+30", "12:35")
+
+
+def test_a_providers_small_negative_rain_is_accepted_and_clipped():
+    cube = _with(_cube(), (-1, 5, 5), -0.6)  # BoM's Rainfields: -0.1 mm in 10 minutes
+    fc = geostp.forecast(cube, "persistence", 2)
+    assert float(fc.isel(lead_time=0, y=5, x=5)) == 0.0
 
 
 def test_a_variable_whose_valid_range_allows_more_is_forecast():
