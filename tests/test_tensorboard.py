@@ -28,7 +28,7 @@ def _read(log_dir: Path) -> EventAccumulator:
 def _cube():
     from geostp.data.synthetic import synthetic_radar
 
-    return synthetic_radar(n_times=36, ny=32, nx=32, seed=3).load()
+    return synthetic_radar(n_times=36, ny=16, nx=16, seed=3).load()
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_fit_writes_losses_validation_per_lead_and_forecast_maps(fitted_with_log
     images = sorted(t for t in tags["images"])
     assert images == ["forecast/lead_01", "forecast/lead_03", "forecast/lead_04"]  # first, middle, last
     first = events.Images("forecast/lead_01")
-    assert len(first) == 2 and first[0].width > first[0].height == 32  # observed | forecast, side by side
+    assert len(first) == 2 and first[0].width > first[0].height == 16  # observed | forecast, side by side
 
 
 def test_where_the_logs_go_is_not_part_of_the_model_store_key(fitted_with_logs, tmp_path, monkeypatch):
