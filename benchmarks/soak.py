@@ -15,11 +15,14 @@ frame file every ``--interval`` seconds, as a feed does, with faults mixed in:
 - *all-NaN*: a frame that holds only NaN (a radar outage);
 - *wrong grid*: a frame shifted 1 km east.
 
-The runner is killed with SIGKILL ``--kills`` times: every other time while it writes a forecast (it is started
-with ``GEOSTP_NOWCAST_COMMIT_DELAY`` so that a write lasts long enough, and killed once a temporary output file
-exists), otherwise at whatever it is doing then (importing, polling, reading, writing); a new runner is started
-at once, while the feed goes on.  At the end the runner is stopped with SIGTERM, and one more runner is started
-on the quiet feed and stopped: what it logs shows whether a restart logs again what was logged before.
+The runner is killed with SIGKILL ``--kills`` times, in turn: while it writes a forecast (it is started with
+``GEOSTP_NOWCAST_COMMIT_DELAY`` so that a write lasts long enough, and killed once a temporary output file
+exists), at a random moment after it started (polling, reading, forecasting, writing), and while it starts (the
+runner that replaced the one just killed, 0.2 to 3 s after its launch); a new runner is started at once, while
+the feed goes on.  The feed's clock stops while its next frame would be more than ``--lead`` frames ahead of the
+newest reference time the runner has decided, so that files pile up while a runner is down or slow, but never
+beyond the catch-up window.  At the end the runner is stopped with SIGTERM, and one more runner is started on
+the quiet feed and stopped: what it logs shows whether a restart logs again what was logged before.
 
 What is counted (``benchmarks/results/soak.json`` and ``.md``):
 
