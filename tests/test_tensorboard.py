@@ -32,7 +32,18 @@ def _cube():
 
 
 @pytest.fixture(scope="module")
-def fitted_with_logs(tmp_path_factory):
+def one_thread():
+    """One torch thread: two spinning OpenMP threads make tiny fits many times slower on a busy machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def fitted_with_logs(tmp_path_factory, one_thread):
     """A tiny Eulerian TAU fitted for two epochs with log_dir; the model store in a folder of its own."""
     import geostp
 
@@ -89,7 +100,7 @@ def test_where_the_logs_go_is_not_part_of_the_model_store_key(fitted_with_logs, 
     assert not (tmp_path / "elsewhere").exists()  # loaded, not trained: nothing to log
 
 
-def test_a_recipe_takes_training_log_dir(tmp_path):
+def test_a_recipe_takes_training_log_dir(tmp_path, one_thread):
     from geostp.recipes.run import run_recipe
     from geostp.recipes.schema import load_recipe
 
