@@ -442,6 +442,8 @@ def phase_report(args) -> None:
                "`_pm` rows add probability matching. Every row is verified on the same reference times.", ""]
         rows = {}
         for label, res in parts["ablations"].items():
+            if not (isinstance(res, dict) and "mch_2017" in res):
+                continue  # the part's own facts (phase, date, command, load)
             for var, per in res["mch_2017"]["scores"].items():
                 rows.setdefault(var, {}).update(per)
             leads = res["mch_2017"]["lead_minutes"]
