@@ -20,7 +20,8 @@ Through geostp's public API only:
   TAU on MeteoSwiss 2015+2016, advection-aware TAU with the rain-weighted loss and with plain MSE,
   advection-aware PredRNN-V2; each advection-aware one with and without probability matching, beside
   extrapolation and S-PROG on the same ``--ablation-refs`` reference times.
-- **loso**: the main recipe without FMI, verified on FMI 2016-09-28 against extrapolation and S-PROG.
+- **loso**: the main recipe (validation part and lead gate included) without FMI, for ``--ablation-iterations``
+  / ``--ablation-minutes``, verified on FMI 2016-09-28 against extrapolation and S-PROG.
 
 Usage (each phase writes ``benchmarks/results/radar_skill_parts/<phase>.json``; ``report`` assembles them
 into ``radar_skill.md`` / ``.json``)::
@@ -308,7 +309,7 @@ def phase_loso(args) -> None:
     cubes = _harmonised(names)
     fitted, meta = train(cubes, "tau", iterations=args.ablation_iterations, minutes=args.ablation_minutes,
                          advection=args.base, model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed,
-                         output_steps=args.output_steps)
+                         output_steps=args.output_steps, validation_fraction=args.validation_fraction)
     fmi = open_sources()["fmi"].load()
     refs = refs_for(fmi)
     label = _label(args) + "_without_fmi"
