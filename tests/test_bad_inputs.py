@@ -228,15 +228,20 @@ def test_a_variable_whose_valid_range_allows_more_is_forecast():
     assert float(fc.max()) == pytest.approx(3000.0)
 
 
-def test_the_nowcast_runner_logs_an_outage_as_refused_and_writes_nothing(tmp_path, capsys):
-    cube = _cube(5)
-    cube[VAR][-1] = np.nan  # the newest frame of the feed: a radar outage
+def _runner_cycles(tmp_path, cube, capsys) -> list[dict]:
+    """Run the nowcast recipe once over ``cube`` written as a feed; the log's cycle records."""
     _frames(tmp_path / "feed", cube)
     recipe = _nowcast_recipe(tmp_path / "nowcast.yaml", tmp_path / "feed", tmp_path / "out")
     main(["nowcast", str(recipe), "--quiet"])
     capsys.readouterr()
     records = [json.loads(line) for line in (tmp_path / "out" / "nowcast.log.jsonl").read_text().splitlines()]
-    cycles = [r for r in records if r.get("event") == "cycle"]
+    return [r for r in records if r.get("event") == "cycle"]
+
+
+def test_the_nowcast_runner_logs_an_outage_as_refused_and_writes_nothing(tmp_path, capsys):
+    cube = _cube(5)
+    cube[VAR][-1] = np.nan  # the newest frame of the feed: a radar outage
+    cycles = _runner_cycles(tmp_path, cube, capsys)
     assert [c["outcome"] for c in cycles] == ["refused"], cycles
     assert "only NaN" in cycles[0]["reason"] and VAR in cycles[0]["reason"]
     assert not list((tmp_path / "out").glob("nowcast_*"))
@@ -244,12 +249,7 @@ def test_the_nowcast_runner_logs_an_outage_as_refused_and_writes_nothing(tmp_pat
 
 def test_the_nowcast_runner_refuses_a_fill_value_in_a_frame(tmp_path, capsys):
     cube = _with(_cube(5), (-1, 3, 3), 1e30)
-    _frames(tmp_path / "feed", cube)
-    recipe = _nowcast_recipe(tmp_path / "nowcast.yaml", tmp_path / "feed", tmp_path / "out")
-    main(["nowcast", str(recipe), "--quiet"])
-    capsys.readouterr()
-    records = [json.loads(line) for line in (tmp_path / "out" / "nowcast.log.jsonl").read_text().splitlines()]
-    cycles = [r for r in records if r.get("event") == "cycle"]
+    cycles = _runner_cycles(tmp_path, cube, capsys)
     assert [c["outcome"] for c in cycles] == ["refused"] and "1e+30" in cycles[0]["reason"]
     assert not list((tmp_path / "out").glob("nowcast_*"))
 
