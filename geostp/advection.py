@@ -620,8 +620,7 @@ class MotionCache:
     def _save(path: Path, array: np.ndarray) -> None:
         from geostp.writers import atomic_path
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:  # creates the folder; an OSError becomes a WriteError naming the file
             with open(tmp, "wb") as f:
                 np.save(f, array, allow_pickle=False)
 

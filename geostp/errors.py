@@ -11,6 +11,7 @@ import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = [
     "GeostpError",
@@ -24,6 +25,7 @@ __all__ = [
     "UnsafePathError",
     "WriteError",
     "writing",
+    "writable_folder",
 ]
 
 
@@ -100,3 +102,37 @@ def writing(path: str | os.PathLike[str], what: str = "output") -> Iterator[None
             f" ({exc.strerror})" if exc.strerror else f" ({exc})"
         raise WriteError(f"cannot write the {what} {path}: {hint}{refused}; expected a folder that geostp may "
                          "create files in") from None
+
+
+def writable_folder(path: str | os.PathLike[str], what: str = "output folder", *,
+                    for_file: str | os.PathLike[str] | None = None) -> Path:
+    """Check, creating nothing, that ``path`` is a folder geostp can create files in, or that it can be created
+    there (its nearest existing ancestor is a folder geostp may write); returns it as a :class:`~pathlib.Path`.
+
+    A :class:`WriteError` names ``path`` (``what`` it is; ``for_file``: the file geostp means to write in it,
+    named instead), the part of it that is in the way and what was expected: a regular file where the folder
+    (or one of its parents) belongs, a broken symbolic link, a read-only folder.  Entry points call it before
+    they write anything, so that a bad output location is refused before any file is created; the writes
+    themselves still go through :func:`writing`.
+    """
+    path = Path(path)
+    subject = f"{what} {for_file if for_file is not None else path}"
+    expected = "expected a folder that geostp may create files in, or a path where one can be created"
+
+    def refuse(probe: Path, problem: str) -> WriteError:
+        where = "it" if probe == path and for_file is None else f"the folder {probe}" if probe == path else str(probe)
+        return WriteError(f"cannot write the {subject}: {where} {problem}; {expected}")
+
+    with writing(path, what):  # a folder on the way that cannot even be looked into
+        probe = path
+        while not probe.exists():
+            if probe.is_symlink():
+                raise refuse(probe, f"is a symbolic link to {os.readlink(probe)}, which does not exist")
+            if probe.parent == probe:  # pragma: no cover - the root always exists
+                break
+            probe = probe.parent
+        if not probe.is_dir():
+            raise refuse(probe, "is a file, not a folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise refuse(probe, "is read-only or not yours")
+    return path

@@ -19,7 +19,7 @@ import xarray as xr
 
 from geostp._version import __version__
 from geostp.cube import validate_cube
-from geostp.errors import ConfigError
+from geostp.errors import ConfigError, writable_folder
 from geostp.forecast import (
     FittedForecaster,
     cube_schema,
@@ -202,6 +202,13 @@ def fit(
         cached = load_forecaster(stored)
         cached.metadata["from_store"] = True
         return cached
+    # where this fit will write, refused (a WriteError naming it) before anything trains
+    if checkpoint_dir is not None:
+        writable_folder(checkpoint_dir, "checkpoint folder (checkpoint_dir)")
+    if log_dir is not None:
+        writable_folder(log_dir, "TensorBoard log folder (log_dir)")
+    if use_store:
+        writable_folder(stored.parent, "model store (GEOSTP_MODEL_STORE; or fit with use_store=False)")
     if checkpoint_dir is not None:  # resumable: the trainer goes on from its last.pt there (this fit's, by key)
         job = with_settings(job, checkpoint_dir=Path(checkpoint_dir), resume=True, metadata={"fit_key": key})
     outcome = train_forecaster(cubes, job, progress=progress)

@@ -20,9 +20,13 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from geostp.errors import UnsafePathError
+from geostp.errors import UnsafePathError, writing
 
 __all__ = ["open_own_file", "RunnerLog", "Logged", "recall"]
+
+#: Why a file cannot be created in its folder (a :class:`~geostp.errors.WriteError`, not an unsafe file).
+_CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT,
+                 errno.ENAMETOOLONG}
 
 
 def open_own_file(path: Path, flags: int, what: str) -> int:
@@ -31,7 +35,8 @@ def open_own_file(path: Path, flags: int, what: str) -> int:
     ``O_NOFOLLOW`` makes the kernel refuse a symbolic link in the last component (a dangling one included, so
     nothing is created at its target); a hard link (a second name of some other file), a folder, a FIFO or a
     device is refused after the open, before anything is written.  Either way an :class:`UnsafePathError` names
-    the file and what was expected, and the file (and whatever it points at) is left as it was.
+    the file and what was expected, and the file (and whatever it points at) is left as it was.  A folder that
+    refuses the new file (read-only, full, a file on the path) is a :class:`~geostp.errors.WriteError` naming it.
     """
     expected = f"expected a regular file that only the nowcast runner writes (or none: it is created); remove {path}"
     try:
@@ -39,6 +44,9 @@ def open_own_file(path: Path, flags: int, what: str) -> int:
     except OSError as exc:
         if exc.errno == errno.ELOOP or path.is_symlink():
             raise UnsafePathError(f"{what} {path} is a symbolic link; refusing to follow it ({expected})") from None
+        if exc.errno in _CANNOT_WRITE:  # the folder refuses (read-only, full, not a folder): not the file's fault
+            with writing(path, what):
+                raise
         raise UnsafePathError(f"{what} {path} cannot be opened as a file ({exc.strerror}); refusing it "
                               f"({expected})") from None
     st = os.fstat(fd)
@@ -67,7 +75,8 @@ class RunnerLog:
         line of its own; the cut line stays and is skipped when the log is read back.
         """
         if self.path is not None and self._fh is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with writing(self.path, "nowcast log"):  # its folder: a read-only one, a file on the path
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = open_own_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "nowcast log")
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -89,8 +98,9 @@ class RunnerLog:
         line = self.line(record)
         if self.path is not None:
             self.open()
-            self._fh.write(line + "\n")
-            self._fh.flush()
+            with writing(self.path, "nowcast log"):  # a full disk: a WriteError naming the log
+                self._fh.write(line + "\n")
+                self._fh.flush()
         stream = sys.stdout if self.echo == "stdout" else self.echo
         if stream is not None:
             stream.write(line + "\n")  # type: ignore[union-attr]

@@ -96,7 +96,15 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import to_timedelta
-from geostp.errors import CheckpointError, ConfigError, CubeError, DataError, GeostpError
+from geostp.errors import (
+    CheckpointError,
+    ConfigError,
+    CubeError,
+    DataError,
+    GeostpError,
+    writable_folder,
+    writing,
+)
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
 from geostp.operate.journal import Logged, RunnerLog, open_own_file, recall
@@ -243,6 +251,14 @@ class NowcastRunner:
         self._lock_fd: int | None = None
         self._grid: dict[str, Any] | None = None
         self.written: list[np.datetime64] = []
+        self._check_places()
+
+    def _check_places(self) -> None:
+        """Refuse (:class:`~geostp.errors.WriteError`) an output folder or a log folder the runner cannot write,
+        creating nothing: called when the runner is made and again when it starts."""
+        writable_folder(self.out_dir, "output folder of the nowcast runner (out_dir)")
+        if self.log.path is not None:
+            writable_folder(self.log.path.parent, "nowcast log (log_path)", for_file=self.log.path)
 
     # ------------------------------------------------------------------ lock and lifecycle
     def __enter__(self) -> NowcastRunner:
@@ -253,8 +269,14 @@ class NowcastRunner:
         self.close()
 
     def open(self) -> None:
-        """Create and lock the output folder; remove partial files a killed runner left."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        """Create and lock the output folder; remove partial files a killed runner left.
+
+        An output or log folder that cannot be written (a read-only folder, a file where a folder belongs) is a
+        :class:`~geostp.errors.WriteError` naming it, raised before anything is created.
+        """
+        self._check_places()
+        with writing(self.out_dir, "output folder of the nowcast runner (out_dir)"):
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         fd = open_own_file(self.out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "nowcast lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -290,10 +312,12 @@ class NowcastRunner:
                     removed_partial_files=removed, policy=self.policy.__dict__)
 
     def close(self, reason: str = "done") -> None:
-        if self._lock_fd is not None:
-            self._event("stop", reason=reason, written=len(self.written))
+        try:
+            if self._lock_fd is not None:
+                self._event("stop", reason=reason, written=len(self.written))
+        finally:  # a log that cannot be written (a full disk) still lets the lock go
             self._unlock()
-        self.log.close()
+            self.log.close()
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from geostp.errors import ConfigError
+from geostp.errors import ConfigError, writing
 
 __all__ = ["TensorBoardLogger", "forecast_leads_to_draw"]
 
@@ -62,7 +62,8 @@ class TensorBoardLogger:
                               f"installed ({exc}); install it with: pip install 'geostp[tensorboard]'") from None
         self.log_dir = os.fspath(log_dir)
         self.images = int(images)
-        self.writer = SummaryWriter(log_dir=self.log_dir)
+        with writing(self.log_dir, "TensorBoard log folder (log_dir)"):  # created here: a file there, read-only
+            self.writer = SummaryWriter(log_dir=self.log_dir)
 
     def log_iteration(self, record: Mapping[str, float]) -> None:
         """The loss, learning rate and loss parts of one optimiser iteration."""

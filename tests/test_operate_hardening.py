@@ -1,0 +1,264 @@
+"""Operational hardening, the rest of issue 16: where the API writes, an evaluation over an outage, a short soak.
+
+1. Every writer of the API refuses a place it cannot write (a regular file where its folder belongs, a path
+   through a file, a read-only folder, a broken link) with a :class:`~geostp.errors.WriteError` that names the
+   path and says what was expected, before anything is written: the nowcast runner's output folder and log
+   (:class:`~geostp.operate.NowcastRunner`, and a nowcast recipe run through the API), ``geostp.fit``'s
+   checkpoint, TensorBoard and model-store folders, the motion cache.
+2. ``geostp.evaluate`` over reference times of which some hit an outage (a frame of only NaN): those are left
+   out, with one warning naming them, and recorded in the scores' attrs; the scores are those of the usable
+   times alone; only if none is usable is it an error.
+3. A short soak of the runner (``benchmarks/soak.py``'s feed, faults and counting): in-process runners over a
+   faulty feed, and ``geostp run --watch`` killed with ``kill -9`` while it starts and while it writes a forecast.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from geostp.errors import GeostpError, UnsafePathError, WriteError
+
+VAR = "precipitation"
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _cube(n: int = 8, size: int = 16) -> xr.Dataset:
+    from geostp.data.synthetic import synthetic_radar
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return synthetic_radar(n_times=n, ny=size, nx=size, seed=0).load()
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``root``."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _refused(kind: type[Exception], call, *named: str, expected: str = "expected") -> str:
+    """``call()`` raises ``kind``, a GeostpError whose message names each of ``named`` and says ``expected``."""
+    with pytest.raises(kind) as info:
+        call()
+    message = str(info.value)
+    assert isinstance(info.value, GeostpError), type(info.value)
+    for name in named:
+        assert name in message, (name, message)
+    assert expected in message, message
+    return message
+
+
+def _read_only_folder(tmp_path: Path) -> Path:
+    """A folder nothing can be created in: mode 0o555, or (as root, who may write there anyway) /sys/kernel."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        (folder / "probe").mkdir()
+    except OSError:
+        return folder
+    (folder / "probe").rmdir()
+    for candidate in (Path("/sys/kernel"), Path("/sys")):
+        try:
+            (candidate / "geostp-probe").mkdir()
+        except OSError:
+            return candidate
+        (candidate / "geostp-probe").rmdir()  # pragma: no cover
+    pytest.skip("no folder here refuses writes to this user")  # pragma: no cover
+
+
+def _feed(folder: Path, n: int = 4) -> Path:
+    """``n`` frames as a feed delivers them, one netCDF file each."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cube = _cube(n)
+    for i in range(n):
+        frame = cube.isel(time=[i])
+        frame.to_netcdf(folder / f"frame_{pd.Timestamp(frame.time.values[0]):%Y%m%d%H%M}.nc")
+    return folder
+
+
+def _runner(tmp_path: Path, **kwargs):
+    """A runner (persistence, two lead times) over a feed of four frames in ``tmp_path/feed``."""
+    import geostp.models as models
+    from geostp.forecast import FittedForecaster
+    from geostp.operate import FileFeed, NowcastRunner
+
+    feed = _feed(tmp_path / "feed")
+    files = FileFeed("netcdf", {"path": str(feed / "*.nc"), "variable": VAR, "time_step": "5min"},
+                     time_pattern="frame_%Y%m%d%H%M", extension="nc")
+    fitted = FittedForecaster(model=models.get("persistence", input_steps=2), variables=[VAR])
+    return NowcastRunner(files, fitted, steps=2, echo=None, **kwargs)
+
+
+def _bad_place(kind: str, tmp_path: Path) -> Path:
+    """A folder path geostp cannot write: ``kind`` says why (the file in the way holds "mine")."""
+    (tmp_path / "notes.txt").write_text("mine")
+    if kind == "a regular file":
+        return tmp_path / "notes.txt"
+    if kind == "a path through a file":
+        return tmp_path / "notes.txt" / "out"
+    if kind == "a read-only folder":
+        return _read_only_folder(tmp_path) / "out"
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a broken symbolic link
+    return tmp_path / "gone" / "out"
+
+
+BAD_PLACES = ["a regular file", "a path through a file", "a read-only folder", "a broken link"]
+
+
+# ----------------------------------------------------------------------------- 1. the runner's places
+
+
+@pytest.mark.parametrize("kind", BAD_PLACES)
+def test_the_runner_refuses_an_output_folder_it_cannot_write_before_writing_anything(kind, tmp_path):
+    out = _bad_place(kind, tmp_path)
+    _feed(tmp_path / "feed")
+    before = _tree(tmp_path)
+    # refused when the runner is made; a read-only folder (that root may write, as far as access() says) at the
+    # latest when it starts
+    start = (lambda: _runner(tmp_path, out_dir=out).open()) if kind == "a read-only folder" else \
+        (lambda: _runner(tmp_path, out_dir=out))
+    _refused(WriteError, start, str(out), "out_dir", expected="expected a folder")
+    after = _tree(tmp_path)
+    assert {k: v for k, v in after.items() if not k.startswith("feed")} == \
+        {k: v for k, v in before.items() if not k.startswith("feed")}, "nothing written, the file in the way kept"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("kind", ["a path through a file", "a read-only folder", "a broken link"])
+def test_the_runner_refuses_a_log_it_cannot_write_before_creating_its_output_folder(kind, tmp_path):
+    log = _bad_place(kind, tmp_path) / "nowcast.log.jsonl"
+    out = tmp_path / "out"
+    if kind == "a read-only folder":
+        runner = _runner(tmp_path, out_dir=out, log_path=log)  # root: access() may say yes, the kernel says no
+        _refused(WriteError, runner.open, str(log), expected="expected a folder")
+        assert not list(out.glob("nowcast_*")) and not (out / "nowcast.log.jsonl").exists()
+        return
+    _refused(WriteError, lambda: _runner(tmp_path, out_dir=out, log_path=log), str(log), "log_path",
+             expected="expected a folder")
+    assert not out.exists(), "no output folder, no lock"
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_an_output_folder_that_becomes_a_file_before_the_runner_starts(tmp_path):
+    out = tmp_path / "out"
+    runner = _runner(tmp_path, out_dir=out)
+    out.write_text("mine")  # taken before open(): refused there too, the file left as it is
+    _refused(WriteError, runner.open, str(out), expected="expected a folder")
+    assert out.read_text() == "mine"
+
+
+def test_a_folder_that_refuses_the_lock_is_a_write_error_not_an_unsafe_file(tmp_path, monkeypatch):
+    folder = _read_only_folder(tmp_path)
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # the kernel, not the check, says no
+    runner = _runner(tmp_path, out_dir=folder, log_path=tmp_path / "log.jsonl")
+    with pytest.raises(GeostpError) as info:
+        runner.open()
+    assert isinstance(info.value, WriteError) and not isinstance(info.value, UnsafePathError), info.value
+    assert str(folder / ".geostp-nowcast.lock") in str(info.value) and "expected" in str(info.value)
+    assert not (tmp_path / "log.jsonl").exists()
+
+
+def test_an_output_folder_with_missing_parents_and_odd_characters_is_created(tmp_path):
+    out = tmp_path / "nowcasts ünïcode" / "a b" / "out"
+    with _runner(tmp_path, out_dir=out) as runner:
+        assert runner.run_once()["outcome"] == "written"
+    assert len(list(out.glob("nowcast_*.nc"))) == 1
+
+
+def test_a_log_that_cannot_be_written_mid_run_is_a_write_error_and_the_lock_is_released(tmp_path):
+    out = tmp_path / "out"
+    runner = _runner(tmp_path, out_dir=out)
+    runner.open()
+
+    class FullDisk:  # the log file, on a disk that has filled up
+        def __init__(self, real):
+            self.real = real
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+        def write(self, _text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    runner.log._fh = FullDisk(runner.log._fh)
+    _refused(WriteError, runner.run_once, str(out / "nowcast.log.jsonl"), "disk is full")
+    with pytest.raises(WriteError):
+        runner.close("disk full")
+    assert runner.log._fh is None and runner._lock_fd is None
+    with _runner(tmp_path, out_dir=out) as again:  # the lock went with the runner that could not log
+        assert again.run_once()["outcome"] in ("written", "exists")
+
+
+def test_a_nowcast_recipe_whose_log_cannot_be_written_writes_nothing(tmp_path):
+    import yaml
+
+    from geostp.recipes.run import run_file
+
+    feed = _feed(tmp_path / "feed")
+    (tmp_path / "notes.txt").write_text("mine")
+    log = tmp_path / "notes.txt" / "nowcast.log.jsonl"
+    recipe = tmp_path / "nowcast.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "kind": "nowcast",
+        "data": {"adapter": "netcdf", "args": {"path": str(feed / "*.nc"), "variable": VAR, "time_step": "5min"},
+                 "variables": [VAR]},
+        "model": {"name": "persistence"},
+        "nowcast": {"steps": 2, "time_pattern": "frame_%Y%m%d%H%M", "extension": "nc"},
+        "output": {"dir": str(tmp_path / "out"), "log": str(log)}}))
+    _refused(WriteError, lambda: run_file(recipe), str(log), expected="expected a folder")
+    assert not list((tmp_path / "out").glob("*")), "no recipe.yaml, no lock, no forecast"
+
+
+# ----------------------------------------------------------------------------- 1. fit, TensorBoard, motion cache
+
+
+TINY = {"spatial_hidden_channels": 4, "temporal_hidden_channels": 8, "spatial_blocks": 2, "temporal_blocks": 2}
+
+
+@pytest.mark.parametrize("where", ["checkpoint_dir", "log_dir", "model store"])
+def test_fit_refuses_a_folder_it_cannot_write_before_training(where, tmp_path, monkeypatch):
+    import geostp.pipeline
+
+    def trained(*args, **kwargs):
+        raise AssertionError("the fit trained before refusing its output folder")
+
+    monkeypatch.setattr(geostp.pipeline, "train_forecaster", trained)
+    (tmp_path / "notes.txt").write_text("mine")
+    bad = tmp_path / "notes.txt" / "sub"
+    monkeypatch.setenv("GEOSTP_MODEL_STORE", str(bad if where == "model store" else tmp_path / "store"))
+    kwargs = {"checkpoint_dir": bad} if where == "checkpoint_dir" else {"log_dir": bad} if where == "log_dir" else {}
+    _refused(WriteError, lambda: geostp.fit(_cube(12), "tau", model_args=TINY, max_iterations=1, progress=False,
+                                            use_store=where == "model store", **kwargs),
+             str(bad), "GEOSTP_MODEL_STORE" if where == "model store" else where, expected="expected a folder")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert not (tmp_path / "store").exists()
+
+
+def test_tensorboard_into_a_file_is_a_write_error(tmp_path):
+    pytest.importorskip("tensorboard")
+    from geostp.train.tensorboard import TensorBoardLogger
+
+    (tmp_path / "notes.txt").write_text("mine")
+    _refused(WriteError, lambda: TensorBoardLogger(tmp_path / "notes.txt"), str(tmp_path / "notes.txt"), "log_dir")
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_motion_cache_through_a_file_is_a_write_error_naming_the_file(tmp_path):
+    from geostp.advection import MotionCache
+
+    (tmp_path / "notes.txt").write_text("mine")
+    cache = MotionCache(tmp_path / "notes.txt" / "motion")
+    frames = np.nan_to_num(_cube(3)[VAR].values).astype(np.float32)
+    _refused(WriteError, lambda: cache.get("cube", 0, frames), str(tmp_path / "notes.txt" / "motion"))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
