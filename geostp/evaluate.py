@@ -3,10 +3,18 @@
 :func:`score_cases` is what both :func:`evaluate` (reference times on a cube) and a recipe's evaluation
 section (windows of a split, also of multi-sequence cubes) run: the frames the cases touch are read once,
 every contender forecasts them, and :func:`geostp.metrics.verify` scores each against the observations.
+
+A case whose data cannot be scored (a radar outage: no data at all, only NaN, in its newest input frame, so no
+forecast can start from it, or in one of the frames it is verified against) is left out of every model's scores,
+with one warning naming each such reference time and why; the scores' ``attrs`` record them
+(``skipped_reference_times``, ``skipped_reasons``) and ``cases`` counts the cases scored.  Only if no case can be
+scored is it an error (:class:`~geostp.errors.CubeValueError`).  Values a variable cannot take (an undecoded fill
+value, an infinity) in any frame read are refused as before: they are a decoding problem, not an outage.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.cube import check_value_range
-from geostp.errors import ConfigError, CubeError
+from geostp.errors import ConfigError, CubeError, CubeValueError
 from geostp.forecast import ForecastOptions
 from geostp.metrics import verify
 from geostp.options import option_group
@@ -57,6 +65,18 @@ def score_cases(cube: xr.Dataset, contenders: Mapping[str, Any], cases: np.ndarr
                         transfer=transfer, device=device, progress=progress)
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cube, cases = _load_cases(cube, cases, t_in + steps)
+    inputs = list(dict.fromkeys(v for f in contenders.values() for v in f.variables))
+    targets = [variable] if variable is not None else inputs
+    skipped = _unusable_cases(cube, cases, t_in, steps, inputs, targets)
+    if skipped:
+        listed = "; ".join(f"{label}: {why}" for label, why in skipped.values())
+        if len(skipped) == cases.size:
+            raise CubeValueError(f"no reference time can be scored, each lacks data: {listed}; expected at least one "
+                                 "whose newest input frame and verifying frames hold data (not only NaN)")
+        warnings.warn(f"{len(skipped)} of {cases.size} reference times cannot be scored and are left out of every "
+                      f"model's scores: {listed}; the scores are over the other {cases.size - len(skipped)}",
+                      UserWarning, stacklevel=3)
+        cases = np.delete(cases, sorted(skipped))
     results = []
     for name, model in contenders.items():
         try:
@@ -70,23 +90,83 @@ def score_cases(cube: xr.Dataset, contenders: Mapping[str, Any], cases: np.ndarr
         results.append(scores.expand_dims(model=[name]))
     out = xr.concat(results, dim="model")
     out.attrs["cases"] = int(cases.size)
+    out.attrs["skipped_reference_times"] = [label for label, _ in skipped.values()]
+    out.attrs["skipped_reasons"] = [why for _, why in skipped.values()]
     return out
 
 
-def _reference_time_cases(ds: xr.Dataset, reference_times: Sequence[Any], t_in: int) -> np.ndarray:
+def _time_label(t: Any) -> str:
+    return str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t)
+
+
+def _unusable_cases(cube: xr.Dataset, cases: np.ndarray, t_in: int, steps: int, inputs: Sequence[str],
+                    targets: Sequence[str]) -> dict[int, tuple[str, str]]:
+    """The cases that cannot be scored: case index -> (its reference time, why).
+
+    A case is unusable when a variable of ``inputs`` holds no data (only NaN) in its newest input frame (the
+    forecast refuses to start from an outage), or a variable of ``targets`` holds none in a frame it is verified
+    against (that lead would be scored on fewer cases than the others).  ``cube`` and ``cases`` are those of
+    :func:`_load_cases` (each case's frames consecutive).
+    """
+    has_data: dict[str, np.ndarray] = {}  # variable -> frame has data, [time] or [sequence, time]
+    for v in dict.fromkeys([*inputs, *targets]):
+        if v not in cube.data_vars or "time" not in cube[v].dims:
+            continue
+        da = cube[v]
+        lead = [d for d in ("sequence", "time") if d in da.dims]
+        has_data[v] = np.isfinite(da).any([d for d in da.dims if d not in lead]).transpose(*lead).values
+        if "sequence" in cube.dims and "sequence" not in lead:  # a variable shared by every sequence
+            has_data[v] = np.broadcast_to(has_data[v], (cube.sizes["sequence"], has_data[v].size))
+    times = cube["time"].values
+    seq = cube["sequence"].values if "sequence" in cube.coords else None
+    out: dict[int, tuple[str, str]] = {}
+    for k, case in enumerate(cases):
+        ref = int(case["time"]) + t_in - 1
+        s = int(case["sequence"]) if "sequence" in cube.dims else None  # a one-sequence cube's cases may say 0
+
+        def empty(v: str, frames: range, s=s) -> list[int]:
+            ok = has_data[v] if s is None else has_data[v][s]
+            return [i for i in frames if i < ok.shape[-1] and not ok[i]]
+
+        reasons = [f"no data (only NaN) in {v!r} at the reference time" for v in inputs
+                   if v in has_data and empty(v, range(ref, ref + 1))]
+        for v in targets:
+            if v in has_data and (gone := empty(v, range(ref + 1, ref + 1 + steps))):
+                reasons.append(f"no data (only NaN) in {v!r} to verify against at "
+                               + ", ".join(_time_label(times[i]) for i in gone))
+        if reasons:
+            label = _time_label(times[ref])
+            if s is not None:
+                label += f" (sequence {seq[s] if seq is not None else s})"
+            out[k] = (label, "; ".join(reasons))
+    return out
+
+
+def _reference_time_cases(ds: xr.Dataset, reference_times: Sequence[Any], t_in: int, steps: int) -> np.ndarray:
     """Cases (window starts) whose newest input is each reference time."""
     index = pd.Index(ds["time"].values)
     starts = []
-    for ref in np.atleast_1d(np.asarray(reference_times, dtype=ds["time"].dtype)):
+    for ref in _as_times(ds, reference_times):
         if ref not in index:
             raise ConfigError(f"reference time {ref} is not in the data's time axis")
         start = index.get_loc(ref) - t_in + 1
         if start < 0:
             raise ConfigError(f"the models need {t_in} input frames up to {ref}; the data has only {start + t_in}")
+        after = len(index) - 1 - index.get_loc(ref)
+        if after < steps:
+            raise ConfigError(f"reference time {_time_label(ref)}: steps={steps} lead times are verified against "
+                              f"the frames after it, and the data hold only {after} (they end at "
+                              f"{_time_label(index[-1])}); expected reference times at least {steps} frames before "
+                              "the end of the data")
         starts.append(start)
     cases = np.zeros(len(starts), dtype=[("time", int)])
     cases["time"] = starts
     return cases
+
+
+def _as_times(ds: xr.Dataset, reference_times: Any) -> np.ndarray:
+    """``reference_times`` as values of ``ds``'s time axis (strings and timestamps converted), at least one-dimensional."""
+    return np.atleast_1d(np.asarray(reference_times, dtype=ds["time"].dtype))
 
 
 def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Dataset, np.ndarray]:
@@ -204,13 +284,16 @@ def evaluate(
     missing = [k for k, f in contenders.items() if variable not in f.variables]
     if missing:
         raise ConfigError(f"variable {variable!r} is not forecast by {missing}")
+    if _as_times(ds, reference_times).size == 0:
+        raise ConfigError("reference_times is empty; expected one or more times of the data's time axis")
     t_in = max(int(f.model.input_steps) for f in contenders.values())
-    cases = _reference_time_cases(ds, reference_times, t_in)
+    cases = _reference_time_cases(ds, reference_times, t_in, steps)
     out = score_cases(ds, contenders, cases, steps=steps, verification=Verification(
         metrics=tuple(metrics), thresholds=tuple(thresholds), scales=tuple(scales), data_range=data_range),
         options=opts, variable=variable)
-    out.attrs["reference_times"] = [str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64)
-                                    else str(t) for t in np.atleast_1d(reference_times)]
+    skipped = set(out.attrs["skipped_reference_times"])  # an outage: left out, with a warning (score_cases)
+    out.attrs["reference_times"] = [label for label in (_time_label(t) for t in _as_times(ds, reference_times))
+                                    if label not in skipped]
     if print_table:
         print(format_table(out))
     return out

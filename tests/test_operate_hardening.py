@@ -24,7 +24,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from geostp.errors import GeostpError, UnsafePathError, WriteError
+import geostp
+from geostp.errors import ConfigError, CubeValueError, GeostpError, UnsafePathError, WriteError
 
 VAR = "precipitation"
 REPO = Path(__file__).resolve().parents[1]
@@ -262,3 +263,94 @@ def test_a_motion_cache_through_a_file_is_a_write_error_naming_the_file(tmp_path
     frames = np.nan_to_num(_cube(3)[VAR].values).astype(np.float32)
     _refused(WriteError, lambda: cache.get("cube", 0, frames), str(tmp_path / "notes.txt" / "motion"))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- 2. evaluate over an outage
+
+
+def _evaluate(cube: xr.Dataset, refs, **kwargs) -> xr.Dataset:
+    return geostp.evaluate(cube, ["persistence", "optical_flow"], steps=2, reference_times=refs, progress=False,
+                           print_table=False, **kwargs)
+
+
+def _label(cube: xr.Dataset, i: int) -> str:
+    return str(pd.Timestamp(cube.time.values[i]))
+
+
+def _outage(cube: xr.Dataset, *frames: int) -> xr.Dataset:
+    out = cube.copy(deep=True)
+    for i in frames:
+        out[VAR].values[i] = np.nan  # the radar was down: no data at all in that frame
+    return out
+
+
+def _skip_warnings(record) -> list[str]:
+    return [str(w.message) for w in record if "cannot be scored" in str(w.message)]
+
+
+def test_evaluate_leaves_out_the_reference_times_an_outage_hits_and_scores_the_rest(recwarn):
+    cube = _outage(_cube(20), 10)
+    refs = cube.time.values[6:14]
+    scores = _evaluate(cube, refs)
+    hit = [8, 9, 10]  # 10 is the reference frame; 8 and 9 are verified against it (two lead times)
+    (message,) = _skip_warnings(recwarn)  # one warning, naming each time left out and why
+    assert all(_label(cube, i) in message for i in hit) and "only NaN" in message, message
+    assert scores.attrs["skipped_reference_times"] == [_label(cube, i) for i in hit]
+    assert len(scores.attrs["skipped_reasons"]) == 3 and "at the reference time" in scores.attrs["skipped_reasons"][2]
+    kept = [i for i in range(6, 14) if i not in hit]
+    assert scores.attrs["cases"] == len(kept)
+    assert scores.attrs["reference_times"] == [_label(cube, i) for i in kept]
+    # the scores are those of the usable times alone: nothing of the outage is averaged in
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        alone = _evaluate(cube, cube.time.values[kept])
+    assert not _skip_warnings(again) and alone.attrs["skipped_reference_times"] == []
+    for name in scores.data_vars:
+        assert np.isfinite(scores[name].values).all(), name
+        np.testing.assert_array_equal(scores[name].values, alone[name].values)
+
+
+def test_evaluate_leaves_out_a_reference_time_whose_observation_is_an_outage(recwarn):
+    cube = _outage(_cube(20), 15)
+    scores = _evaluate(cube, cube.time.values[6:14])
+    assert scores.attrs["skipped_reference_times"] == [_label(cube, 13)]  # verified against 14 and 15
+    assert _label(cube, 15) in scores.attrs["skipped_reasons"][0]
+    (message,) = _skip_warnings(recwarn)
+    assert _label(cube, 13) in message and "verify against" in message
+
+
+def test_an_outage_in_an_earlier_input_frame_is_forecast_as_the_runner_does(recwarn):
+    cube = _outage(_cube(20), 5)  # only the newest input frame must hold data (NaN is missing data)
+    scores = _evaluate(cube, cube.time.values[8:12])
+    assert scores.attrs["skipped_reference_times"] == [] and scores.attrs["cases"] == 4
+    assert not _skip_warnings(recwarn)
+
+
+def test_evaluate_refuses_when_no_reference_time_can_be_scored():
+    cube = _outage(_cube(20), 8, 10)
+    refs = cube.time.values[[8, 9, 10]]
+    message = _refused(CubeValueError, lambda: _evaluate(cube, refs), *(_label(cube, i) for i in (8, 9, 10)),
+                       "only NaN")
+    assert "no reference time can be scored" in message
+
+
+def test_scores_of_a_multi_sequence_cube_leave_out_the_cases_of_an_outage(recwarn):
+    import geostp.models as models
+    from geostp.evaluate import Verification, score_cases
+    from geostp.forecast import FittedForecaster
+
+    a, b = _cube(8), _cube(8)
+    cube = xr.concat([a, b.assign_coords(time=a.time)], dim="sequence")
+    cube[VAR].values[1, 4] = np.nan  # sequence 1, frame 4
+    cases = np.zeros(4, dtype=[("sequence", int), ("time", int)])
+    cases["sequence"], cases["time"] = [0, 0, 1, 1], [1, 3, 1, 3]
+    fitted = FittedForecaster(model=models.get("persistence", input_steps=2), variables=[VAR])
+    scores = score_cases(cube, {"persistence": fitted}, cases, steps=2, verification=Verification())
+    assert scores.attrs["cases"] == 2
+    assert scores.attrs["skipped_reference_times"] == [f"{_label(a, 2)} (sequence 1)", f"{_label(a, 4)} (sequence 1)"]
+    assert len(_skip_warnings(recwarn)) == 1
+
+
+def test_evaluate_refuses_reference_times_whose_lead_times_run_past_the_data():
+    cube = _cube(20)
+    _refused(ConfigError, lambda: _evaluate(cube, cube.time.values[[10, 19]]), _label(cube, 19), "steps=2")

@@ -466,7 +466,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
                              tile=ev.tile, overlap=ev.overlap, transfer=ev.source is not None)
     except (ConfigError, CubeError) as exc:
         raise ConfigError(f"{_where(recipe)}: evaluation: {exc}") from None
-    scores.attrs.update({"cases": int(cases.size), "split": ev.split, "recipe": json.dumps(stored_recipe(recipe))})
+    # attrs["cases"]: the cases scored (score_cases leaves out, with a warning, those an outage left without data)
+    scores.attrs.update({"split": ev.split, "recipe": json.dumps(stored_recipe(recipe))})
     secrets = expanded_references(recipe)  # paths in the attributes (a checkpoint's) may hold an expanded secret
     for name in [None, *scores.variables]:
         target = scores if name is None else scores[name]
@@ -480,7 +481,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     leads = scores["lead_time"].values
     lead_labels = ([f"{int(v / np.timedelta64(1, 'm'))}min" for v in leads]
                    if np.issubdtype(leads.dtype, np.timedelta64) else [str(v) for v in leads])
-    as_json = {"cases": int(cases.size), "split": ev.split, "lead_times": lead_labels,
+    as_json = {"cases": int(scores.attrs["cases"]), "split": ev.split, "lead_times": lead_labels,
+               "skipped_reference_times": list(scores.attrs["skipped_reference_times"]),
                "scores": {str(m): {k: [None if not np.isfinite(x) else float(x)
                                        for x in scores[k].sel(model=m).values] for k in scores.data_vars}
                           for m in scores["model"].values}}
