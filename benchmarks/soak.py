@@ -40,6 +40,10 @@ Usage::
 
     nice -n 19 .venv/bin/python benchmarks/soak.py                  # 240 cycles, 6 kills: benchmarks/results/soak.*
     .venv/bin/python benchmarks/soak.py --cycles 20 --kills 1 --out /tmp/soak   # a quick check
+
+The feed (:func:`make_frames`, :func:`frame_bytes`, :func:`nowcast_recipe`), the runner processes (:func:`launch`,
+:func:`kill9`) and the counting (:func:`expected_cycles`, :func:`note_outputs`, :func:`tally`) are functions of
+their own: ``tests/test_operate_hardening.py`` runs a short soak with them.
 """
 
 from __future__ import annotations
@@ -107,6 +111,28 @@ def make_frames(n: int, staging: Path, seed: int) -> tuple[list[pd.Timestamp], d
 
 def name_of(t: pd.Timestamp) -> str:
     return f"frame_{t:%Y%m%d%H%M}.nc"
+
+
+def frame_bytes(frames: dict[str, list[bytes]], i: int, variant: str) -> bytes:
+    """What a delivery of frame ``i`` writes: ``good``, ``all_nan`` or ``wrong_grid`` (:func:`make_frames`), or
+    the good frame cut short: ``half`` (the first half, as a file being written) or ``corrupt`` (300 bytes)."""
+    data = frames["good" if variant in ("half", "corrupt") else variant][i]
+    return data[: len(data) // 2] if variant == "half" else data[:300] if variant == "corrupt" else data
+
+
+def nowcast_recipe(feed: Path, out: Path, *, wait_for_late: float, catch_up: int,
+                   poll_seconds: float = 0.2) -> dict[str, Any]:
+    """The nowcast recipe of the soak: ``optical_flow`` over ``feed/frame_*.nc``, forecasts into ``out``."""
+    return {
+        "kind": "nowcast",
+        "data": {"adapter": "netcdf", "args": {"path": f"{feed}/frame_*.nc", "variable": "precipitation",
+                                               "time_step": "5min"},
+                 "variables": ["precipitation"]},
+        "model": {"name": "optical_flow"},
+        "nowcast": {"steps": STEPS, "time_pattern": "frame_%Y%m%d%H%M", "extension": "nc",
+                    "poll_seconds": poll_seconds, "wait_for_late": wait_for_late, "catch_up": catch_up},
+        "output": {"dir": str(out), "formats": ["netcdf"]},
+    }
 
 
 def assign_faults(n: int, rng: random.Random) -> dict[int, str]:
@@ -187,10 +213,12 @@ class Runner:
                 "returncode": self.proc.returncode, "killed_while_writing": self.tmp_seen}
 
 
-def launch(recipe: Path, index: int, delayed: bool, work: Path) -> Runner:
+def launch(recipe: Path, index: int, delayed: bool, work: Path, commit_delay: float = 0.4) -> Runner:
+    """``geostp run RECIPE --watch`` in a process of its own (output in ``work/runnerN.std*``); ``delayed``: each
+    forecast waits ``commit_delay`` seconds between its temporary file and the rename (a window to kill it in)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     if delayed:
-        env["GEOSTP_NOWCAST_COMMIT_DELAY"] = "0.4"
+        env["GEOSTP_NOWCAST_COMMIT_DELAY"] = str(commit_delay)
     out = open(work / f"runner{index}.stdout", "w")  # noqa: SIM115 - the child's, closed when it ends
     err = open(work / f"runner{index}.stderr", "w")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, "-m", "geostp.cli", "run", str(recipe), "--watch"], stdout=out,
@@ -262,6 +290,84 @@ class LogTail:
         return out
 
 
+# ----------------------------------------------------------------------------- counting
+
+
+def expected_cycles(n: int, faults: dict[int, str]) -> list[int]:
+    """The reference times (frame indices) that must get a forecast: their ``T_IN`` inputs all came, readable and
+    on the grid, and the reference-time frame holds data (an earlier all-NaN input does not matter)."""
+    bad = {i for i, f in faults.items() if f in ("missing", "corrupt", "wrong_grid")}
+    return [i for i in range(T_IN - 1, n)
+            if not any(k in bad for k in range(i - T_IN + 1, i + 1)) and faults.get(i) != "all_nan"]
+
+
+def check_output(path: Path, t: pd.Timestamp) -> str | None:
+    """What is wrong with a forecast file (None: it opens, with its lead times, grid, reference time, data)."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path) as ds:
+            da = ds["precipitation"]
+            if da.dims != ("lead_time", "y", "x") or da.shape != (STEPS, SIZE, SIZE):
+                return f"dims {da.dims} shape {da.shape}"
+            if pd.Timestamp(ds["forecast_reference_time"].values) != t:
+                return "reference time differs from its name"
+            if not np.isfinite(da.values).any():
+                return "no finite value"
+    except Exception as exc:  # noqa: BLE001 - whatever fails to open is a partial file
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def note_outputs(out: Path, seen: dict[str, tuple[int, int]], rewritten: set[str]) -> None:
+    """Note each forecast file's identity when first seen; one that changes later was written twice."""
+    for p in out.glob("nowcast_*.nc"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        ident = (st.st_ino, st.st_mtime_ns)
+        first = seen.setdefault(p.name, ident)
+        if first != ident:
+            rewritten.add(p.name)
+
+
+def repeated_give_ups(cycles: list[dict[str, Any]]) -> int:
+    """``skipped``/``refused`` records that repeat the one before for the same reference time and the same files."""
+    given_up: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in cycles:
+        if r["outcome"] in ("skipped", "refused"):
+            given_up[r["reference_time"]].append(r)
+    return sum(1 for rs in given_up.values() for a, b in zip(rs, rs[1:], strict=False)
+               if a.get("input_state") == b.get("input_state") and a["outcome"] == b["outcome"])
+
+
+def tally(out: Path, times: list[pd.Timestamp], expected: set[int], recs: list[dict[str, Any]],
+          rewritten: set[str]) -> dict[str, Any]:
+    """Expected, written, lost, extra, duplicate and partial forecasts (and which), from the output folder, the
+    log's records and the files seen to change (:func:`note_outputs`)."""
+    by_name = {f"nowcast_{t:%Y%m%d%H%M}.nc": (i, t) for i, t in enumerate(times)}
+    problems = {}
+    for name in sorted(p.name for p in out.glob("nowcast_*.nc")):
+        i_t = by_name.get(name)
+        problems[name] = "not a reference time of the feed" if i_t is None else check_output(out / name, i_t[1])
+    bad = {k: v for k, v in problems.items() if v}
+    written = {by_name[n][0] for n in problems if n in by_name and n not in bad}
+    written_records = Counter(r["reference_time"] for r in recs
+                              if r.get("event") == "cycle" and r.get("outcome") == "written")
+    dup_records = sorted(t for t, c in written_records.items() if c > 1)
+    temporary = sorted(p.name for p in out.iterdir() if ".tmp-" in p.name)
+    return {
+        "expected": len(expected), "written": len(written), "lost": len(expected - written),
+        "extra": len(written - expected), "duplicate": len(set(dup_records) | rewritten),
+        "partial": len(temporary) + len(bad),
+        "lost_reference_times": [times[i].isoformat() for i in sorted(expected - written)],
+        "extra_reference_times": [times[i].isoformat() for i in sorted(written - expected)],
+        "duplicate_written_records": dup_records, "rewritten_files": sorted(rewritten),
+        "temporary_files_left": temporary, "outputs_that_do_not_check": bad,
+    }
+
+
 # ----------------------------------------------------------------------------- the run
 
 
@@ -275,16 +381,8 @@ class Soak:
         self.faults = assign_faults(opts.cycles, self.rng)
         self.events = schedule(opts.cycles, self.faults, opts.interval, opts.kills, self.rng)
         self.recipe = work / "soak.yaml"
-        self.recipe.write_text(json.dumps({
-            "kind": "nowcast",
-            "data": {"adapter": "netcdf", "args": {"path": f"{self.feed}/frame_*.nc", "variable": "precipitation",
-                                                   "time_step": "5min"},
-                     "variables": ["precipitation"]},
-            "model": {"name": "optical_flow"},
-            "nowcast": {"steps": STEPS, "time_pattern": "frame_%Y%m%d%H%M", "extension": "nc",
-                        "poll_seconds": 0.2, "wait_for_late": opts.wait_for_late, "catch_up": opts.catch_up},
-            "output": {"dir": str(self.out), "formats": ["netcdf"]},
-        }))
+        self.recipe.write_text(json.dumps(nowcast_recipe(self.feed, self.out, wait_for_late=opts.wait_for_late,
+                                                         catch_up=opts.catch_up)))
         self.runners: list[Runner] = []
         self.seen_outputs: dict[str, tuple[int, int]] = {}
         self.rewritten: set[str] = set()
@@ -303,10 +401,7 @@ class Soak:
     def do(self, ev: Event) -> None:
         if ev.kind == "deliver":
             i, variant = ev.args
-            path = self.feed / name_of(self.times[i])
-            data = self.frames["good" if variant in ("half", "corrupt") else variant][i]
-            path.write_bytes(data[: len(data) // 2] if variant == "half" else data[:300] if variant == "corrupt"
-                             else data)
+            (self.feed / name_of(self.times[i])).write_bytes(frame_bytes(self.frames, i, variant))
         elif ev.kind == "future":
             k = ev.args[0]
             now = datetime.now(timezone.utc).replace(tzinfo=None)
@@ -325,16 +420,7 @@ class Soak:
             self.extra_files["off_grid_time"].append(path.name)
 
     def watch_outputs(self) -> None:
-        """Note each forecast file's identity when first seen; one that changes later was written twice."""
-        for p in self.out.glob("nowcast_*.nc"):
-            try:
-                st = p.stat()
-            except FileNotFoundError:
-                continue
-            ident = (st.st_ino, st.st_mtime_ns)
-            first = self.seen_outputs.setdefault(p.name, ident)
-            if first != ident:
-                self.rewritten.add(p.name)
+        note_outputs(self.out, self.seen_outputs, self.rewritten)
 
     def progress(self) -> None:
         """Read the log's new lines: runners started, reference times decided (the newest one's frame index)."""
@@ -459,71 +545,31 @@ class Soak:
 
     # ------------------------------------------------------------------ counting
     def expected(self) -> list[int]:
-        bad = {i for i, f in self.faults.items() if f in ("missing", "corrupt", "wrong_grid")}
-        return [i for i in range(T_IN - 1, self.opts.cycles)
-                if not any(k in bad for k in range(i - T_IN + 1, i + 1)) and self.faults.get(i) != "all_nan"]
-
-    def check_output(self, path: Path, t: pd.Timestamp) -> str | None:
-        import xarray as xr
-
-        try:
-            with xr.open_dataset(path) as ds:
-                da = ds["precipitation"]
-                if da.dims != ("lead_time", "y", "x") or da.shape != (STEPS, SIZE, SIZE):
-                    return f"dims {da.dims} shape {da.shape}"
-                if pd.Timestamp(ds["forecast_reference_time"].values) != t:
-                    return "reference time differs from its name"
-                if not np.isfinite(da.values).any():
-                    return "no finite value"
-        except Exception as exc:  # noqa: BLE001 - whatever fails to open is a partial file
-            return f"{type(exc).__name__}: {exc}"
-        return None
+        return expected_cycles(self.opts.cycles, self.faults)
 
     def count(self) -> dict[str, Any]:
         recs, cut = records(self.log_path())
-        by_name = {f"nowcast_{t:%Y%m%d%H%M}.nc": (i, t) for i, t in enumerate(self.times)}
-        outputs = sorted(p.name for p in self.out.glob("nowcast_*.nc"))
-        problems = {}
-        for name in outputs:
-            i_t = by_name.get(name)
-            problems[name] = "not a reference time of the feed" if i_t is None else \
-                self.check_output(self.out / name, i_t[1])
-        bad = {k: v for k, v in problems.items() if v}
-        written = {by_name[n][0] for n in outputs if n in by_name and n not in bad}
         expected = set(self.expected())
+        counts = tally(self.out, self.times, expected, recs, self.rewritten)
         cycles = [r for r in recs if r["event"] == "cycle"]
-        written_records = Counter(r["reference_time"] for r in cycles if r["outcome"] == "written")
-        dup_records = sorted(t for t, c in written_records.items() if c > 1)
-        given_up: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in cycles:
-            if r["outcome"] in ("skipped", "refused"):
-                given_up[r["reference_time"]].append(r)
-        repeated = sum(1 for rs in given_up.values() for a, b in zip(rs, rs[1:], strict=False)
-                       if a.get("input_state") == b.get("input_state") and a["outcome"] == b["outcome"])
+        given_up = Counter(r["reference_time"] for r in cycles if r["outcome"] in ("skipped", "refused"))
         future = Counter(r["path"] for r in recs if r["event"] == "future_file")
         bad_files = Counter((r["path"], r.get("size"), r.get("mtime_ns")) for r in recs if r["event"] == "bad_file")
         nan_refs = {self.times[i].isoformat() for i, f in self.faults.items() if f == "all_nan"}
         refused_nan = {r["reference_time"] for r in cycles if r["outcome"] == "refused" and "NaN" in r["reason"]}
-        temporary = sorted(p.name for p in self.out.iterdir() if ".tmp-" in p.name)
         stderr_tracebacks = sum("Traceback" in (self.work / f"runner{r.index}.stderr").read_text()
                                 for r in self.runners if not r.ended.startswith("SIGKILL"))
         nan_earlier = [i for i in expected if any(self.faults.get(k) == "all_nan" for k in range(i - T_IN + 1, i))]
         return {
             "reference_times_on_the_grid": self.opts.cycles,
-            "expected": len(expected), "written": len(written), "lost": len(expected - written),
-            "extra": len(written - expected), "duplicate": len(set(dup_records) | self.rewritten),
-            "partial": len(temporary) + len(bad),
-            "lost_reference_times": [self.times[i].isoformat() for i in sorted(expected - written)],
-            "extra_reference_times": [self.times[i].isoformat() for i in sorted(written - expected)],
-            "duplicate_written_records": dup_records, "rewritten_files": sorted(self.rewritten),
-            "temporary_files_left": temporary, "outputs_that_do_not_check": bad,
+            **counts,
             "expected_with_an_all_nan_earlier_input": len(nan_earlier),
             "log": {
                 "records": len(recs), "cut_lines": cut, "events": dict(Counter(r["event"] for r in recs)),
                 "outcomes": dict(Counter(r["outcome"] for r in cycles)),
                 "given_up_reference_times": len(given_up),
-                "given_up_records": sum(len(v) for v in given_up.values()),
-                "given_up_records_repeating_the_one_before": repeated,
+                "given_up_records": sum(given_up.values()),
+                "given_up_records_repeating_the_one_before": repeated_give_ups(cycles),
                 "future_file_records": sum(future.values()), "future_files_logged_more_than_once":
                     sum(1 for c in future.values() if c > 1),
                 "bad_file_versions_logged_more_than_once": sum(1 for c in bad_files.values() if c > 1),

@@ -15,7 +15,11 @@
 from __future__ import annotations
 
 import errno
+import importlib.util
+import json
 import os
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -354,3 +358,126 @@ def test_scores_of_a_multi_sequence_cube_leave_out_the_cases_of_an_outage(recwar
 def test_evaluate_refuses_reference_times_whose_lead_times_run_past_the_data():
     cube = _cube(20)
     _refused(ConfigError, lambda: _evaluate(cube, cube.time.values[[10, 19]]), _label(cube, 19), "steps=2")
+
+
+# ----------------------------------------------------------------------------- 3. a short soak
+
+
+def _soak_module():
+    """``benchmarks/soak.py``: its feed, runner processes and counting."""
+    spec = importlib.util.spec_from_file_location("geostp_soak_benchmark", REPO / "benchmarks" / "soak.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+#: The faulty frames of the short soak (frame index -> fault), as benchmarks/soak.py names them.
+SHORT_SOAK_FAULTS = {4: "missing", 7: "corrupt", 12: "half_written", 14: "duplicate", 16: "all_nan", 18: "late",
+                     21: "wrong_grid"}
+
+
+def _wait(what: str, condition, proc, limit: float = 240.0):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        got = condition()
+        if got:
+            return got
+        assert proc.poll() is None, f"the runner ended (rc {proc.returncode}) before {what}"
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what} after {limit:.0f} s")
+
+
+def test_a_short_soak_loses_duplicates_and_leaves_half_written_nothing(tmp_path):
+    """25 frames with a missing, a corrupt, a half-written, a duplicate, an all-NaN, a late and a wrong-grid frame
+    and a file stamped 2099, through three runners of this process and two ``geostp run --watch`` processes
+    killed with kill -9: one while it starts, one while it writes a forecast (a temporary file in the folder)."""
+    from geostp.recipes import load_recipe
+    from geostp.recipes.run import nowcast_runner
+
+    soak = _soak_module()
+    n = 25
+    times, frames = soak.make_frames(n, tmp_path, seed=16)
+    feed, out, work = tmp_path / "feed", tmp_path / "out", tmp_path / "work"
+    feed.mkdir()
+    work.mkdir()
+    recipe = tmp_path / "soak.yaml"
+    recipe.write_text(json.dumps(soak.nowcast_recipe(feed, out, wait_for_late=0, catch_up=48)))
+    seen: dict[str, tuple[int, int]] = {}
+    rewritten: set[str] = set()
+    log = out / "nowcast.log.jsonl"
+
+    def deliver(i: int, variant: str = "good") -> None:
+        (feed / soak.name_of(times[i])).write_bytes(soak.frame_bytes(frames, i, variant))
+
+    def frame(i: int, runner) -> None:
+        """Frame ``i`` arrives as its fault says (a late one two frames on), the runner polls after each file."""
+        fault = SHORT_SOAK_FAULTS.get(i)
+        steps = {"missing": [], "late": [], "corrupt": ["corrupt"], "all_nan": ["all_nan"],
+                 "wrong_grid": ["wrong_grid"], "half_written": ["half", "good"]}.get(fault, ["good"])
+        if i - 2 in SHORT_SOAK_FAULTS and SHORT_SOAK_FAULTS[i - 2] == "late":
+            steps = [*steps, ("late", i - 2)]
+        if i - 3 in SHORT_SOAK_FAULTS and SHORT_SOAK_FAULTS[i - 3] == "duplicate":
+            steps = [*steps, ("again", i - 3)]  # sent again after its forecast was written
+        for step in steps:
+            if isinstance(step, tuple):
+                deliver(step[1])
+            else:
+                deliver(i, step)
+            runner.poll()
+            soak.note_outputs(out, seen, rewritten)
+        if fault == "duplicate":
+            deliver(i)  # the same file twice in a row
+            runner.poll()
+
+    def in_process():
+        return nowcast_runner(load_recipe(recipe), echo=None)
+
+    (feed / "frame_209901010000.nc").write_bytes(frames["good"][0])  # a clock gone wrong: ignored, logged once
+    with in_process() as runner:
+        for i in range(10):
+            frame(i, runner)
+    deliver(10)
+    procs = []
+    try:
+        starting = soak.launch(recipe, 0, False, work)  # killed while it starts (importing, opening its log)
+        procs.append(starting)
+        time.sleep(0.5)
+        soak.kill9(starting, "during start-up")
+        writing = soak.launch(recipe, 1, True, work, commit_delay=120)  # killed with a forecast half-written
+        procs.append(writing)
+        tmp = _wait("a temporary forecast file", lambda: list(out.glob(".nowcast_*.tmp-*")), writing.proc)
+        soak.kill9(writing, "mid-write")
+        assert tmp[0].exists() and not (out / tmp[0].name.split(".tmp-")[0][1:]).exists()
+    finally:
+        for p in procs:
+            if p.proc.poll() is None:
+                soak.kill9(p, "test ended")
+    with in_process() as runner:  # a runner started after the kill removes what the killed one left
+        runner.poll()
+        soak.note_outputs(out, seen, rewritten)
+        for i in range(11, n):
+            frame(i, runner)
+        runner.poll()
+    recs, cut = soak.records(log)
+    before = len(recs)
+    with in_process() as quiet:  # a restart on a quiet feed logs its start and stop, nothing else
+        quiet.poll()
+        quiet.poll()
+    recs, cut = soak.records(log)
+    assert [r["event"] for r in recs[before:]] == ["start", "stop"], recs[before:]
+
+    expected = set(soak.expected_cycles(n, SHORT_SOAK_FAULTS))
+    counts = soak.tally(out, times, expected, recs, rewritten)
+    assert counts["expected"] == counts["written"] == 13, counts  # 23 reference times, 10 without their inputs
+    assert (counts["lost"], counts["extra"], counts["duplicate"], counts["partial"]) == (0, 0, 0, 0), counts
+    cycles = [r for r in recs if r["event"] == "cycle"]
+    assert soak.repeated_give_ups(cycles) == 0, "a cycle given up is logged once"
+    assert [r["path"] for r in recs if r["event"] == "future_file"] == [str(feed / "frame_209901010000.nc")]
+    nan_ref = times[16].isoformat()
+    assert any(c["reference_time"] == nan_ref and c["outcome"] == "refused" and "NaN" in c["reason"] for c in cycles)
+    assert not any(c["reference_time"] == nan_ref and c["outcome"] == "written" for c in cycles)
+    assert any(r["event"] == "bad_file" and r["path"].endswith(soak.name_of(times[7])) for r in recs)
+    starts = [r for r in recs if r["event"] == "start"]
+    assert any(tmp[0].name in s["removed_partial_files"] for s in starts), "the half-written file was removed"
+    assert cut <= 2  # lines cut by the two kills at most

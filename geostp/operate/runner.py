@@ -72,6 +72,14 @@ Lock
     (``O_NOFOLLOW``): a lock or log that is a symbolic link, a hard link or
     not a regular file is refused (:class:`~geostp.errors.UnsafePathError`)
     and whatever it points at is left untouched.
+Where it writes
+    The output folder and the log's folder are checked when the runner is
+    made and again in :meth:`NowcastRunner.open`, before anything is created:
+    one that cannot be written (a regular file where the folder belongs, a
+    path through a file, a broken link, a read-only folder) is a
+    :class:`~geostp.errors.WriteError` naming it; so is a folder that refuses
+    the lock or log file, and a log that cannot be written later (a full
+    disk), after which :meth:`NowcastRunner.close` still releases the lock.
 """
 
 from __future__ import annotations
