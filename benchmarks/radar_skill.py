@@ -21,7 +21,8 @@ Through geostp's public API only:
   advection-aware PredRNN-V2; each advection-aware one with and without probability matching, beside
   extrapolation and S-PROG on the same ``--ablation-refs`` reference times.
 - **loso**: the main recipe (validation part and lead gate included) without FMI, for ``--ablation-iterations``
-  / ``--ablation-minutes``, verified on FMI 2016-09-28 against extrapolation and S-PROG.
+  / ``--ablation-minutes``, verified on FMI 2016-09-28 against extrapolation and S-PROG (``--save-loso PATH``
+  keeps its weights).
 
 Usage (each phase writes ``benchmarks/results/radar_skill_parts/<phase>.json``; ``report`` assembles them
 into ``radar_skill.md`` / ``.json``)::
@@ -187,6 +188,8 @@ def main() -> None:
                          "frames a window, 0.33 holds out KNMI's last 30 frames only); the lead gate is calibrated "
                          "there")
     ap.add_argument("--save-model", type=Path, default=REPO / "geostp" / "weights" / "tau_radar.pt")
+    ap.add_argument("--save-loso", type=Path, default=None,
+                    help="loso: also save the model trained without FMI here (to study its transfer later)")
     args = ap.parse_args()
     os.environ.setdefault("GEOSTP_DATA", str(REPO.parent / "shared" / "data"))
     os.environ.setdefault("GEOSTP_MODEL_STORE", tempfile.mkdtemp(prefix="geostp-radar-skill-store-"))
@@ -310,6 +313,11 @@ def phase_loso(args) -> None:
     fitted, meta = train(cubes, "tau", iterations=args.ablation_iterations, minutes=args.ablation_minutes,
                          advection=args.base, model_args=TAU_ARGS, patch=args.patch, batch=args.batch, seed=args.seed,
                          output_steps=args.output_steps, validation_fraction=args.validation_fraction)
+    if args.save_loso and meta["iterations"] >= 0.9 * args.ablation_iterations:
+        args.save_loso.parent.mkdir(parents=True, exist_ok=True)
+        fitted.metadata.update(corpus_sources=names, training_run=meta)
+        fitted.save(args.save_loso)
+        log(f"saved {args.save_loso}")
     fmi = open_sources()["fmi"].load()
     refs = refs_for(fmi)
     label = _label(args) + "_without_fmi"
@@ -431,6 +439,7 @@ def phase_report(args) -> None:
             md += _table(scores, leads, var, show) + [""]
         md += _verdict(scores, leads)
     for part, title in (("main", "The main run"),
+                        ("loso", "The leave-one-source-out run (the main recipe without FMI)"),
                         ("main_v1", "The first S-PROG-based run (no validation part, no lead gate)"),
                         ("main_extrapolation", "The earlier main run (extrapolation base, 6 output steps)")):
         if part in parts:
