@@ -6,6 +6,7 @@ from geostp._version import __version__
 from geostp.errors import (
     CheckpointError,
     ConfigError,
+    CorruptStoreError,
     CubeError,
     CubeValueError,
     DataError,
@@ -31,6 +32,7 @@ __all__ = [
     "CubeError",
     "DataError",
     "StoreError",
+    "CorruptStoreError",
     "ConfigError",
     "UnknownNameError",
     "CheckpointError",

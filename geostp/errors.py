@@ -19,6 +19,7 @@ __all__ = [
     "CubeValueError",
     "DataError",
     "StoreError",
+    "CorruptStoreError",
     "ConfigError",
     "UnknownNameError",
     "CheckpointError",
@@ -48,6 +49,12 @@ class DataError(GeostpError, OSError):
 
 class StoreError(GeostpError, OSError):
     """A zarr store is missing, incomplete (an interrupted write) or not a geostp cube."""
+
+
+class CorruptStoreError(StoreError):
+    """A store's files are not those ingest wrote: a chunk missing, truncated, overwritten or undecodable.  The
+    message names the store, the variable and the chunk, and says what to do (``geostp info --verify``, ingest the
+    store again or restore it from a copy)."""
 
 
 class ConfigError(GeostpError, ValueError):

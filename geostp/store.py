@@ -39,8 +39,20 @@ Before the marker is set, ingest records every file of the store's arrays (metad
 ``geostp_manifest.json`` at its root: size and BLAKE2b digest.  :func:`open_cube` checks cheaply that each
 recorded file is still there with its size (a deleted chunk would otherwise read back as NaN: zarr treats an
 absent chunk as empty); :func:`verify_store` (``geostp info --verify``) reads every file and compares its
-digest (a chunk overwritten in place).  Either names the store and the chunk in a :class:`StoreError`.  A
-store written before geostp kept a manifest opens as before and says that it cannot be verified.
+digest (a chunk overwritten in place).  Either names the store and the chunk in a :class:`CorruptStoreError`.
+A store written before geostp kept a manifest opens as before and says that it cannot be verified.
+
+A chunk changed in place with its size passes the check on open and fails only when it is decoded, so every read
+of a store's chunks goes through :func:`reading_store` (the dask arrays of :func:`open_cube` read through
+:class:`StoreChunkReader`, dask's ``getitem``; the stream's zarr reader reads inside it): a read or decode failure
+is a :class:`StoreError` naming the store, the variable and the chunk(s) read, a :class:`CorruptStoreError` where
+the manifest shows which one changed, wherever geostp computes from the store.
+
+No data
+-------
+:func:`ingest` refuses a variable that holds only NaN over the whole cube (an outage over the whole period) with a
+:class:`CubeValueError`, as :func:`~geostp.cube.validate_cube` refuses one whose sampled frames hold only NaN.  zarr
+writes no chunk that holds only the fill value, so the check is free: such a variable has no chunk file.
 
 Direct reads
 ------------
@@ -55,12 +67,14 @@ rechunked since is a different dask array, and is read through xarray.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,10 +85,18 @@ import xarray as xr
 
 from geostp.cluster import dask_client
 from geostp.cube import CubeInfo, check_value_range, validate_cube
-from geostp.errors import CubeError, StoreError, writing
+from geostp.errors import (
+    CorruptStoreError,
+    CubeError,
+    CubeValueError,
+    GeostpError,
+    StoreError,
+    writing,
+)
 
 __all__ = ["ingest", "open_cube", "store_info", "verify_store", "StoreVerification", "default_chunks",
-           "unmodified_store_path", "foreign_content", "COMPLETE_ATTR", "STORE_ARRAY_KEY", "MANIFEST_NAME"]
+           "unmodified_store_path", "foreign_content", "reading_store", "StoreChunkReader", "COMPLETE_ATTR",
+           "STORE_ARRAY_KEY", "MANIFEST_NAME"]
 
 COMPLETE_ATTR = "geostp_complete"
 #: The file at a store's root that lists every file of its arrays with its size and digest (module docstring).
@@ -256,6 +278,15 @@ def ingest(
     -------
     Path
         The path of the complete store.
+
+    Raises
+    ------
+    CubeValueError
+        If a value cannot be right (an infinity, an undecoded fill value: the variable and the frame are named),
+        or if a variable holds only NaN over the whole cube (a radar outage over the whole period: no data to
+        train on, forecast from or score against).  Nothing is left under ``path``.
+    StoreError, WriteError
+        If ``path`` exists and may not be replaced, or cannot be written.
     """
     from tqdm.auto import tqdm
 
@@ -282,6 +313,7 @@ def ingest(
                                    source or str(target))
         with bar:
             _write_blocks(data_only, tmp, info.dims, starts, chunks["time"], bar, client)
+        _refuse_no_data(tmp, ds, variables, source or str(target))
         import zarr
 
         with writing(target, "store"):
@@ -337,6 +369,21 @@ def _checked_block(block: np.ndarray, *, label: xr.DataArray, source: str, times
     return block
 
 
+def _refuse_no_data(tmp: Path, ds: xr.Dataset, variables: Sequence[str], source: str) -> None:
+    """Refuse a floating-point variable that holds only NaN over the whole cube (module docstring, "No data"):
+    zarr wrote no chunk of it, as a chunk that holds only the fill value is not written."""
+    for v in variables:
+        if not np.issubdtype(ds[v].dtype, np.floating):
+            continue
+        folder = tmp / v / "c"
+        if folder.is_dir() and any(f.is_file() for f in folder.rglob("*")):
+            continue
+        raise CubeValueError(
+            f"{source}: variable {v!r} holds only NaN in all its {ds.sizes['time']} frames (a radar outage over the "
+            "whole period, or a source whose values could not be decoded?); nothing was written; expected data in "
+            "at least some frames: ingest a period that has data (frames missing in part of it are fine, as NaN)")
+
+
 def _write_blocks(data: xr.Dataset, tmp: Path, dims: Sequence[str], starts: range, step: int, bar: Any,
                   client: Any) -> None:
     """Write the data variables into the store's empty arrays, ``step`` frames from each of ``starts``."""
@@ -345,7 +392,8 @@ def _write_blocks(data: xr.Dataset, tmp: Path, dims: Sequence[str], starts: rang
         block = data.isel(time=slice(start, start + step))
         return block.to_zarr(tmp, region={d: (slice(start, start + step) if d == "time" else slice(None))
                                           for d in dims},
-                             zarr_format=3, consolidated=False, compute=compute)
+                             zarr_format=3, consolidated=False, compute=compute,
+                             write_empty_chunks=False)  # a chunk of NaN only is not written: _refuse_no_data
 
     with dask_client(client) as active:
         if active is None:
@@ -418,9 +466,14 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
 
         with warnings.catch_warnings():  # zarr lists the root and names every file that is not its own
             warnings.filterwarnings("ignore", message=f".*{re.escape(MANIFEST_NAME)}.*")
-            ds = xr.open_zarr(p, consolidated=False, chunks=chunks if chunks is not None else {})
+            # Lazy backend arrays (the index coordinates are read here), made dask arrays below that read their
+            # chunks through StoreChunkReader.
+            ds = xr.open_dataset(p, engine="zarr", consolidated=False, chunks=None, cache=False)
     except Exception as exc:
+        if verify != "full":
+            verify_store(p, full=True)  # a damaged coordinate chunk: name it (a CorruptStoreError)
         raise StoreError(f"{p} could not be opened as a dataset ({type(exc).__name__}: {exc})") from None
+    ds = _read_through_guard(ds, p, chunks)
     if validate:
         try:
             validate_cube(ds, source=str(p), check_values=False)
@@ -432,6 +485,119 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
         if isinstance(data, dask_array.Array):
             ds[name].encoding[STORE_ARRAY_KEY] = data.name
     return ds
+
+
+def _read_through_guard(ds: xr.Dataset, path: Path, chunks: Any) -> xr.Dataset:
+    """``ds`` (lazily opened, not dask-backed) with every array but the index coordinates as a dask array chunked
+    as the store is (or as ``chunks`` says), reading its chunks through a :class:`StoreChunkReader`."""
+    from dask.base import tokenize
+
+    try:
+        stamp = (path / "zarr.json").stat().st_mtime_ns
+    except OSError:
+        stamp = None
+    token = tokenize(str(path.resolve()), stamp, chunks)
+    data, coords = {}, {}
+    for name, var in ds.variables.items():
+        if name in ds.dims or var.ndim == 0:
+            continue  # index coordinates are in memory; scalars (the grid mapping) hold no chunk worth guarding
+        want: Any = dict(var.encoding.get("preferred_chunks", {}))
+        if isinstance(chunks, Mapping):
+            want.update({d: c for d, c in chunks.items() if d in var.dims})
+        elif chunks is not None:
+            want = chunks  # "auto", a number: dask's own rules
+        guarded = var.chunk(want, from_array_kwargs={"name": f"open_cube-{name}-{token}",
+                                                     "getitem": StoreChunkReader(str(path), str(name))})
+        (data if name in ds.data_vars else coords)[name] = guarded
+    return ds.assign_coords(coords).assign(data)
+
+
+class StoreChunkReader:
+    """dask's ``getitem`` for an array of a store that :func:`open_cube` opened: it reads a block as dask's own
+    getter does, inside :func:`reading_store`, so a chunk that cannot be read or decoded is a :class:`StoreError`
+    naming the store, the variable and the chunk (module docstring, "Reading").  Picklable: it holds two names."""
+
+    def __init__(self, path: str, variable: str) -> None:
+        self.path = path
+        self.variable = variable
+
+    def __call__(self, a: Any, b: Any, asarray: bool = True, lock: Any = None) -> Any:
+        from dask.array.core import getter
+
+        with reading_store(self.path, self.variable, b):
+            return getter(a, b, asarray=asarray, lock=lock)
+
+
+@contextmanager
+def reading_store(path: str | os.PathLike[str], variable: str, selection: Any = None) -> Iterator[None]:
+    """Run a block that reads ``selection`` (a tuple of slices; None: anything) of ``variable`` from the store at
+    ``path``: an exception raised in it (other than a :class:`~geostp.errors.GeostpError` or a ``MemoryError``)
+    becomes a :class:`StoreError` naming the store, the variable and the chunk(s) the selection spans, and what
+    to do; a :class:`CorruptStoreError` naming the chunk where the manifest shows which one changed."""
+    try:
+        yield
+    except (GeostpError, MemoryError, RecursionError):
+        raise
+    except Exception as exc:
+        raise _read_failure(Path(path), variable, selection, exc) from exc
+
+
+def _read_failure(root: Path, variable: str, selection: Any, exc: Exception) -> StoreError:
+    """The error for a read of ``selection`` of ``variable`` in the store ``root`` that raised ``exc``."""
+    spanned = _chunk_files(root, variable, selection)
+    what = f"{type(exc).__name__}: {exc}"
+    todo = (f"run `geostp info --verify {root}` to check every chunk, then ingest the store again or restore it "
+            "from a copy")
+    try:
+        manifest = _manifest_entries(root)
+    except StoreError as bad:
+        return CorruptStoreError(f"store {root}: variable {variable!r} could not be read ({what}), and {bad}")
+    if manifest is None:
+        present = [rel for rel in spanned if (root / rel).is_file()] or spanned
+        return CorruptStoreError(
+            f"store {root} is damaged or unreadable: variable {variable!r}, chunk {_listed(present)} could not be "
+            f"read ({what}); the store has no {MANIFEST_NAME} (written before geostp kept one), so which chunk "
+            f"changed cannot be checked; expected chunks that decode; ingest the store again")
+    damaged = [(rel, why) for rel in spanned if (why := _file_problem(root / rel, manifest.get(rel), full=True))]
+    if damaged:
+        rel, why = damaged[0]
+        more = f" (and {len(damaged) - 1} more damaged chunk(s) in the same read)" if len(damaged) > 1 else ""
+        return CorruptStoreError(
+            f"store {root} is damaged: variable {variable!r}, chunk {rel} {why}{more}; reading it failed ({what}); "
+            f"expected every chunk unchanged since ingest; {todo}")
+    return StoreError(
+        f"store {root}: variable {variable!r}, chunk {_listed(spanned)} could not be read ({what}), although "
+        f"{'it matches' if len(spanned) == 1 else 'they match'} the manifest (a file system or permission problem, "
+        f"or a zarr/numcodecs version that cannot decode it?); expected readable chunks; {todo}")
+
+
+def _listed(rels: Sequence[str]) -> str:
+    return ", ".join(rels[:3]) + (f" (and {len(rels) - 3} more)" if len(rels) > 3 else "") if rels else "(unknown)"
+
+
+def _chunk_files(root: Path, variable: str, selection: Any) -> list[str]:
+    """The chunk files (relative to ``root``) that ``selection`` of ``variable`` spans, present or not (from the
+    array's metadata); every chunk file of the variable on disk where the selection or the metadata cannot say."""
+    try:
+        meta = json.loads((root / variable / "zarr.json").read_text(encoding="utf-8"))
+        shape = [int(n) for n in meta["shape"]]
+        chunk = [int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"]]
+        encoding = meta.get("chunk_key_encoding") or {}
+        default = encoding.get("name", "default") == "default"
+        sep = str((encoding.get("configuration") or {}).get("separator", "/" if default else "."))
+        sel = selection if isinstance(selection, tuple) else (slice(None),) * len(shape)
+        if len(sel) != len(shape) or not all(isinstance(s, slice) for s in sel):
+            raise ValueError("not a box")
+        spans = []
+        for s, n, c in zip(sel, shape, chunk, strict=True):
+            start, stop, _ = s.indices(n)
+            spans.append(range(start // c, (stop - 1) // c + 1) if stop > start else range(0))
+        prefix = f"{variable}/" + ("c" + sep if default else "")
+        return [prefix + sep.join(map(str, idx)) for idx in itertools.product(*spans)]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        folder = root / variable
+        return sorted(f.relative_to(root).as_posix() for f in folder.rglob("*")
+                      if f.is_file() and f.name != "zarr.json") if folder.is_dir() else []
 
 
 def unmodified_store_path(cube: xr.Dataset, variables: Sequence[str]) -> str | None:
@@ -513,41 +679,61 @@ def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVer
 
     Raises
     ------
-    StoreError
+    CorruptStoreError
         Naming the store and the first file (chunk) that is missing, has another size or another digest, with
-        how many are damaged; or if the manifest itself cannot be read.
+        how many are damaged.
+    StoreError
+        If the manifest itself cannot be read.
     """
     p = Path(path)
+    entries = _manifest_entries(p)
+    if entries is None:
+        return StoreVerification(p, manifest=False)
+    problems: list[str] = []
+    total = 0
+    for rel, entry in entries.items():
+        f = p / rel
+        why = _file_problem(f, entry, full=full)
+        if why:
+            problems.append(f"{'chunk' if '/c/' in f'/{rel}' else 'file'} {rel} {why}")
+        if f.is_file():
+            total += f.stat().st_size
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged file(s))" if len(problems) > 1 else ""
+        raise CorruptStoreError(f"store {p} is damaged: {problems[0]}{more}; expected every file its manifest "
+                                f"{MANIFEST_NAME} lists, unchanged since ingest; ingest it again or restore it from "
+                                "a copy")
+    return StoreVerification(p, manifest=True, files=len(entries), bytes=total, full=full)
+
+
+def _manifest_entries(p: Path) -> dict[str, tuple[int, str]] | None:
+    """The store's manifest: relative path -> (size, digest); None for a store written before geostp kept one."""
     doc_path = p / MANIFEST_NAME
     if not doc_path.exists() and not doc_path.is_symlink():
-        return StoreVerification(p, manifest=False)
+        return None
     try:
         doc = json.loads(doc_path.read_text(encoding="utf-8"))
         files = doc["files"]
         if doc.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
             raise ValueError(f"format {doc.get('format')!r}")
-        entries = [(str(rel), int(size), str(digest)) for rel, (size, digest) in files.items()]
+        return {str(rel): (int(size), str(digest)) for rel, (size, digest) in files.items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise StoreError(f"the manifest {doc_path} of store {p} cannot be read ({type(exc).__name__}: {exc}); "
                          f"expected the JSON ({MANIFEST_FORMAT}) that geostp.ingest writes; ingest the store "
                          "again") from None
-    problems: list[str] = []
-    total = 0
-    for rel, size, digest in entries:
-        f = p / rel
-        rel = f"chunk {rel}" if "/c/" in f"/{rel}" else f"file {rel}"
-        try:
-            got = f.stat().st_size
-        except OSError:
-            problems.append(f"{rel} is missing (deleted?)")
-            continue
-        total += got
-        if got != size:
-            problems.append(f"{rel} has {got} bytes where the manifest recorded {size} (overwritten or truncated?)")
-        elif full and _digest(f) != digest:
-            problems.append(f"{rel} has changed: its digest differs from the one recorded at ingest (corrupt?)")
-    if problems:
-        more = f" (and {len(problems) - 1} more damaged file(s))" if len(problems) > 1 else ""
-        raise StoreError(f"store {p} is damaged: {problems[0]}{more}; expected every file its manifest "
-                         f"{MANIFEST_NAME} lists, unchanged since ingest; ingest it again or restore it from a copy")
-    return StoreVerification(p, manifest=True, files=len(entries), bytes=total, full=full)
+
+
+def _file_problem(f: Path, entry: tuple[int, str] | None, *, full: bool) -> str | None:
+    """What is wrong with the store file ``f`` against its manifest ``entry`` (None: not recorded), or None."""
+    if entry is None:  # a chunk that held only the fill value was not written, nor recorded
+        return "is not in the manifest: it was written after ingest" if f.is_file() else None
+    size, digest = entry
+    try:
+        got = f.stat().st_size
+    except OSError:
+        return "is missing (deleted?)"
+    if got != size:
+        return f"has {got} bytes where the manifest recorded {size} (overwritten or truncated?)"
+    if full and _digest(f) != digest:
+        return "has changed: its digest differs from the one recorded at ingest (corrupt?)"
+    return None

@@ -40,6 +40,8 @@ otherwise they read through xarray/dask with dask's synchronous scheduler
 (dask's threaded scheduler hangs in forked workers).  Workers write each
 batch into a shared-memory block that they reuse once the training loop has
 dropped the batch (:mod:`geostp.stream._shm`).
+Either way a chunk that cannot be decoded is a StoreError naming it
+(:func:`geostp.store.reading_store`), with its own message from a worker too.
 """
 
 from __future__ import annotations
@@ -56,9 +58,9 @@ import torch
 import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from geostp.errors import ConfigError
+from geostp.errors import ConfigError, GeostpError
 from geostp.options import option_group
-from geostp.store import open_cube, unmodified_store_path
+from geostp.store import open_cube, reading_store, unmodified_store_path
 from geostp.stream._shm import Releaser, SlotAllocator, alloc_batch, slot_table
 from geostp.stream.normalize import Normalizer
 from geostp.stream.options import LoaderOptions
@@ -143,12 +145,13 @@ class _ZarrReader:
         out = pool.take(_region_shape(box, len(self.variables)), np.float32)
         sel = box if self.has_sequence else box[1:]
         nd = default_buffer_prototype().nd_buffer
-        for c, a in enumerate(self.arrays()):
+        for c, (v, a) in enumerate(zip(self.variables, self.arrays(), strict=True)):
             target = out[:, :, c] if self.has_sequence else out[0, :, c]
-            if a.dtype == np.float32:
-                a.get_basic_selection(sel, out=nd.from_numpy_array(target))
-            else:
-                target[...] = np.asarray(a[sel], dtype=np.float32)
+            with reading_store(self.path, v, sel):  # a chunk that cannot be decoded: an error naming it
+                if a.dtype == np.float32:
+                    a.get_basic_selection(sel, out=nd.from_numpy_array(target))
+                else:
+                    target[...] = np.asarray(a[sel], dtype=np.float32)
         return out
 
 
@@ -683,10 +686,25 @@ class CubeLoader(DataLoader):
             # An epoch's length depends on the epoch (random patches through the rain filter): take it
             # now, or DataLoader compares the batches of this epoch with an earlier epoch's count and warns.
             len(self)
-        for batch in super().__iter__():
-            if releaser is not None:
-                releaser.track(batch)
-            yield batch
+        try:
+            for batch in super().__iter__():
+                if releaser is not None:
+                    releaser.track(batch)
+                yield batch
+        except GeostpError as exc:
+            message = _worker_message(exc)
+            if message is None:
+                raise
+            raise type(exc)(message) from None
+
+
+def _worker_message(exc: GeostpError) -> str | None:
+    """The message of a geostp error raised in a DataLoader worker, which torch re-raises with the worker's whole
+    traceback as its message ("Caught ... in DataLoader worker process N"); None for any other error."""
+    text, kind = str(exc), type(exc)
+    head = f"\n{kind.__module__}.{kind.__qualname__}: "
+    at = text.rfind(head) if text.startswith(f"Caught {kind.__name__} ") else -1
+    return (text[at + len(head):].strip() or None) if at >= 0 else None
 
 
 def make_loader(
