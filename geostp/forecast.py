@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.checks import as_path, check_fits, memory_bytes
+from geostp.checks import format_bytes as _size
 from geostp.cube import (
     CubeInfo,
     check_value_range,
@@ -70,20 +72,7 @@ def check_steps(steps: Any) -> int:
 FORECAST_COPIES = 3
 
 
-def memory_bytes() -> int | None:
-    """This machine's physical memory in bytes (None where the system does not say)."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def _size(n: float) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} EiB"  # pragma: no cover
+# memory_bytes and _size are geostp.checks' (shared with the size checks of the adapters and checkpoints)
 
 
 def check_forecast_size(steps: int, *, forecasts: int, channels: int, ny: int, nx: int) -> None:
@@ -245,6 +234,7 @@ class FittedForecaster:
         from geostp._version import __version__
         from geostp.train.checkpoint import save_checkpoint
 
+        path = as_path(path, "FittedForecaster.save: path", expected="the checkpoint file (.pt) to write")
         meta = {
             **self.metadata,
             "variables": self.variables,
@@ -538,15 +528,52 @@ def _padded_predict(model, x: np.ndarray, steps: int, multiple: int, device: tor
 # ----------------------------------------------------------------------------- loading
 
 
+def _check_rebuild(path: Path, name: str, config: dict[str, Any], state_dict: Any) -> None:
+    """Refuse, before any weight is allocated, a checkpoint whose ``model_config`` asks for a model that cannot fit
+    in memory, or whose weights have other shapes than that model's: the model is first built on torch's
+    ``meta`` device (shapes without memory), and its parameters and buffers counted."""
+    import torch
+
+    import geostp.models as models
+
+    try:
+        with torch.device("meta"):
+            shadow = models.get(name, **config)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild model {name!r} from its model_config ({exc}); expected the "
+                              "constructor arguments the model records") from None
+    except (NotImplementedError, RuntimeError):
+        return  # an operation the meta device lacks: the real build below tells
+    need = sum(t.numel() * t.element_size() for t in [*shadow.parameters(), *shadow.buffers()])
+    n = sum(t.numel() for t in shadow.parameters())
+    check_fits(need, f"checkpoint {path}: model {name!r} as its model_config asks ({n:,} parameters)",
+               expected="the model_config of the model the checkpoint's weights belong to (a damaged or hand-made "
+                        "checkpoint?)", error=CheckpointError)
+    if isinstance(state_dict, dict):
+        for key, t in shadow.state_dict().items():
+            held = state_dict.get(key)
+            if isinstance(held, torch.Tensor) and tuple(held.shape) != tuple(t.shape):
+                raise CheckpointError(f"{path}: weights do not fit model {name!r}: {key} has shape "
+                                      f"{tuple(held.shape)} in the checkpoint but {tuple(t.shape)} in the model its "
+                                      "model_config describes; expected the model_config the weights were saved with")
+
+
 def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> FittedForecaster:
-    """Read a checkpoint written by :meth:`FittedForecaster.save` or by the trainer."""
+    """Read a checkpoint written by :meth:`FittedForecaster.save` or by the trainer.
+
+    A ``model_config`` that asks for a model too large for this machine's memory, or for another model than the
+    weights, is a :class:`~geostp.errors.CheckpointError` naming the checkpoint (and the size), raised before the
+    model is built.
+    """
     import geostp.models as models
     from geostp.train.checkpoint import load_checkpoint
 
+    path = as_path(path, "load_forecaster: path", expected="a checkpoint file (.pt) written by geostp")
     ck = load_checkpoint(path, map_location=device)
     name = ck.get("model_name")
     if not name or not isinstance(name, str):
         raise CheckpointError(f"{path} names no model (model_name={name!r}); expected a registered model's name")
+    _check_rebuild(path, name, ck.get("model_config", {}), ck.get("state_dict"))
     try:
         model = models.get(name, **ck.get("model_config", {}))
     except (ConfigError, TypeError, ValueError) as exc:

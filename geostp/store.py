@@ -83,6 +83,7 @@ import dask.array as dask_array
 import numpy as np
 import xarray as xr
 
+from geostp.checks import as_path, count
 from geostp.cluster import dask_client
 from geostp.cube import CubeInfo, check_value_range, validate_cube
 from geostp.errors import (
@@ -290,7 +291,8 @@ def ingest(
     """
     from tqdm.auto import tqdm
 
-    target = Path(path)
+    target = as_path(path, "ingest: path", expected="the zarr store to write (a folder path)")
+    time_chunk, spatial_chunk = count(time_chunk, "ingest: time_chunk"), count(spatial_chunk, "ingest: spatial_chunk")
     info = validate_cube(ds, source=source, check_values=False)
     _check_overwrite(target, overwrite)
     with writing(target, "store"):  # a read-only folder, a file where a folder belongs: a WriteError naming it
@@ -441,7 +443,7 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
     """
     if verify not in ("sizes", "full", "none"):
         raise StoreError(f"open_cube verify={verify!r}; expected 'sizes', 'full' or 'none'")
-    p = Path(path)
+    p = as_path(path, "open_cube: path", expected="a zarr store written by geostp.ingest")
     if PARTIAL_INFIX in p.name:
         raise StoreError(f"{p} is an unfinished ingest (a '{PARTIAL_INFIX}' folder); re-run the ingest")
     if not p.exists():
@@ -685,7 +687,7 @@ def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVer
     StoreError
         If the manifest itself cannot be read.
     """
-    p = Path(path)
+    p = as_path(path, "verify_store: path", expected="a zarr store written by geostp.ingest")
     entries = _manifest_entries(p)
     if entries is None:
         return StoreVerification(p, manifest=False)

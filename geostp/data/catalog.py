@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from geostp.checks import as_path
 from geostp.data.adapters import Source, adapters, open_source
 from geostp.data.safe_yaml import load_yaml, read_yaml_text
 from geostp.errors import ConfigError, DataError, UnknownNameError
@@ -164,11 +165,13 @@ def open_catalog(path_or_name: str | os.PathLike[str]) -> Catalog:
     Raises
     ------
     ConfigError
-        For malformed YAML or entries, naming the file and the key.
+        For malformed YAML or entries, naming the file and the key (a key given twice included); for a
+        ``path_or_name`` that is neither a string nor a path (``None``, a number).
     UnknownNameError
         For a name that matches no catalog file, listing the available ones.
     """
-    p: Path | Traversable = Path(path_or_name)
+    p: Path | Traversable = as_path(path_or_name, "open_catalog: path_or_name",
+                                    expected="a catalog name (geostp catalogs lists them) or a catalog YAML file")
     if not p.suffix and not p.exists():
         candidates = catalog_files()
         if str(path_or_name) not in candidates:

@@ -203,7 +203,9 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | dict[str, A
     ConfigError
         Naming the file and the key path of the first problems found.
     """
-    p = Path(path)
+    from geostp.checks import as_path
+
+    p = as_path(path, "load_recipe: path", expected="a recipe YAML file")
     where = p.name
     if not p.exists():
         raise ConfigError(f"recipe {p} does not exist")
