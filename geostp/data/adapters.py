@@ -213,6 +213,20 @@ def _check_types(adapter: Callable[..., Any], name: str, label: str, args: Mappi
                                         f"expected {_hint_text(hints[key])}")
 
 
+def _keywords(args: Any, argument: str) -> dict[str, Any]:
+    """``args`` as keyword arguments: a mapping from names (strings) to values; None is none."""
+    if args is None:
+        return {}
+    if not isinstance(args, Mapping):
+        raise AdapterArgumentsError(f"{argument}={args!r:.100} is a {type(args).__name__}; expected a mapping of "
+                                    "argument names to values, e.g. {'path': 'radar/*.nc', 'variable': 'rain'}")
+    bad = next((k for k in args if not isinstance(k, str) or not k.isidentifier()), None)
+    if bad is not None:
+        raise AdapterArgumentsError(f"{argument}: the key {bad!r} is not an argument name; expected a mapping of "
+                                    "argument names (strings) to values")
+    return dict(args)
+
+
 def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> xr.Dataset:
     """Open a source as a lazy cube: an adapter by name with ``args``, or a catalog's source.
 
@@ -235,9 +249,10 @@ def open_source(source: str | Source, args: Mapping[str, Any] | None = None) -> 
         Whatever the adapter raises about the data itself (a missing file, an impossible value) passes through.
     """
     if isinstance(source, Source):
-        name, label, given = source.adapter, source.label, {**source.args, **(args or {})}
+        name, label = source.adapter, source.label
+        given = {**_keywords(source.args, f"{label}: args"), **_keywords(args, "open_source: args")}
     elif isinstance(source, str):
-        name, label, given = source, source, dict(args or {})
+        name, label, given = source, source, _keywords(args, "open_source: args")
     else:
         raise ConfigError(f"a source is an adapter name or a catalog's Source; got {source!r} ({type(source).__name__})")
     adapter = get_adapter(name)

@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.conventions import crs_attrs
-from geostp.errors import DataError
+from geostp.checks import check_fits, count
+from geostp.conventions import crs_attrs, parse_step
+from geostp.errors import ConfigError, DataError
 
 __all__ = [
     "synthetic_radar",
@@ -96,6 +97,66 @@ def _radar_block(block: np.ndarray, cells, ny: int, nx: int, res: float, dt: flo
     return out
 
 
+def _number(value: object, argument: str, *, minimum: float = 0.0, strict: bool = False) -> float:
+    """A finite real number ``>= minimum`` (``> minimum`` when ``strict``), or a ConfigError naming ``argument``."""
+    import math
+    import numbers
+
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) and \
+        (float(value) > minimum if strict else float(value) >= minimum)
+    if not ok:
+        raise ConfigError(f"{argument}={value!r:.80}; expected a finite number {'>' if strict else '>='} {minimum:g}")
+    return float(value)
+
+
+#: Bytes held at once per pixel of the grid while the synthetic radar is set up and a block of it is made: the
+#: pixel index grids, the distance and range mask, the projected and lon/lat coordinates, one frame being summed.
+_RADAR_BYTES_PER_PIXEL = 120
+#: Bytes per rain cell drawn up front (eight float64 numbers: birth, life, position, motion, peak, radius).
+_RADAR_BYTES_PER_CELL = 64
+
+
+def _check_radar_arguments(n_times: object, ny: object, nx: object, seed: object, start: object, step: object,
+                           grid: object, cells_per_frame: object, radar_range_km: object,
+                           time_chunk: object) -> tuple[pd.Timedelta, pd.DatetimeIndex]:
+    """Refuse arguments of :func:`synthetic_radar` that are of the wrong type, impossible, or too large for this
+    machine's memory (what is set up at once: the time axis, the rain cells, the grids and one block), naming the
+    argument; returns the step and the time axis."""
+    fn = "synthetic_radar"
+    n = count(n_times, f"{fn}: n_times", what="frames")
+    h, w = count(ny, f"{fn}: ny", what="rows of pixels"), count(nx, f"{fn}: nx", what="columns of pixels")
+    chunk = count(time_chunk, f"{fn}: time_chunk", what="frames per dask chunk")
+    count(seed, f"{fn}: seed", minimum=0)
+    rate = _number(cells_per_frame, f"{fn}: cells_per_frame")
+    if radar_range_km is not None:
+        _number(radar_range_km, f"{fn}: radar_range_km", strict=True)
+    if not isinstance(grid, RadarGrid):
+        raise ConfigError(f"{fn}: grid={grid!r:.80} is a {type(grid).__name__}; expected a RadarGrid")
+    dt = parse_step(step, what=f"{fn}: step")
+    cells = max(1, int(rate * (n + 36.0)))
+    need = 8.0 * n + _RADAR_BYTES_PER_CELL * cells + float(h) * w * (_RADAR_BYTES_PER_PIXEL + 4 * min(chunk, n))
+    check_fits(need, f"{fn}: n_times={n}, ny={h}, nx={w} (a time axis of {n} frames, {cells} rain cells, a "
+               f"{h} x {w} grid and blocks of {min(chunk, n)} frames)",
+               expected="fewer frames or a smaller grid (the cube itself is made block by block)")
+    try:
+        first = pd.Timestamp(start)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{fn}: start={start!r:.80} is not a time ({exc}); expected an ISO 8601 time such as "
+                          "'2024-07-01T12:00'") from None
+    if pd.isna(first):
+        raise ConfigError(f"{fn}: start={start!r}; expected a time, not NaT")
+    try:  # cubes hold datetime64[ns]: the last time must be one (pandas itself would go on in microseconds)
+        last = first.as_unit("ns").value + (n - 1) * dt.as_unit("ns").value
+        if not pd.Timestamp.min.value <= last <= pd.Timestamp.max.value:
+            raise OverflowError("past the nanosecond time range")
+        times = pd.date_range(first, periods=n, freq=dt)
+    except (OverflowError, ValueError) as exc:  # pandas' OutOfBoundsDatetime is a ValueError
+        raise ConfigError(f"{fn}: {n} frames of {dt} from {first} leave the times a cube can hold "
+                          f"({pd.Timestamp.min} .. {pd.Timestamp.max}: {exc}); expected fewer frames, a shorter "
+                          "step or another start") from None
+    return dt, times
+
+
 # Over 80 lines: the cell simulation is one sequence of physical steps, documented inline.
 def synthetic_radar(
     n_times: int = 96,
@@ -136,11 +197,22 @@ def synthetic_radar(
         Variable ``precipitation`` (``lwe_precipitation_rate``, ``mm h-1``)
         with dims ``time, y, x``, projection coordinates ``x``/``y`` in metres
         at pixel centres, 2-D ``lat``/``lon`` and a CF grid mapping ``crs``.
+
+    Raises
+    ------
+    ConfigError
+        Naming the argument: a count that is not an integer >= 1 (``n_times``, ``ny``, ``nx``, ``time_chunk``),
+        a step that is not a positive interval, a start that is not a time, and sizes whose set-up (the time
+        axis, the rain cells, the grids, one block of frames) cannot fit in this machine's memory (the message
+        says how much it would need).
     """
     import pyproj
 
+    step_td, time_axis = _check_radar_arguments(n_times, ny, nx, seed, start, step, grid, cells_per_frame,
+                                                radar_range_km, time_chunk)
+    n_times, ny, nx, time_chunk = int(n_times), int(ny), int(nx), int(time_chunk)
     res = grid.resolution
-    dt = pd.Timedelta(step).total_seconds()
+    dt = step_td.total_seconds()
     cells = _cells(seed, n_times, ny, nx, res, cells_per_frame)
     rr = radar_range_km if radar_range_km is not None else 0.55 * min(ny, nx) * res / 1000.0
     jj, ii = np.mgrid[0:ny, 0:nx]
@@ -158,7 +230,7 @@ def synthetic_radar(
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     xx, yy = np.meshgrid(x, y)
     lon, lat = to_lonlat.transform(xx, yy)
-    times = pd.date_range(start, periods=n_times, freq=step).values.astype("datetime64[ns]")
+    times = time_axis.values.astype("datetime64[ns]")
 
     ds = xr.Dataset(
         {
@@ -298,8 +370,21 @@ def moving_mnist(
     (see ``MNIST_TRAIN_DIGITS``/``MNIST_TEST_DIGITS``); test clips use a
     different seed stream too, so they never repeat a training clip.
     """
+    fn = "moving_mnist"
+    n_sequences, n_frames = count(n_sequences, f"{fn}: n_sequences"), count(n_frames, f"{fn}: n_frames")
+    size, chunk = count(size, f"{fn}: size", what="pixels per side"), count(chunk, f"{fn}: chunk")
+    n_digits, seed = count(n_digits, f"{fn}: n_digits", minimum=0), count(seed, f"{fn}: seed", minimum=0)
+    step_length = _number(step_length, f"{fn}: step_length")
+    if split not in ("train", "test"):
+        raise ConfigError(f"{fn}: split={split!r}; expected 'train' or 'test'")
+    check_fits(8.0 * n_sequences + 8.0 * min(chunk, n_sequences) * n_frames * size * size,
+               f"{fn}: n_sequences={n_sequences}, chunk={chunk}, n_frames={n_frames}, size={size} (blocks of "
+               f"{min(chunk, n_sequences)} clips)", expected="a smaller chunk, fewer frames or a smaller canvas")
     if digits is None:
         digits = load_mnist_digits(mnist_dir, split)
+    if getattr(digits, "ndim", 0) != 3 or size < digits.shape[-1] or size < digits.shape[-2]:
+        raise ConfigError(f"{fn}: size={size} with digit images of shape {getattr(digits, 'shape', None)}; expected "
+                          "images (n, h, w) no larger than the canvas")
     stream_seed = seed * 2 + (1 if split == "test" else 0)
     template = da.empty((n_sequences, n_frames, size, size), chunks=(chunk, n_frames, size, size),
                         dtype=np.float32)
