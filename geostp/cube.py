@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.errors import CubeError, CubeValueError
+from geostp.errors import ConfigError, CubeError, CubeValueError
 
 __all__ = [
     "is_precipitation",
@@ -41,6 +41,11 @@ __all__ = [
     "GENERIC_MAGNITUDE",
     "value_bounds",
     "check_value_range",
+    "as_cube",
+    "LostGridMappingWarning",
+    "variable_names",
+    "parse_time",
+    "reference_time_values",
 ]
 
 SPATIAL_DIMS = ("y", "x")
@@ -259,12 +264,33 @@ def time_step(ds: xr.Dataset, *, source: str | None = None) -> Any:
         values, counts = np.unique(diffs, return_counts=True)
         return values[np.argmax(counts)]
     if declared is not None:
-        return int(declared)
+        return _frame_step(declared, times, source)
     if times.size < 2:
         return None
     diffs = np.diff(times)
     values, counts = np.unique(diffs, return_counts=True)
     return values[np.argmax(counts)].item()
+
+
+def _frame_step(declared: Any, times: np.ndarray, source: str | None) -> int:
+    """The declared step of an integer (frame-index) time axis: a whole number of frames >= 1, or a CubeError."""
+    value: int | None = None
+    if isinstance(declared, (int, np.integer)) and not isinstance(declared, bool):
+        value = int(declared)
+    elif isinstance(declared, (float, np.floating)) and float(declared).is_integer():
+        value = int(declared)
+    elif isinstance(declared, str) and declared.strip().isdigit():
+        value = int(declared.strip())
+    if value is not None and value >= 1:
+        return value
+    timed = isinstance(declared, str) and not declared.strip().lstrip("+-").isdigit()
+    first = f" ({_fmt_time(times[0])} .. {_fmt_time(times[-1])})" if times.size else ""
+    example = f" (pandas.date_range(start, periods=n, freq={declared.strip()!r}))" if timed else ""
+    raise CubeError(
+        f"{_name(source)}time coordinate 'time' holds integers{first}, not times, but attribute "
+        f"{TIME_STEP_ATTR}={declared!r} " + ("is a time interval" if timed else "is not a whole number of frames >= 1")
+        + f"; expected datetime64 times with a regular step{example}, or integer frame indices with an integer "
+        f"{TIME_STEP_ATTR} (frames per step)")
 
 
 def find_gaps(ds: xr.Dataset, step: Any = None, *, source: str | None = None) -> list[Gap]:
@@ -349,8 +375,8 @@ def validate_cube(
         With a message naming the variable, what was found and what was expected: also for a cube with zero
         frames, a NaT in the time axis, or complex data (:class:`~geostp.errors.CubeValueError`).
     """
-    if isinstance(ds, xr.DataArray):
-        ds = ds.to_dataset(name=ds.name or "data")
+    if isinstance(ds, xr.DataArray):  # its grid mapping kept where it carries it, else dropped with a warning
+        ds = as_cube(ds, argument=source or "ds")
     if not isinstance(ds, xr.Dataset):
         raise CubeError(f"{_name(source)}expected an xarray Dataset or DataArray, got {type(ds).__name__}")
     variables = [v for v in ds.data_vars if v != grid_mapping_name_safe(ds)]
@@ -654,3 +680,137 @@ def forecast_to_dataarray(
     else:
         da.name = "forecast"
     return da
+
+
+# ----------------------------------------------------------------------------- arguments that name cube parts
+
+
+class LostGridMappingWarning(UserWarning):
+    """A DataArray names a grid mapping (``attrs['grid_mapping']``) that it does not carry: its CRS is lost."""
+
+
+def as_cube(data: Any, *, argument: str = "ds", name: str = "data") -> xr.Dataset:
+    """``data`` as a cube Dataset: a Dataset as it is, a DataArray as a cube of that one variable.
+
+    A DataArray taken from a cube (``ds["precipitation"]``) keeps the cube's coordinates but not its grid-mapping
+    variable (a data variable, such as ``crs``): where the grid mapping it names is among its coordinates it is
+    kept, otherwise the ``grid_mapping`` reference is dropped with a :class:`LostGridMappingWarning` (the result
+    has no CRS; pass ``ds[["precipitation"]]``, a Dataset, to keep it).  ``name`` names an unnamed DataArray.
+    Anything else is a :class:`~geostp.errors.CubeError` naming ``argument``.
+    """
+    if isinstance(data, xr.Dataset):
+        return data
+    if not isinstance(data, xr.DataArray):
+        hint = "; open a store with geostp.open_cube(path) first" if isinstance(data, (str, bytes)) or \
+            hasattr(data, "__fspath__") else ""
+        raise CubeError(f"{argument}: expected a cube, an xarray Dataset (or a DataArray of one variable), got "
+                        f"{type(data).__name__}{hint}")
+    gm = data.attrs.get("grid_mapping") or data.encoding.get("grid_mapping")
+    label = data.name if data.name is not None else name
+    if gm is not None and gm not in data.coords:
+        import warnings
+
+        data = data.copy(deep=False)
+        data.attrs = {k: v for k, v in data.attrs.items() if k != "grid_mapping"}
+        data.encoding = {k: v for k, v in data.encoding.items() if k != "grid_mapping"}
+        warnings.warn(f"{argument}: the DataArray {label!r} names grid mapping {gm!r} but does not carry it (a "
+                      "variable taken from a cube leaves the cube's grid-mapping variable behind), so it is used "
+                      f"without a CRS; pass a Dataset, e.g. ds[[{label!r}]], to keep the CRS",
+                      LostGridMappingWarning, stacklevel=3)
+    ds = data.to_dataset(name=label)
+    if gm is not None and gm in ds.coords and gm not in ds.indexes:  # the cube's layout: a data variable
+        ds = ds.reset_coords(gm)
+    return ds
+
+
+def variable_names(variables: Any, *, argument: str = "variables") -> list[str] | None:
+    """``variables`` as a list of names: ``None`` stays ``None`` (every variable), a single string is one name, a
+    sequence of strings is kept in order.  Anything else (a number, names that are not strings, no name at all, a
+    name given twice) is a :class:`~geostp.errors.ConfigError` naming ``argument``."""
+    if variables is None:
+        return None
+    if isinstance(variables, str):
+        variables = [variables]
+    elif not isinstance(variables, (Sequence, np.ndarray, pd.Index)) or isinstance(variables, bytes):
+        raise ConfigError(f"{argument}={variables!r}: expected a variable name or a list of variable names (in "
+                          "channel order)")
+    names = list(variables)
+    bad = [v for v in names if not isinstance(v, str) or not v]
+    if bad:
+        raise ConfigError(f"{argument}={names!r}: {bad[0]!r} is not a variable name; expected a variable name or a "
+                          "list of variable names (strings)")
+    if not names:
+        raise ConfigError(f"{argument}=[] names no variable; expected a variable name or a list of at least one")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{argument}={names!r} names a variable twice; expected each variable once")
+    return names
+
+
+_ISO_EXAMPLE = "ISO 8601 times such as '2024-07-01T12:30'"
+
+
+def parse_time(value: Any, *, argument: str = "reference_time", within: str = "") -> np.datetime64:
+    """One time given by a user (an ISO 8601 string, a datetime, a ``pandas.Timestamp``, a ``numpy.datetime64``)
+    as a UTC ``datetime64[ns]``; a time zone is converted to UTC and dropped (cubes hold UTC).  Anything that is
+    not a time (``'yesterday-ish'``, a number, NaT) is a :class:`~geostp.errors.ConfigError` naming ``argument``
+    and the value (and, after the expected form, ``within``: where the time must lie)."""
+
+    def refuse(why: str) -> ConfigError:
+        return ConfigError(f"{argument}={value!r} {why}; expected {_ISO_EXAMPLE}{within}")
+
+    if value is None or isinstance(value, (bool, np.bool_, int, float, np.number, bytes)):
+        raise refuse("is not a time")
+    try:
+        stamp = pd.Timestamp(value.strip() if isinstance(value, str) else value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise refuse(f"is not a time ({str(exc).splitlines()[0][:120]})") from None
+    if stamp is pd.NaT or pd.isna(stamp):
+        raise refuse("is not a time (NaT)")
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(stamp.to_datetime64(), "ns")
+
+
+def reference_time_values(times: Any, reference_times: Any, *, argument: str = "reference_times") -> np.ndarray:
+    """``reference_times`` (one time or a list) as values of the time axis ``times`` (datetime64 or integer
+    frame indices), in the order given.
+
+    Each is read by :func:`parse_time` (on an integer axis it must be an integer frame index); a
+    :class:`~geostp.errors.ConfigError` names ``argument`` (and the position) and the bad value where one is not
+    a time, is not a time of the axis, or where there is none at all.
+    """
+    times = np.asarray(times)
+    dated = np.issubdtype(times.dtype, np.datetime64)
+    if times.size:
+        span = f"{_fmt_time(times[0])} .. {_fmt_time(times[-1])}"
+        within = f" within the cube, {span}" if dated else f"frame indices of the cube, {span}"
+    else:
+        within = " within the cube (it has no time)"
+    expected = f"expected {_ISO_EXAMPLE}{within}" if dated else "expected integer " + within
+    if isinstance(reference_times, (xr.DataArray, pd.Index, pd.Series)):
+        reference_times = np.asarray(reference_times)
+    single = False
+    if isinstance(reference_times, np.ndarray):
+        given = list(reference_times.ravel())
+    elif isinstance(reference_times, (set, frozenset, dict)):
+        raise ConfigError(f"{argument}={reference_times!r}: expected one time or a list of times (in order); "
+                          f"{expected}")
+    elif hasattr(reference_times, "__iter__") and not isinstance(reference_times, (str, bytes)):
+        given = list(reference_times)
+    else:
+        given, single = [reference_times], True
+    if not given:
+        raise ConfigError(f"{argument} is empty; {expected} (one or more)")
+    out, index = [], pd.Index(times)
+    for i, value in enumerate(given):
+        where = argument if single else f"{argument}[{i}]"
+        if dated:
+            t = parse_time(value, argument=where, within=within).astype(times.dtype)
+        elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            t = times.dtype.type(value)
+        else:
+            raise ConfigError(f"{where}={value!r} is not a frame index; {expected}")
+        if t not in index:
+            raise ConfigError(f"{where}={_fmt_time(t)} is not a time of the cube; {expected}")
+        out.append(t)
+    return np.asarray(out, dtype=times.dtype)
