@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
 
+from geostp.cube import as_cube, reference_time_values, variable_names
 from geostp.errors import ConfigError
 from geostp.forecast import (
     FittedForecaster,
@@ -23,10 +25,25 @@ from geostp.forecast import (
     check_steps,
     load_forecaster,
 )
-from geostp.options import option_group
+from geostp.options import option_group, settings_from_arguments
 
 __all__ = ["forecast", "resolve_forecaster"]
 
+
+class FitBudget(BaseModel):
+    """What :func:`forecast` accepts for the arguments that decide whether and how long a model is fitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fit_minutes: float | None = Field(2.0, gt=0, description="minutes of fitting; None: the epoch budget")
+    fine_tune_minutes: float = Field(0.0, ge=0, allow_inf_nan=False)
+    pretrained: bool = True
+    use_store: bool = True
+
+
+def _check_fit_arguments(function: str, **values: Any) -> None:
+    """Refuse a bad fitting budget before anything runs (a ConfigError naming the argument)."""
+    settings_from_arguments(FitBudget, function, values)
 
 
 def resolve_forecaster(
@@ -51,19 +68,29 @@ def resolve_forecaster(
 
     opts = option_group(resolve_forecaster, options, ForecastOptions, "options", device=device, progress=progress)
     device, progress = opts.device, opts.progress
+    _check_fit_arguments("resolve_forecaster", fit_minutes=fit_minutes, fine_tune_minutes=fine_tune_minutes,
+                         pretrained=pretrained, use_store=use_store)
+    variables = variable_names(variables)
+    ds = as_cube(ds, argument="ds")
 
-    if isinstance(model, FittedForecaster):
-        return model
-    if isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()):
-        return load_forecaster(model)
+    given = model if isinstance(model, FittedForecaster) else load_forecaster(model) \
+        if isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()) else None
+    if given is not None:
+        if variables is not None and variables != list(given.variables):
+            raise ConfigError(f"variables={variables!r}, but model {given.name!r} forecasts {list(given.variables)}; "
+                              "expected its variables (or no variables argument)")
+        return given
     if isinstance(model, str):
         from geostp.fit import fit
         from geostp.pretrained import load_pretrained, suits_pretrained
 
         registry.model_class(model)  # unknown names fail here, listing the registered ones
+        unknown = [v for v in variables or [] if v not in ds.data_vars]
+        if unknown:
+            raise ConfigError(f"variables={variables!r}: variable(s) {unknown} are not in the cube; expected names "
+                              f"of its variables, {[str(v) for v in ds.data_vars if ds[v].ndim >= 3]}")
         if pretrained and model_args is None and suits_pretrained(ds, model, variables):
-            names = list(variables) if variables is not None else [str(v) for v in ds.data_vars
-                                                                     if ds[v].ndim >= 3]
+            names = variables if variables is not None else [str(v) for v in ds.data_vars if ds[v].ndim >= 3]
             shipped = load_pretrained(model, names[0])
             if not fine_tune_minutes:
                 return shipped
@@ -99,15 +126,18 @@ def forecast(
     Parameters
     ----------
     ds
-        A cube (Dataset, or a DataArray for one variable).
+        A cube (Dataset, or a DataArray for one variable: one taken from a cube, ``ds["precipitation"]``, leaves
+        the cube's grid-mapping variable behind, so the forecast has no CRS and a warning says so; pass
+        ``ds[["precipitation"]]`` to keep it).
     model
         A registered model name, a checkpoint path, or a :class:`FittedForecaster`.
     steps
         Lead times to produce (any number >= 1: models roll out beyond what they were trained for).
     reference_times
-        Initial times; the output then has a leading ``time`` dim.
+        Initial times (one or a list: ISO 8601 strings, datetimes or datetime64 values, each a time of ``ds``);
+        the output then has a leading ``time`` dim.
     variables
-        Which variables to forecast (default: all of the cube's).
+        Which variables to forecast: a name or a list of names (default: all of the cube's).
     model_args
         Constructor arguments when ``model`` is a name.
     fit_minutes
@@ -137,11 +167,16 @@ def forecast(
     opts = option_group(forecast, options, ForecastOptions, "options", device=device, tile=tile, overlap=overlap,
                         transfer=transfer, progress=progress)
     steps = check_steps(steps)
-    if isinstance(ds, xr.DataArray):
-        ds = ds.to_dataset(name=ds.name or "data")
-    if isinstance(ds, xr.Dataset) and {"y", "x"} <= set(ds.dims):  # refused before any fitting, not after
-        names = list(variables) if variables is not None else [v for v in ds.data_vars if ds[v].ndim >= 3]
-        check_forecast_size(steps, forecasts=len(reference_times) if reference_times is not None else 1,
+    ds = as_cube(ds, argument="ds")  # a DataArray: one variable (its grid mapping kept where it carries it)
+    variables = variable_names(variables)
+    _check_fit_arguments("forecast", fit_minutes=fit_minutes, fine_tune_minutes=fine_tune_minutes,
+                         pretrained=pretrained, use_store=use_store)
+    forecasts = 1
+    if reference_times is not None and "time" in ds.coords:  # refused before any fitting, not after
+        forecasts = len(reference_time_values(ds["time"].values, reference_times))
+    if {"y", "x"} <= set(ds.dims):  # refused before any fitting, not after
+        names = variables if variables is not None else [v for v in ds.data_vars if ds[v].ndim >= 3]
+        check_forecast_size(steps, forecasts=forecasts,
                             channels=max(1, len(names)), ny=ds.sizes["y"], nx=ds.sizes["x"])
     fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
                                 pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import xarray as xr
+from pydantic import BaseModel, ConfigDict, Field
 
 from geostp._version import __version__
-from geostp.cube import validate_cube
+from geostp.cube import as_cube, validate_cube, variable_names
 from geostp.errors import ConfigError, writable_folder
 from geostp.forecast import (
     FittedForecaster,
@@ -27,6 +28,7 @@ from geostp.forecast import (
     load_forecaster,
     model_store_dir,
 )
+from geostp.options import settings_from_arguments
 
 __all__ = ["fit", "QUICK_MODEL_ARGS"]
 
@@ -146,15 +148,16 @@ def fit(
         warnings.warn("geostp.fit(max_steps=...) is deprecated and will be removed in the next release; use "
                       "max_iterations (optimiser iterations: 'steps' are lead times)", DeprecationWarning, stacklevel=2)
         max_iterations = max_steps
-    cubes = [ds] if isinstance(ds, xr.Dataset) else list(ds)
-    if not cubes:
-        raise ConfigError("fit needs a cube (or a list of cubes)")
+    # before any data is read: a bad argument is refused at once
+    checked = _checked_arguments(locals(), {"max_iterations": "max_steps"} if max_steps is not None else None)
+    cubes = _cubes(ds)
     first = cubes[0]
     info = validate_cube(first, check_values=False)
-    variables = list(variables) if variables is not None else list(info.variables)
+    variables = variable_names(variables, argument="fit: variables") or list(info.variables)
     unknown = [v for v in variables if v not in info.variables]
     if unknown:
-        raise ConfigError(f"variable(s) {unknown} are not in the cube; it has {list(info.variables)}")
+        raise ConfigError(f"fit: variables={variables!r}: variable(s) {unknown} are not in the cube; expected "
+                          f"names of its variables, {list(info.variables)}")
     cls = registry.model_class(model)
     if not cls.trainable:
         args = dict(model_args or {})
@@ -188,9 +191,8 @@ def fit(
     schedule = "constant" if (max_minutes is not None and max_iterations is None) else "onecycle"
     # Advection-aware models train in fp32: on an AMX CPU (Xeon, torch 2.13) bf16 autocast was slower for them
     # (1.87 s against 1.54 s per step, batch 8 of 64 x 64) and gave non-finite weight gradients in ~1 step in 10.
-    settings = TrainSettings(epochs=epochs, max_minutes=max_minutes, max_iterations=max_iterations, lr=lr,
-                             seed=seed, schedule=schedule, device=device, progress=progress, checkpoint_every=50,
-                             bf16=not advection, log_dir=log_dir)
+    settings = TrainSettings(**checked.model_dump(include=set(_SETTING_ARGUMENTS)), schedule=schedule,
+                             checkpoint_every=50, bf16=not advection)
     job = TrainingJob(model=model, model_args=args, variables=variables, settings=settings, batch_size=batch_size,
                       patch_size=patch_size, validation_fraction=validation_fraction, advection=advection, base=base,
                       loss=loss, probability_matching=probability_matching, window_stride=window_stride,
@@ -216,6 +218,49 @@ def fit(
     if use_store:
         _store_if_complete(fitted, stored, settings)
     return fitted
+
+
+#: fit's arguments that are training settings (:class:`~geostp.train.settings.TrainSettings`), under their names.
+_SETTING_ARGUMENTS = ("epochs", "max_minutes", "max_iterations", "lr", "seed", "device", "progress", "log_dir")
+
+
+class FitArguments(BaseModel):
+    """What :func:`fit` accepts for its arguments other than the training settings
+    (:class:`~geostp.train.settings.TrainSettings`): checked before anything is read or trained."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_steps: int | None = Field(None, ge=1)
+    output_steps: int | None = Field(None, ge=1)
+    patch_size: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    validation_fraction: float = Field(0.15, ge=0, lt=1)
+    window_stride: int = Field(1, ge=1)
+    probability_matching: bool = False
+    lead_gate: bool = True
+    use_store: bool = True
+
+
+def _checked_arguments(arguments: dict[str, Any], names: dict[str, str] | None = None) -> Any:
+    """fit's arguments checked (:class:`FitArguments`, then the training settings, each refused as a ConfigError
+    naming the argument, the value and what is expected); returns the settings, without schedule and precision."""
+    from geostp.train.settings import TrainSettings
+
+    settings_from_arguments(FitArguments, "fit", {k: arguments[k] for k in FitArguments.model_fields})
+    given = {k: arguments[k] for k in _SETTING_ARGUMENTS}
+    return settings_from_arguments(TrainSettings, "fit", given, names=names)
+
+
+def _cubes(ds: Any) -> list[xr.Dataset]:
+    """fit's ``ds`` as a list of cubes: one cube (a Dataset, or a DataArray of one variable) or a list of them."""
+    if isinstance(ds, (xr.Dataset, xr.DataArray)):
+        return [as_cube(ds, argument="ds")]
+    if not isinstance(ds, (list, tuple)):
+        as_cube(ds, argument="ds")  # a CubeError naming ds and what it is
+    cubes = [as_cube(c, argument=f"ds[{i}]") for i, c in enumerate(ds)]
+    if not cubes:
+        raise ConfigError("fit: ds=[]: fit needs a cube (or a list of cubes); expected at least one cube")
+    return cubes
 
 
 def _store_key(job: Any, fingerprints: list[str]) -> str:

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from geostp.errors import ConfigError
 
-__all__ = ["option_group"]
+__all__ = ["option_group", "settings_from_arguments"]
 
 T = TypeVar("T")
 
@@ -63,3 +63,50 @@ def option_group(func: Callable[..., Any], given: T | None, cls: type[T], argnam
         raise ConfigError(f"{func.__qualname__}: {argname}= and conflicting keyword(s) {shown}; set them in the "
                           f"{cls.__name__} (dataclasses.replace({argname}, ...)) or leave the keyword(s) out")
     return given
+
+
+def _expectation(field: Any) -> str:
+    """What a pydantic field accepts, in words: ``an integer >= 1``, ``a finite number > 0 or None``."""
+    text = str(field.annotation)
+    kind = "an integer" if "int" in text and "float" not in text else "a number" if "float" in text else \
+        "True or False" if "bool" in text else "a string" if "str" in text else "a value"
+    bounds = []
+    for rule in field.metadata:
+        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
+            if getattr(rule, attr, None) is not None:
+                bounds.append(f"{sign} {getattr(rule, attr)}")
+        if getattr(rule, "allow_inf_nan", None) is False and kind == "a number":
+            kind = "a finite number"
+    if "Literal[" in text:
+        kind = "one of " + ", ".join(repr(v) for v in getattr(field.annotation, "__args__", ()))
+    optional = " or None" if "None" in text else ""
+    return kind + (" " + " and ".join(bounds) if bounds else "") + optional
+
+
+def settings_from_arguments(cls: type[T], function: str, values: dict[str, Any], *,
+                            names: dict[str, str] | None = None) -> T:
+    """``cls(**values)``: pydantic settings built from the keyword arguments of the public ``function``.
+
+    Where pydantic refuses a value, the :class:`~pydantic.ValidationError` becomes one :class:`ConfigError`
+    naming each refused argument as ``function`` spells it (``names`` maps a field of ``cls`` to the argument's
+    name where they differ), the value given and what is expected.  The one place API arguments become
+    pydantic settings, so that no ValidationError reaches a user.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        names = names or {}
+        fields_ = getattr(cls, "model_fields", {})
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else None
+            if field is None or field not in fields_:  # a rule over several arguments
+                problems.append(f"{err['msg'].removeprefix('Value error, ')}")
+                continue
+            argument = names.get(field, field)
+            value = values.get(field, err.get("input"))
+            problems.append(f"{argument}={value!r}: {err['msg'].removeprefix('Value error, ')}; expected "
+                            f"{_expectation(fields_[field])}")
+        raise ConfigError(f"{function}: " + "; ".join(problems)) from None

@@ -35,13 +35,13 @@ class TrainSettings(BaseModel):
     # (a DeprecationWarning says so); what is stored (model_dump, checkpoints, resolved recipes) is max_iterations.
     max_iterations: int | None = Field(None, ge=1, validation_alias=AliasChoices("max_iterations", "max_steps"),
                                        description="optimiser-iteration budget (for quick runs)")
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     optimizer: Literal["adam", "adamw"] = "adam"
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, allow_inf_nan=False)
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     grad_clip: float | None = Field(None, gt=0, description="max gradient norm; None disables")
     early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val improvement")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seeds torch and the data order (numpy: non-negative)")
     device: str = "auto"
     bf16: bool = Field(True, description="bf16 autocast where the device does bf16 natively (CUDA GPUs, CPUs "
                                          "with AMX); fp32 elsewhere")
