@@ -35,9 +35,11 @@ from geostp.checks import as_path, check_fits, memory_bytes
 from geostp.checks import format_bytes as _size
 from geostp.cube import (
     CubeInfo,
+    as_cube,
     check_value_range,
     forecast_to_dataarray,
     is_precipitation,
+    reference_time_values,
     validate_cube,
 )
 from geostp.errors import CheckpointError, ConfigError, CubeError, CubeValueError
@@ -187,7 +189,12 @@ def check_schema(expected: dict[str, Any], cube: xr.Dataset, *, source: str = "t
             import pyproj
 
             a, b = expected.get("crs_wkt"), got.get("crs_wkt")
-            if a is None or b is None or not pyproj.CRS.from_wkt(a).equals(pyproj.CRS.from_wkt(b)):
+            if b is None:
+                raise CheckpointError(f"the data has no CRS (no grid-mapping variable), and {source} was trained on "
+                                      "data with one; expected the data's grid mapping (a variable taken from a "
+                                      "cube, ds['precipitation'], leaves it behind: pass ds[['precipitation']]), "
+                                      "or transfer=True to apply it anyway")
+            if a is None or not pyproj.CRS.from_wkt(a).equals(pyproj.CRS.from_wkt(b)):
                 raise CheckpointError(f"the data's CRS differs from the CRS {source} was trained on "
                                       "(transfer=True applies it anyway)")
 
@@ -310,8 +317,7 @@ class FittedForecaster:
                             overlap=overlap, transfer=transfer, progress=progress)
         tile, overlap, transfer = opts.tile, opts.overlap, opts.transfer
         steps = check_steps(steps)
-        if isinstance(cube, xr.DataArray):
-            cube = cube.to_dataset(name=cube.name or self.variables[0])
+        cube = as_cube(cube, argument="cube", name=self.variables[0])
         info = validate_cube(cube, check_values=False)
         if info.has_sequence:
             raise ConfigError("forecast on a cube with a 'sequence' dim: select one sequence first "
@@ -339,13 +345,16 @@ class FittedForecaster:
             raw = np.stack([_checked_input(window, v, cube.encoding.get("source")) for v in self.variables],
                            axis=1)  # [T, C, H, W]
             nodata = ~np.isfinite(raw[-1])  # [C, H, W]: no data in the newest frame
+            ref = _fmt_ref(cube["time"].values[end])
             if model.needs_motion:
-                out = self._run_lagrangian(model, raw, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
+                out = self._run_lagrangian(model, raw, steps, dev, tile=tile, overlap=overlap, bounds=bounds,
+                                           ref=ref)
             else:
                 x = self._encode(raw).astype(np.float32)
                 x = np.where(np.isfinite(x), x, np.float32(self.fill_value))
                 pred = self._run(model, x, steps, dev, tile=tile, overlap=overlap, bounds=bounds)
                 out = self._decode(pred)
+                self._check_output(np.where(nodata[None], 0.0, out), ref)  # the model saw finite inputs only
             out = np.where(nodata[None], np.nan, out)
             for i, v in enumerate(self.variables):
                 if is_precipitation(cube[v]):
@@ -365,8 +374,7 @@ class FittedForecaster:
         """The reference times and, for each, the (first, last) index of its input frames (consecutive ones)."""
         t_in = int(self.model.input_steps)
         times = cube["time"].values
-        refs = [times[-1]] if reference_times is None else list(
-            np.atleast_1d(np.asarray(reference_times, dtype=times.dtype)))
+        refs = [times[-1]] if reference_times is None else list(reference_time_values(times, reference_times))
         index = pd.Index(times)
         positions = []
         for ref in refs:
@@ -408,8 +416,23 @@ class FittedForecaster:
                                              if self.metadata.get("probability_matching") else "none")
         return attrs
 
+    def _check_output(self, values: np.ndarray, ref: str) -> None:
+        """Refuse a forecast ``[steps, ...]`` that holds NaN or infinity although the model's inputs were finite:
+        its weights cannot be right (a training run that diverged, absurd or damaged weights), and an all-NaN
+        forecast would otherwise pass for an outage."""
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            return
+        lead = int(np.flatnonzero(bad.reshape(bad.shape[0], -1).any(axis=1))[0]) + 1
+        source = f"checkpoint {self.checkpoint}" if self.checkpoint else "weights in memory, no checkpoint"
+        raise CheckpointError(
+            f"model {self.name!r} ({source}) forecast non-finite values (NaN or inf) at {int(bad.sum())} of "
+            f"{bad.size} values, first at lead {lead}, from finite inputs at reference time {ref}; expected a finite "
+            "forecast: its weights cannot be right (a training run that diverged, absurd or damaged weights), so "
+            "train it again or use another checkpoint")
+
     def _run_lagrangian(self, model, raw: np.ndarray, steps: int, device: torch.device, *, tile: int | None,
-                        overlap: int, bounds: tuple[list[float], list[float]] | None) -> np.ndarray:
+                        overlap: int, bounds: tuple[list[float], list[float]] | None, ref: str = "") -> np.ndarray:
         """An advection-aware model's forecast ``[steps, 1, H, W]`` in physical units from ``raw`` ``[T, 1, H, W]``.
 
         Motion from the newest frames, inputs carried into the newest frame, the
@@ -438,6 +461,7 @@ class FittedForecaster:
             base = lagrangian_sprog(frames, velocity, steps, levels=model.base_levels)
             x = np.concatenate([x, self._encode(base[:, None]).astype(np.float32)])
         pred = self._decode(self._run(model, x, steps, device, tile=tile, overlap=overlap, bounds=bounds))[:, 0]
+        self._check_output(pred, ref)  # before the advection, which would turn NaN into the outside value
         newest = np.nan_to_num(frames[-1], nan=0.0)
         outside = float(newest.min())
         out = np.nan_to_num(advect(pred, displacements(velocity, steps), outside), nan=outside)
@@ -566,7 +590,7 @@ def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> Fit
     model is built.
     """
     import geostp.models as models
-    from geostp.train.checkpoint import load_checkpoint
+    from geostp.train.checkpoint import check_finite_weights, load_checkpoint
 
     path = as_path(path, "load_forecaster: path", expected="a checkpoint file (.pt) written by geostp")
     ck = load_checkpoint(path, map_location=device)
@@ -579,6 +603,7 @@ def load_forecaster(path: str | os.PathLike[str], *, device: str = "cpu") -> Fit
     except (ConfigError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild model {name!r} from its model_config ({exc}); expected the "
                               "constructor arguments the model records") from None
+    check_finite_weights(ck.get("state_dict"), path)
     try:
         model.load_state_dict(ck["state_dict"])
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:

@@ -20,7 +20,7 @@ import torch
 from geostp.errors import CheckpointError
 from geostp.writers import atomic_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "check_finite_weights", "FORMAT"]
 
 FORMAT = "geostp-checkpoint-1"
 _JSON_KEYS = ("model_config", "metadata", "train_state")
@@ -87,3 +87,20 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
                 raise CheckpointError(f"checkpoint {path}: its {key!r} is a JSON {type(data[key]).__name__}; "
                                       "expected a JSON object (a mapping of names to values)")
     return data
+
+
+def check_finite_weights(state_dict: Any, path: str | os.PathLike[str]) -> None:
+    """Refuse a model's weights (``state_dict``, name -> tensor) that hold NaN or infinity: a model with them
+    forecasts NaN everywhere.  The :class:`CheckpointError` names the checkpoint ``path`` and the first such
+    tensor.  Anything that is not a mapping of tensors is left to the model's own ``load_state_dict``."""
+    if not isinstance(state_dict, dict):
+        return
+    for name, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
+            continue
+        finite = torch.isfinite(value)
+        if not bool(finite.all()):
+            bad = int((~finite).sum())
+            raise CheckpointError(f"checkpoint {path}: weight tensor {name!r} holds {bad} non-finite value(s) (NaN "
+                                  f"or inf) of {value.numel()}; expected finite weights (a training run that "
+                                  "diverged, or a damaged file?): use an earlier checkpoint or train again")

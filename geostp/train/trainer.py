@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from geostp.errors import CheckpointError, ConfigError
-from geostp.train.checkpoint import load_checkpoint, save_checkpoint
+from geostp.train.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
 from geostp.train.ddp import process_group
 from geostp.train.settings import TrainSettings
 
@@ -241,6 +241,7 @@ class Trainer:
         ck = load_checkpoint(path, map_location=self.device)
         if ck.get("model_name") != self.model.name:
             raise CheckpointError(f"{path} holds model {ck.get('model_name')!r}, not {self.model.name!r}")
+        check_finite_weights(ck.get("state_dict"), path)  # resuming from a diverged run would train NaN further
         try:
             self.model.load_state_dict(ck["state_dict"])
         except RuntimeError as exc:
