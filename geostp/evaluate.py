@@ -14,6 +14,7 @@ value, an infinity) in any frame read are refused as before: they are a decoding
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,9 +24,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from geostp.cube import check_value_range
+from geostp.cube import as_cube, check_value_range, reference_time_values
 from geostp.errors import ConfigError, CubeError, CubeValueError
-from geostp.forecast import ForecastOptions
+from geostp.forecast import ForecastOptions, check_steps
 from geostp.metrics import verify
 from geostp.options import option_group
 
@@ -41,12 +42,15 @@ class Verification:
     scales: tuple[int, ...] = ()
     data_range: float = 1.0
 
-    def __post_init__(self) -> None:
-        from geostp.metrics import known_metrics
+    def __post_init__(self) -> None:  # checked and normalised as verify does (a ConfigError naming the field)
+        from geostp.metrics import check_verification
 
-        unknown = [m for m in self.metrics if m not in known_metrics()]
-        if unknown:
-            raise ConfigError(f"unknown metric(s) {unknown}; known metrics are {sorted(known_metrics())}")
+        metrics, thresholds, scales, data_range = check_verification(self.metrics, self.thresholds, self.scales,
+                                                                     self.data_range)
+        object.__setattr__(self, "metrics", tuple(metrics))
+        object.__setattr__(self, "thresholds", tuple(thresholds))
+        object.__setattr__(self, "scales", tuple(scales))
+        object.__setattr__(self, "data_range", data_range)
 
 
 def score_cases(cube: xr.Dataset, contenders: Mapping[str, Any], cases: np.ndarray, *, steps: int,
@@ -165,8 +169,10 @@ def _reference_time_cases(ds: xr.Dataset, reference_times: Sequence[Any], t_in: 
 
 
 def _as_times(ds: xr.Dataset, reference_times: Any) -> np.ndarray:
-    """``reference_times`` as values of ``ds``'s time axis (strings and timestamps converted), at least one-dimensional."""
-    return np.atleast_1d(np.asarray(reference_times, dtype=ds["time"].dtype))
+    """``reference_times`` as values of ``ds``'s time axis (strings and timestamps converted), at least one-dimensional;
+    a ConfigError names the argument and a value that is not a time of the axis
+    (:func:`geostp.cube.reference_time_values`)."""
+    return reference_time_values(ds["time"].values, reference_times)
 
 
 def _load_cases(cube: xr.Dataset, cases: np.ndarray, length: int) -> tuple[xr.Dataset, np.ndarray]:
@@ -248,14 +254,15 @@ def evaluate(
         The cube holding both the inputs and the observations to verify against.
     models
         Names (baselines, or models fitted on ``ds`` via :func:`geostp.forecast`),
-        checkpoint paths or :class:`~geostp.forecast.FittedForecaster` objects; a
+        checkpoint paths or :class:`~geostp.forecast.FittedForecaster` objects (one, or a list); a
         mapping gives them display names.
     steps, reference_times
         Lead times and initial times (the same for every model).
     variable
         The variable to verify (default: the first forecast variable).
     metrics, thresholds, scales, data_range
-        Passed to :func:`geostp.metrics.verify`.
+        Passed to :func:`geostp.metrics.verify`: each one value or a list, checked before any model is fitted or
+        run (:func:`geostp.metrics.check_verification`; a ConfigError names a bad one).
     tile, overlap
         Forecast in overlapping tiles of ``tile`` pixels (:meth:`geostp.forecast.FittedForecaster.predict`),
         e.g. the patch size a model was trained on.
@@ -275,6 +282,13 @@ def evaluate(
 
     opts = option_group(evaluate, options, ForecastOptions, "options", device=device, tile=tile, overlap=overlap,
                         transfer=transfer, progress=progress)
+    # every argument checked before any model is fitted or run
+    ds = as_cube(ds, argument="ds")
+    steps = check_steps(steps)
+    verification = Verification(metrics=metrics, thresholds=thresholds, scales=scales, data_range=data_range)
+    _as_times(ds, reference_times)
+    if isinstance(models, (str, os.PathLike)) or not isinstance(models, (Mapping, Sequence)):
+        models = [models]  # one model, not a list of letters
     if not isinstance(models, Mapping):
         models = {(m if isinstance(m, str) else getattr(m, "name", f"model{i}")): m for i, m in enumerate(models)}
     if not models:
@@ -288,9 +302,8 @@ def evaluate(
         raise ConfigError("reference_times is empty; expected one or more times of the data's time axis")
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cases = _reference_time_cases(ds, reference_times, t_in, steps)
-    out = score_cases(ds, contenders, cases, steps=steps, verification=Verification(
-        metrics=tuple(metrics), thresholds=tuple(thresholds), scales=tuple(scales), data_range=data_range),
-        options=opts, variable=variable)
+    out = score_cases(ds, contenders, cases, steps=steps, verification=verification, options=opts,
+                      variable=variable)
     skipped = set(out.attrs["skipped_reference_times"])  # an outage: left out, with a warning (score_cases)
     out.attrs["reference_times"] = [label for label in (_time_label(t) for t in _as_times(ds, reference_times))
                                     if label not in skipped]

@@ -29,7 +29,9 @@ nowhere).  Conventions:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -40,7 +42,7 @@ from geostp.errors import ConfigError
 __all__ = [
     "mse", "mae", "rmse", "mse_frame", "mae_frame", "ssim", "psnr",
     "contingency", "csi", "pod", "far", "hss", "fss",
-    "align_observations", "verify", "CONTINUOUS", "SPATIAL_DIMS",
+    "align_observations", "verify", "check_verification", "CONTINUOUS", "SPATIAL_DIMS",
 ]
 
 SPATIAL_DIMS = ("y", "x")
@@ -131,6 +133,7 @@ def _ssim_frame(a: np.ndarray, b: np.ndarray, data_range: float, win: int = 7) -
 def ssim(forecast: xr.DataArray, observed: xr.DataArray, *, data_range: float = 1.0,
          keep: Sequence[str] = ("lead_time",)) -> xr.DataArray:
     """Structural similarity per frame (7x7 window), averaged per lead time."""
+    data_range = _data_range(data_range)
     f, o = _check(forecast, observed)
     per_frame = xr.apply_ufunc(
         _ssim_frame, f, o, input_core_dims=[list(SPATIAL_DIMS)] * 2, vectorize=True,
@@ -144,6 +147,7 @@ def ssim(forecast: xr.DataArray, observed: xr.DataArray, *, data_range: float = 
 def psnr(forecast: xr.DataArray, observed: xr.DataArray, *, data_range: float = 1.0,
          keep: Sequence[str] = ("lead_time",)) -> xr.DataArray:
     """Peak signal-to-noise ratio per frame (dB), averaged per lead time."""
+    data_range = _data_range(data_range)
     f, o = _check(forecast, observed)
     frame_mse = ((f - o) ** 2).mean(_frame_dims(f), skipna=True)
     per_frame = 10 * np.log10(data_range**2 / frame_mse.where(frame_mse > 0))
@@ -257,6 +261,70 @@ def known_metrics() -> set[str]:
     return {*CONTINUOUS, "ssim", "psnr", "csi", "pod", "far", "hss", "fss"}
 
 
+_NEEDS_THRESHOLD = ("csi", "pod", "far", "hss", "fss")
+
+
+def _data_range(value: Any) -> float:
+    """``data_range`` of ssim and psnr as a float: a finite number > 0, else a ConfigError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)) or \
+            not np.isfinite(value) or value <= 0:
+        raise ConfigError(f"data_range={value!r}: expected a finite number > 0 (the span of the values, max - min, "
+                          "that ssim and psnr are relative to; 1 for fields in [0, 1])")
+    return float(value)
+
+
+def _listed(value: Any, argument: str, what: str) -> list[Any]:
+    """A single value as a list of one; a list or tuple (or array) as a list; anything else a ConfigError."""
+    if isinstance(value, (str, numbers.Number, np.generic)):
+        return [value]
+    if isinstance(value, (set, frozenset, dict, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError(f"{argument}={value!r}: expected {what}")
+    return list(np.asarray(value).ravel()) if isinstance(value, np.ndarray) else list(value)
+
+
+def check_verification(metrics: Any = ("mse", "mae"), thresholds: Any = (), scales: Any = (),
+                       data_range: Any = 1.0) -> tuple[list[str], list[float], list[int], float]:
+    """What :func:`verify` is asked to score, checked and normalised before anything is computed.
+
+    ``metrics`` are known metric names (one name or a list), ``thresholds`` finite numbers in the variable's
+    units (one or a list; needed by csi, pod, far, hss and fss), ``scales`` integers >= 1 (pixels; needed by
+    fss) and ``data_range`` a finite number > 0 (ssim, psnr).  A :class:`~geostp.errors.ConfigError` names the
+    argument, the value given and what is expected.
+    """
+    metric_list = _listed(metrics, "metrics", "a metric name or a list of metric names")
+    known = known_metrics()
+    bad = [m for m in metric_list if not isinstance(m, str)]
+    if bad:
+        raise ConfigError(f"metrics={metric_list!r}: {bad[0]!r} is not a metric name; expected names among "
+                          f"{sorted(known)}")
+    unknown = [m for m in metric_list if m not in known]
+    if unknown:
+        raise ConfigError(f"metrics: unknown metric(s) {unknown}; known metrics are {sorted(known)}")
+    if not metric_list:
+        raise ConfigError(f"metrics=[] names no score; expected at least one of {sorted(known)}")
+    threshold_list = _listed(thresholds, "thresholds", "a number or a list of numbers (event thresholds, in the "
+                                                       "variable's units)")
+    for t in threshold_list:
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (numbers.Real, np.number)) or not np.isfinite(t):
+            raise ConfigError(f"thresholds={threshold_list!r}: {t!r} is not a finite number; expected numbers "
+                              "(event thresholds, in the variable's units, e.g. thresholds=[1.0, 5.0] mm/h)")
+    scale_list = _listed(scales, "scales", "an integer or a list of integers (pixels)")
+    for k in scale_list:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (numbers.Integral, np.integer)) or k < 1:
+            raise ConfigError(f"scales={scale_list!r}: {k!r} is not a window size; expected integers >= 1 (FSS "
+                              "neighbourhoods, in pixels)")
+    data_range = _data_range(data_range)
+    wanting = [m for m in metric_list if m in _NEEDS_THRESHOLD]
+    if wanting and not threshold_list:
+        raise ConfigError(f"metric {wanting[0]!r} needs at least one threshold; expected thresholds=[...] with at "
+                          "least one number (in the variable's units)")
+    if "fss" in metric_list and not scale_list:
+        raise ConfigError("metric 'fss' needs at least one scale; expected scales=[...] with at least one window "
+                          "size (pixels)")
+    return (list(metric_list), [float(t) for t in threshold_list], [int(k) for k in scale_list],
+            float(data_range))
+
+
 def verify(
     forecast: xr.DataArray,
     observed: xr.DataArray,
@@ -273,12 +341,7 @@ def verify(
     every threshold and scale). Variables are named like ``csi_1`` or
     ``fss_1_8`` (threshold 1, scale 8).
     """
-    known = known_metrics()
-    metrics = list(metrics)
-    unknown = [m for m in metrics if m not in known]
-    if unknown:
-        raise ConfigError(f"unknown metric(s) {unknown}; known metrics are {sorted(known)}")
-    thresholds, scales = list(thresholds), list(scales)
+    metrics, thresholds, scales, data_range = check_verification(metrics, thresholds, scales, data_range)
     out: dict[str, xr.DataArray] = {}
     for m in metrics:
         if m in CONTINUOUS:
@@ -288,14 +351,10 @@ def verify(
         elif m == "psnr":
             out[m] = psnr(forecast, observed, data_range=data_range)
         elif m == "fss":
-            if not thresholds or not scales:
-                raise ConfigError("metric 'fss' needs at least one threshold and one scale")
             for t in thresholds:
                 for s in scales:
                     out[f"fss_{t:g}_{s}"] = fss(forecast, observed, t, s)
         else:
-            if not thresholds:
-                raise ConfigError(f"metric {m!r} needs at least one threshold")
             fn = {"csi": csi, "pod": pod, "far": far, "hss": hss}[m]
             for t in thresholds:
                 out[f"{m}_{t:g}"] = fn(forecast, observed, t)
