@@ -122,6 +122,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from geostp.recipes.bundled import resolve_recipe
     from geostp.recipes.schema import load_recipe, recipe_to_yaml
 
+    if args.reference_time is not None:  # a time that is not one is refused before the recipe is even read
+        from geostp.cube import parse_time
+
+        args.reference_time = parse_time(args.reference_time, argument="--reference-time")
     recipe = load_recipe(resolve_recipe(args.recipe), args.set or [])
     if args.command == "nowcast" and recipe.kind != "nowcast":
         raise ConfigError(f"{recipe.where}: kind: 'geostp nowcast' runs kind 'nowcast' recipes, this one is "
@@ -183,7 +187,8 @@ def _add_run_parser(sub) -> None:
         p.add_argument("--poll", type=float, default=None, help="nowcast --watch: seconds between polls")
         p.add_argument("--max-polls", type=int, default=None, help="nowcast --watch: stop after this many polls")
         p.add_argument("--reference-time", default=None,
-                       help="nowcast once: forecast from this reference time instead of the newest")
+                       help="nowcast once: forecast from this reference time (ISO 8601, e.g. 2024-07-01T12:30; "
+                            "UTC unless it names a zone) instead of the newest")
         p.add_argument("--quiet", action="store_true", help="no progress bars or score tables")
         if name == "run":
             p.add_argument("--nproc", type=int, default=None, metavar="N",

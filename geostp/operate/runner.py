@@ -104,6 +104,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import to_timedelta
+from geostp.cube import parse_time
 from geostp.errors import (
     CheckpointError,
     ConfigError,
@@ -654,7 +655,7 @@ class NowcastRunner:
             raise DataError(f"no file matching {self.feed.files} (names like {self.feed.time_pattern}) is there "
                             f"yet{ignored}")
         if reference_time is not None:
-            t = np.datetime64(pd.Timestamp(reference_time).to_datetime64(), "ns")
+            t = parse_time(reference_time, argument="reference_time")  # a ConfigError naming a value that is no time
             if t not in files:
                 raise DataError(f"no input file for reference time {pd.Timestamp(t)} in {self.feed.files}")
             rec = self._consider(t, files, wait=False, forced=True)

@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from geostp.cube import parse_time
 from geostp.train.settings import TrainSettings
 
 __all__ = [
@@ -237,6 +238,14 @@ class NowcastSection(_Strict):
     device: str = "cpu"
     tile: int | None = Field(None, ge=8)
     reference_time: str | None = Field(None, description="one-shot runs: this reference time, not the newest")
+
+    @field_validator("reference_time")
+    @classmethod
+    def _a_time(cls, value: str | None) -> str | None:
+        """A reference time that is not a time is refused when the recipe is read, not when the run starts."""
+        if value is not None:
+            parse_time(value, argument="nowcast.reference_time")
+        return value
 
 
 class OutputSection(_Strict):
