@@ -41,7 +41,7 @@ import glob
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.checks import a_type
 from geostp.cube import find_gaps
 from geostp.errors import ConfigError, DataError
 
@@ -415,18 +416,32 @@ def region_window(region: Any, x: np.ndarray, y: np.ndarray, crs, *, source: str
 
 
 def resolve_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, what: str,
-                  suffixes: Sequence[str] = ()) -> list[Path]:
+                  suffixes: Sequence[str] = (), argument: str = "path") -> list[Path]:
     """Files named by a path, a glob pattern (``**`` allowed) or a list of either; sorted, never empty.
 
     A path that exists is taken as it is, glob characters in its name included; a pattern is matched by
     :func:`glob_paths`.  A directory stands for the files in it whose name ends with one of ``suffixes``.
+    Anything but a str, an ``os.PathLike`` or a list of them (``None``, a number, bytes) is a
+    :class:`~geostp.errors.ConfigError` naming ``argument`` (the adapter's name for it).
     """
-    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    expected = f"a {what}, a glob pattern or a list of them (str or pathlib.Path)"
+    if isinstance(path, (str, os.PathLike)):
+        items = [path]
+    elif isinstance(path, Iterable) and not isinstance(path, (bytes, bytearray, dict)):
+        items = list(path)
+    else:
+        raise ConfigError(f"{argument}={path!r:.80} is {a_type(path)}; expected {expected}")
     if not items:
         raise ConfigError(f"no {what} given: expected a file, a glob pattern or a list of files")
+    bad = next((i for i in items if not isinstance(i, (str, os.PathLike))), None)
+    if bad is not None:
+        raise ConfigError(f"{argument}: {bad!r:.80} is {a_type(bad)}; expected {expected}")
     out: list[Path] = []
     for item in items:
         s = os.fspath(item)
+        if not isinstance(s, str) or not s.strip() or "\0" in s:
+            raise ConfigError(f"{argument}: {item!r:.80} is not a usable path (empty, bytes or with a NUL); expected "
+                              f"{expected}")
         p = Path(s)
         if not p.exists() and glob.has_magic(s):
             found = [f for f in glob_paths(s) if f.is_file()]

@@ -145,7 +145,7 @@ def open_taxibj(
                           f"{', '.join(DUPLICATE_POLICIES)}")
     if len(variables) != 2:
         raise ConfigError(f"variables={list(variables)!r}; expected two names, for channels 0 and 1")
-    files = resolve_files(paths, what="crowd-flow file", suffixes=(".h5", ".hdf5"))
+    files = resolve_files(paths, what="crowd-flow file", suffixes=(".h5", ".hdf5"), argument="paths")
     index = []
     grid: tuple[int, int] | None = None
     storage_rows = 1

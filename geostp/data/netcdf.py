@@ -247,6 +247,15 @@ def _layout(ds: xr.Dataset, variable: str | Sequence[str] | None, time: str | No
             time_name = named[0] if named else None
     elif time_name not in ds.variables:
         raise DataError(f"{p}: no time variable {time_name!r}; the file has {', '.join(map(str, ds.variables))}")
+    time_dims = set(ds[time_name].dims) if time_name is not None and time_name in ds.variables else set()
+    for v in variables:  # a level, an ensemble member, a band: the cube has no place for it
+        extra = {d: int(ds.sizes[d]) for d in ds[v].dims if d not in (ydim, xdim) and d not in time_dims}
+        if extra:
+            shown = ", ".join(f"{d!r} (length {n})" for d, n in extra.items())
+            raise DataError(f"{p}: variable {v!r} has dims {ds[v].dims}: {shown} is not its time "
+                            f"({time_name or 'none found'!r}), y ({ydim!r}) or x ({xdim!r}); expected dims (time, y, "
+                            "x), or (y, x) with a scalar time: select one level first (xarray: ds.isel(level=0)) and "
+                            "write that")
     y = np.asarray(ds[ydim].values, float) if ydim in ds.coords else None
     x = np.asarray(ds[xdim].values, float) if xdim in ds.coords else None
     flip_y = bool(y is not None and y.size > 1 and y[-1] > y[0])

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from geostp.checks import as_path
 from geostp.conventions import (
     GRID_MAPPING,
     RAIN_RATE_ATTRS,
@@ -153,6 +154,22 @@ def _get_importer(name: str) -> Callable[..., Any]:
 # ----------------------------------------------------------------------------- finding files and times
 
 
+def _time_argument(value: Any, argument: str) -> datetime | None:
+    """A ``start``/``end`` argument as a datetime (None stays None); what is not a time is a ConfigError naming it."""
+    if value is None:
+        return None
+    try:
+        t = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        t, problem = None, str(exc)
+    else:
+        problem = "NaT"
+    if t is None or pd.isna(t):
+        raise ConfigError(f"{argument}={value!r:.80} is not a time ({problem}); expected an ISO 8601 time such as "
+                          "'2024-07-01T12:00'")
+    return t.to_pydatetime()
+
+
 def find_radar_files(
     *,
     root: str | os.PathLike[str] | None = None,
@@ -170,8 +187,7 @@ def find_radar_files(
     times from the file names, and the nominal step when it was given.
     """
     step = parse_step(timestep, what="timestep") if timestep is not None else None
-    t0 = pd.Timestamp(start).to_pydatetime() if start is not None else None
-    t1 = pd.Timestamp(end).to_pydatetime() if end is not None else None
+    t0, t1 = _time_argument(start, "start"), _time_argument(end, "end")
     if t0 is not None and t1 is not None and t0 > t1:
         raise ConfigError(f"empty time range: start {t0} is after end {t1}; expected start <= end")
     if fn_pattern is None:
@@ -181,7 +197,7 @@ def find_radar_files(
         raise ConfigError("give either root (with path_fmt, start, end and timestep: pysteps' archive layout) "
                           "or pattern (a glob of files), not both or neither")
     if root is not None:
-        root = Path(root)
+        root = as_path(root, "root", expected="the root folder of a radar archive")
         if not root.is_dir():
             raise DataError(f"radar directory {root} does not exist; expected the root of the archive "
                             f"(files under {root}/{path_fmt or '.'}/{fn_pattern}.{fn_ext})")
@@ -205,7 +221,10 @@ def find_radar_files(
                             f"{path_fmt or '.'}/{fn_pattern}.{fn_ext} every {step}); expected at least one")
         return [f for f, _ in found], [t for _, t in found], step
 
-    patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else list(pattern)
+    patterns = [pattern] if isinstance(pattern, (str, os.PathLike)) else \
+        list(pattern) if isinstance(pattern, Sequence) and not isinstance(pattern, bytes) else [pattern]
+    for pat in patterns:
+        as_path(pat, "pattern", expected="a glob of radar files, or a list of them")
     files: list[Path] = []
     for pat in patterns:
         pat = os.fspath(pat)

@@ -23,6 +23,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from geostp.checks import as_path
 from geostp.conventions import resolve_files
 from geostp.errors import ConfigError, DataError
 
@@ -76,7 +77,7 @@ def open_moving_mnist_npy(
         ``intensity`` in [0, 1] with dims ``sequence, time, y, x``; the file is
         memory-mapped per chunk when computed.
     """
-    p = Path(path)
+    p = as_path(path, "path", expected="a Moving MNIST .npy file")
     if not p.is_file():
         raise DataError(f"Moving MNIST file {p} does not exist; expected mnist_test_seq.npy "
                         "(uint8, T x N x 64 x 64)")
@@ -244,7 +245,7 @@ def open_frame_folders(
     """
     mode = _check_mode(mode)
     size = _check_size(size)
-    top = Path(root)
+    top = as_path(root, "root", expected="a folder of frame folders")
     if not top.is_dir():
         raise DataError(f"frame folder root {top} does not exist; expected folders of image frames "
                         f"{'/'.join(['*'] * depth)}/<frames> below it")
@@ -367,7 +368,7 @@ def open_video_files(
     """
     mode = _check_mode(mode)
     size = _check_size(size)
-    files = resolve_files(paths, what="video file", suffixes=VIDEO_SUFFIXES)
+    files = resolve_files(paths, what="video file", suffixes=VIDEO_SUFFIXES, argument="paths")
     counts = []
     shape0 = None
     for p in files:
