@@ -236,8 +236,13 @@ class FittedForecaster:
         return self.model.name
 
     # -------------------------------------------------------------- persistence
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint (atomic, weights-only loadable) that :func:`load_forecaster` reads."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write a checkpoint (atomic, weights-only loadable) that :func:`load_forecaster` reads.
+
+        An existing file at ``path`` is replaced only if it is a geostp checkpoint (saving a model again, a
+        training run written over its own ``model.pt``); any other file is refused with a
+        :class:`~geostp.errors.WriteError` naming it, and left as it is, unless ``overwrite=True``.
+        """
         from geostp._version import __version__
         from geostp.train.checkpoint import save_checkpoint
 
@@ -252,7 +257,7 @@ class FittedForecaster:
         }
         payload = {"model_name": self.name, "model_config": self.model.config,
                    "state_dict": self.model.state_dict(), "metadata": meta}
-        self.checkpoint = save_checkpoint(path, payload)
+        self.checkpoint = save_checkpoint(path, payload, overwrite=overwrite)
         return self.checkpoint
 
     # -------------------------------------------------------------- inference

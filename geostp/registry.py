@@ -12,6 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, TypeVar
 
 from geostp.errors import ConfigError, UnknownNameError
+from geostp.names import plain_name
 
 T = TypeVar("T")
 
@@ -51,8 +52,13 @@ class Registry(Generic[T]):
         self._entries: dict[str, T] = {}
 
     def register(self, name: str, obj: T | None = None, *, replace: bool = False):
-        """Register ``obj`` under ``name``; without ``obj``, return a decorator."""
+        """Register ``obj`` under ``name``; without ``obj``, return a decorator.
+
+        ``name`` must be a plain name (:func:`geostp.names.plain_name`: it may become a file name, such as the
+        model store's ``<model>-<key>.pt``); a ConfigError says what is wrong with it.
+        """
         key = self._normalise(name)
+        plain_name(key, f"{self.kind} name")
 
         def add(item: T) -> T:
             if key in self._entries and not replace and self._entries[key] is not item:
@@ -101,6 +107,7 @@ class Registry(Generic[T]):
         where = f"{self.kind} {key!r} (entry point {ep.value!r}"
         where += f" of package {ep.dist.name}" if ep.dist is not None else ""
         where += f" in group {self.entry_point_group!r})"
+        plain_name(key, f"the name of {where}")  # refused before the package's code is imported
         try:
             obj = ep.load()
         except Exception as exc:  # an installed package's import error: name it, never a bare traceback

@@ -15,6 +15,17 @@ Atomic writes
     :func:`atomic_write_bytes` wrap it.  The zarr store's own swap
     (:mod:`geostp.store`) is the only other rename in the package.
 
+Only its own files
+    geostp replaces or appends to a file under a fixed name (a run's
+    ``recipe.yaml``, ``scores.json``, ``history.json``, a checkpoint, the
+    runner's log, lock and grid record, a map, a forecast file) only if it can
+    recognise the file as one it wrote (:func:`check_own_file`, with a
+    recogniser for each kind: a header, a marker, the structure it writes).
+    Anything else there (a user's file of that name, a symbolic link, a
+    folder) is refused with a :class:`~geostp.errors.WriteError` naming the
+    file and what was expected, before anything is written.  No file, or an
+    empty one, is fine to create.
+
 Forecast files
     :func:`forecast_dataset` gives a forecast its global attributes
     (``Conventions``, ``title``, ``source``, ``history``, ``geostp_version``,
@@ -32,6 +43,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -45,7 +57,7 @@ import xarray as xr
 
 from geostp._version import __version__
 from geostp.cube import FORECAST_TIME_ATTRS
-from geostp.errors import ConfigError, writing
+from geostp.errors import ConfigError, WriteError, writing
 
 __all__ = [
     "TMP_MARK",
@@ -57,6 +69,11 @@ __all__ = [
     "atomic_write_bytes",
     "remove_path",
     "redacted",
+    "check_own_file",
+    "RECOGNISE_BYTES",
+    "head_bytes",
+    "is_json_object_with",
+    "is_geostp_forecast",
     "FORMATS",
     "SUFFIXES",
     "CONVENTIONS",
@@ -194,6 +211,76 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- only its own files
+
+#: The most bytes a recogniser reads of an existing file (a header, a first line, a small JSON document).
+RECOGNISE_BYTES = 1 << 20
+
+
+def head_bytes(path: Path, limit: int = RECOGNISE_BYTES) -> bytes:
+    """The first ``limit`` bytes of a regular file (read without following a link)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def is_json_object_with(path: Path, keys: Sequence[str]) -> bool:
+    """Whether ``path`` holds one JSON object (of at most :data:`RECOGNISE_BYTES`) that has every key of ``keys``."""
+    data = head_bytes(path, RECOGNISE_BYTES + 1)
+    if len(data) > RECOGNISE_BYTES:
+        return False
+    doc = json.loads(data)
+    return isinstance(doc, dict) and all(k in doc for k in keys)
+
+
+def check_own_file(path: str | os.PathLike[str], is_own: Callable[[Path], bool], *, what: str, expected: str,
+                   action: str = "replace", hint: str = "") -> Path:
+    """Refuse to ``action`` (replace, append to) ``path`` unless geostp can recognise it as its own; returns it.
+
+    No file there (or a part of the path missing), or an empty regular file, is fine: geostp creates it.  A
+    regular file for which ``is_own(path)`` is true is fine (an exception in ``is_own`` counts as false: a file
+    it cannot parse is not geostp's).  Anything else (a file geostp did not write, a symbolic link, a folder, a
+    FIFO) is a :class:`~geostp.errors.WriteError` naming the file, ``what`` geostp would write there and what it
+    ``expected`` to find, plus ``hint`` (what to do); the file is left as it is.
+    """
+    path = Path(path)
+    try:
+        st = path.lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return path  # nothing there: the writer creates it (or reports a file in the way of its folder)
+    except OSError:
+        return path  # a folder that cannot be looked into: the writer reports it (a WriteError naming it)
+    if stat.S_ISREG(st.st_mode):
+        if st.st_size == 0:
+            return path
+        try:
+            own = bool(is_own(path))
+        except Exception:  # unreadable, not the format: not a file geostp wrote
+            own = False
+        if own:
+            return path
+        found = f"a file of {st.st_size} bytes that geostp did not write"
+    elif stat.S_ISLNK(st.st_mode):
+        found = f"a symbolic link (to {os.readlink(path)})"
+    elif stat.S_ISDIR(st.st_mode):
+        found = "a folder"
+    else:
+        found = "not a regular file"
+    raise WriteError(f"refusing to {action} {path}: it is {found}; expected {expected} (the {what} geostp "
+                     f"writes there) or no file at all. geostp will {action} only a file it wrote, and left "
+                     f"this one as it is{'; ' + hint if hint else ''}")
+
+
+def is_geostp_forecast(path: Path) -> bool:
+    """Whether ``path`` is a netCDF file geostp wrote (:func:`forecast_dataset`'s ``geostp_version`` attribute)."""
+    if head_bytes(path, 4)[:3] not in (b"CDF", b"\x89HD"):
+        return False
+    with xr.open_dataset(path, decode_times=False, decode_cf=False) as ds:
+        return "geostp_version" in ds.attrs
 
 
 # ----------------------------------------------------------------------------- forecast files
@@ -343,8 +430,18 @@ def _format_of(path: Path, format: str | None) -> str:
 def write_forecasts(data: xr.DataArray | xr.Dataset, targets: Sequence[tuple[str | None, str | os.PathLike[str]]], *,
                     attrs: Mapping[str, Any] | None = None, keep_existing: bool = False,
                     before_commit: Callable[[], None] | None = None) -> list[Path]:
-    """Write one forecast in several ``(format, path)`` at once, atomically: all appear, or none."""
+    """Write one forecast in several ``(format, path)`` at once, atomically: all appear, or none.
+
+    A final that exists is replaced only if it is a forecast file geostp wrote (:func:`check_own_file`; with
+    ``keep_existing`` it is kept instead): any other file there is a :class:`~geostp.errors.WriteError`.
+    """
     targets = [(_format_of(Path(p), f), Path(p)) for f, p in targets]
+    if not keep_existing:
+        for fmt, p in targets:
+            if fmt == "netcdf":
+                check_own_file(p, is_geostp_forecast, what="forecast file",
+                               expected="a netCDF forecast written by geostp (global attribute geostp_version)",
+                               hint="move it away or write the forecast elsewhere")
     ds = forecast_dataset(data, attrs=attrs)
     with atomic_paths([p for _, p in targets], keep_existing=keep_existing, before_commit=before_commit) as tmps:
         for (fmt, _), tmp in zip(targets, tmps, strict=True):

@@ -20,9 +20,58 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from geostp.errors import UnsafePathError, writing
+from geostp.errors import UnsafePathError, WriteError, writing
+from geostp.writers import check_own_file, head_bytes, is_json_object_with
 
-__all__ = ["open_own_file", "RunnerLog", "Logged", "recall"]
+__all__ = ["open_own_file", "RunnerLog", "Logged", "recall", "is_runner_log", "check_log", "check_runner_files",
+           "is_own_map", "LOCK_NAME", "GRID_NAME"]
+
+LOCK_NAME = ".geostp-nowcast.lock"
+GRID_NAME = ".geostp-nowcast-grid.json"
+
+#: What the runner's own files hold, so that it replaces or appends to nothing else (a user's file of that name is
+#: refused with a WriteError naming it): the lock says which process holds it, the grid record is a JSON object
+#: with the grid's shape, a map is a PNG whose Software field names geostp.
+LOCK_EXPECTED = "an empty file or the text 'pid N on HOST since TIME' a nowcast runner writes"
+GRID_EXPECTED = "the JSON object a nowcast runner writes (with the grid's 'shape')"
+MAP_SOFTWARE = "geostp nowcast runner"
+MAP_EXPECTED = f"a PNG map a nowcast runner drew (its Software field {MAP_SOFTWARE!r})"
+
+#: How every nowcast log begins: the first runner's ``start`` record (what a runner writes first).
+LOG_START = b'{"event":"start",'
+#: What the log is expected to be, for the message that refuses another file.
+LOG_EXPECTED = ('a JSON-lines log that a geostp nowcast runner wrote (its first line a {"event":"start",...} record '
+                "with time, pid and out_dir)")
+
+
+def _is_log_start(first: bytes) -> bool:
+    """Whether ``first``, a log's first line, is a runner's ``start`` record (or the start of one cut short)."""
+    if not first.startswith(LOG_START):
+        return False
+    try:
+        record = json.loads(first)
+    except ValueError:  # cut short by a runner killed while writing it (or longer than was read)
+        return True
+    return isinstance(record, dict) and record.get("event") == "start" and \
+        all(k in record for k in ("time", "pid", "out_dir"))
+
+
+def is_runner_log(path: Path) -> bool:
+    """Whether ``path`` is a nowcast runner's log: its first line a runner's ``start`` record."""
+    return _is_log_start(head_bytes(path, 1 << 16).split(b"\n", 1)[0])
+
+
+def check_log(path: Path) -> None:
+    """Refuse (a :class:`~geostp.errors.WriteError` naming it) to append to a regular file at ``path`` that is not
+    a runner's log; missing or empty is fine.  Links, folders and other odd files are left to
+    :func:`open_own_file`, which refuses them (:class:`~geostp.errors.UnsafePathError`) when the log is opened."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return
+    if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        check_own_file(path, is_runner_log, what="nowcast log", expected=LOG_EXPECTED, action="append to",
+                       hint="move it away, or set output.log (or output.dir) to another file")
 
 #: Why a file cannot be created in its folder (a :class:`~geostp.errors.WriteError`, not an unsafe file).
 _CANNOT_WRITE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.ENOSPC, errno.EDQUOT,
@@ -66,6 +115,9 @@ class RunnerLog:
     path: Path | None
     echo: TextIO | str | None  # "stdout": whatever sys.stdout is when a line is written
     redact: Mapping[str, str] = field(default_factory=dict)  # text -> what is written instead
+    #: Append only to a runner's own log (its first line a ``start`` record; :func:`is_runner_log`): the runner's
+    #: log is opened so, and another file is refused (a WriteError) before a byte is written to it.
+    own_only: bool = False
     _fh: Any = field(default=None, repr=False)
 
     def open(self) -> None:
@@ -79,6 +131,12 @@ class RunnerLog:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = open_own_file(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, "nowcast log")
             size = os.fstat(fd).st_size
+            first = os.pread(fd, min(size, 1 << 16), 0).split(b"\n", 1)[0] if self.own_only and size else b""
+            if self.own_only and size and not _is_log_start(first):
+                os.close(fd)  # a file geostp did not write (a user's notes, the recipe): appended to by no one
+                check_log(self.path)  # the message that says what the file is
+                raise WriteError(f"refusing to append to {self.path}: it is not a nowcast log geostp wrote; "
+                                 f"expected {LOG_EXPECTED} or no file at all")  # it changed meanwhile: refused
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 os.write(fd, b"\n")
             self._fh = os.fdopen(fd, "a", buffering=1)  # kept open for the runner's life
@@ -199,3 +257,39 @@ def recall(log: RunnerLog, horizon: np.datetime64, window: np.timedelta64) -> Lo
         elif event == "feed_note" and isinstance(rec.get("note"), str):
             out.notes.add(rec["note"])
     return out
+
+
+# ----------------------------------------------------------------------------- the runner's own files
+
+
+def is_lock(text: bytes) -> bool:
+    """Whether ``text``, the start of a lock file, is what a runner writes there (or nothing)."""
+    return not text or text.startswith(b"pid ")
+
+
+def is_lock_file(path: Path) -> bool:
+    return is_lock(head_bytes(path, 64))
+
+
+def is_own_map(path: Path) -> bool:
+    """Whether ``path`` is a PNG map the runner drew (:data:`MAP_SOFTWARE` in its header chunks)."""
+    head = head_bytes(path, 1 << 16)
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and MAP_SOFTWARE.encode() in head
+
+
+def check_runner_files(out_dir: Path, log_path: Path | None) -> None:
+    """Refuse (:class:`~geostp.errors.WriteError`, naming the file and what was expected) to start a runner whose
+    log, lock or grid record is a regular file it did not write (a user's ``nowcast.log.jsonl``, an
+    ``output.log`` naming the user's notes or the recipe itself); creates and changes nothing.  Links, hard links
+    and other odd files are refused when they are opened (:class:`~geostp.errors.UnsafePathError`)."""
+    check_log(log_path if log_path is not None else out_dir / "nowcast.log.jsonl")
+    lock = out_dir / LOCK_NAME
+    try:
+        st = lock.lstat()
+    except OSError:
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+        check_own_file(lock, is_lock_file, what="nowcast lock file", expected=LOCK_EXPECTED,
+                       hint="move it away or choose another output.dir")
+    check_own_file(out_dir / GRID_NAME, lambda p: is_json_object_with(p, ("shape",)), what="grid record",
+                   expected=GRID_EXPECTED, hint="move it away or choose another output.dir")

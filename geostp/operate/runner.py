@@ -71,7 +71,12 @@ Lock
     process.  The lock and the log are opened without following links
     (``O_NOFOLLOW``): a lock or log that is a symbolic link, a hard link or
     not a regular file is refused (:class:`~geostp.errors.UnsafePathError`)
-    and whatever it points at is left untouched.
+    and whatever it points at is left untouched.  A log, lock or grid record
+    that is a regular file the runner did not write (a user's file of that
+    name; ``log_path`` naming a user's notes) is refused with a
+    :class:`~geostp.errors.WriteError` before anything is written
+    (:func:`geostp.operate.journal.check_runner_files`); such a map is left
+    as it is and logged (``map_failed``).
 Where it writes
     The output folder and the log's folder are checked when the runner is
     made and again in :meth:`NowcastRunner.open`, before anything is created:
@@ -111,16 +116,32 @@ from geostp.errors import (
     CubeError,
     DataError,
     GeostpError,
+    WriteError,
     writable_folder,
     writing,
 )
 from geostp.forecast import check_steps
 from geostp.operate.feed import BadFile, FeedPolicy, FileFeed, Frame, grid_difference, stat_key
-from geostp.operate.journal import Logged, RunnerLog, open_own_file, recall
+from geostp.operate.journal import (
+    GRID_NAME,
+    LOCK_EXPECTED,
+    LOCK_NAME,
+    MAP_EXPECTED,
+    MAP_SOFTWARE,
+    Logged,
+    RunnerLog,
+    check_runner_files,
+    is_lock,
+    is_lock_file,
+    is_own_map,
+    open_own_file,
+    recall,
+)
 from geostp.writers import (
     SUFFIXES,
     atomic_path,
     atomic_write_text,
+    check_own_file,
     is_temp_name,
     redacted,
     remove_path,
@@ -139,8 +160,6 @@ __all__ = [
 #: Seconds to pause between writing a forecast's temporary file and renaming it
 #: (fault-injection tests use it to kill a runner in the middle of a write).
 COMMIT_DELAY_ENV = "GEOSTP_NOWCAST_COMMIT_DELAY"
-LOCK_NAME = ".geostp-nowcast.lock"
-GRID_NAME = ".geostp-nowcast-grid.json"
 
 
 class NowcastLockedError(GeostpError):
@@ -244,7 +263,7 @@ class NowcastRunner:
         self.policy = policy or FeedPolicy()
         self.crop = crop
         self.log = RunnerLog(Path(log_path) if log_path else self.out_dir / "nowcast.log.jsonl", echo,
-                        {k: v for k, v in (redact or {}).items() if k})
+                             {k: v for k, v in (redact or {}).items() if k}, own_only=True)
         self.attrs = dict(attrs or {})
         self.device = device
         self.tile = tile
@@ -268,6 +287,7 @@ class NowcastRunner:
         writable_folder(self.out_dir, "output folder of the nowcast runner (out_dir)")
         if self.log.path is not None:
             writable_folder(self.log.path.parent, "nowcast log (log_path)", for_file=self.log.path)
+        check_runner_files(self.out_dir, self.log.path)
 
     # ------------------------------------------------------------------ lock and lifecycle
     def __enter__(self) -> NowcastRunner:
@@ -287,6 +307,11 @@ class NowcastRunner:
         with writing(self.out_dir, "output folder of the nowcast runner (out_dir)"):
             self.out_dir.mkdir(parents=True, exist_ok=True)
         fd = open_own_file(self.out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, "nowcast lock file")
+        if not is_lock(os.pread(fd, 64, 0)):  # a file geostp did not write: left as it is
+            os.close(fd)
+            check_own_file(self.out_dir / LOCK_NAME, is_lock_file, what="nowcast lock file", expected=LOCK_EXPECTED)
+            raise WriteError(f"refusing to write {self.out_dir / LOCK_NAME}: it is not a lock file geostp wrote; "
+                             f"expected {LOCK_EXPECTED}")  # it changed meanwhile: refused all the same
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -631,8 +656,9 @@ class NowcastRunner:
                 ax = plot_map(fc, lead)
                 delta = to_timedelta(lead)  # minutes, or an interval
                 path = self.out_dir / f"{output_stem(t)}_{int(delta / pd.Timedelta(minutes=1)):03d}min.png"
+                check_own_file(path, is_own_map, what="map", expected=MAP_EXPECTED)  # a user's file: map_failed
                 with atomic_path(path) as tmp:
-                    ax.figure.savefig(tmp, dpi=90, format="png")
+                    ax.figure.savefig(tmp, dpi=90, format="png", metadata={"Software": MAP_SOFTWARE})
                 plt.close(ax.figure)
                 out.append(path.name)
             except Exception as exc:  # a map is a by-product: never fail the cycle for it
@@ -685,6 +711,9 @@ class NowcastRunner:
     def watch(self, poll_seconds: float = 30.0, *, max_polls: int | None = None,
               handle_signals: bool = True) -> int:
         """Poll until SIGTERM/SIGINT (or ``max_polls``); return the number of forecasts written."""
+        from geostp.checks import check_polling
+
+        check_polling(poll_seconds, max_polls)  # a ConfigError before the first poll: <= 0 would poll back to back
         previous: dict[int, Any] = {}
         reason = "max_polls reached"
 

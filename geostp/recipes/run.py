@@ -25,6 +25,7 @@ from geostp.data.adapters import AdapterArgumentsError, Source, UnknownAdapterEr
 from geostp.errors import ConfigError, CubeError, UnknownNameError, writing
 from geostp.recipes.schema import (
     Crop,
+    OutputSection,
     Recipe,
     SourceEntry,
     expanded_references,
@@ -33,9 +34,18 @@ from geostp.recipes.schema import (
     resolved_model_args,
     stored_recipe,
 )
-from geostp.writers import atomic_path, atomic_write_text, redacted
+from geostp.writers import (
+    RECOGNISE_BYTES,
+    atomic_path,
+    atomic_write_text,
+    check_own_file,
+    head_bytes,
+    is_json_object_with,
+    redacted,
+)
 
-__all__ = ["RunResult", "run_recipe", "run_file", "open_data", "crop_slices", "build_forecaster"]
+__all__ = ["RunResult", "run_recipe", "run_file", "open_data", "crop_slices", "build_forecaster", "check_outputs",
+           "RECIPE_HEADER"]
 
 
 @dataclass
@@ -55,13 +65,94 @@ def _where(recipe: Recipe) -> str:
     return recipe.where
 
 
-def _atomic_write(path: Path, text: str) -> Path:
+#: The first line of every recipe copy a run writes (``output.dir/recipe.yaml``): how the next run into the folder
+#: knows the file is geostp's to replace.  A YAML comment: the copy still loads as a recipe.
+RECIPE_HEADER = "# geostp: the resolved recipe of this run (written by geostp; every run into this folder replaces it)\n"
+
+
+def _is_recipe_copy(path: Path) -> bool:
+    """Whether ``path`` is a recipe copy geostp wrote: its header, or (a copy written before the header) the
+    resolved recipe itself: every top-level key of a recipe and every key of ``output``, as only a copy has them."""
+    data = head_bytes(path, RECOGNISE_BYTES + 1)
+    if data.startswith(RECIPE_HEADER.split("(")[0].encode()):
+        return True
+    if len(data) > RECOGNISE_BYTES:
+        return False
+    from geostp.data.safe_yaml import load_yaml
+
+    doc = load_yaml(data.decode("utf-8"), where=str(path))
+    return isinstance(doc, dict) and set(doc) == set(Recipe.model_fields) and isinstance(doc.get("output"), dict) \
+        and set(doc["output"]) == set(OutputSection.model_fields)
+
+
+def _is_score_table(path: Path) -> bool:
+    """Whether ``path`` is the table :func:`geostp.evaluate.format_table` writes (its header row)."""
+    first = head_bytes(path, 1 << 16).split(b"\n", 1)[0].split()
+    return first[:2] == [b"model", b"score"]
+
+
+def _is_scores_file(path: Path) -> bool:
+    """Whether ``path`` is a netCDF file of scores an evaluation wrote (dims model and lead_time)."""
+    if head_bytes(path, 4)[:3] not in (b"CDF", b"\x89HD"):
+        return False
+    with xr.open_dataset(path, decode_cf=False) as ds:
+        return {"model", "lead_time"} <= set(ds.dims)
+
+
+#: The files a run writes under a fixed name in ``output.dir``: how each is recognised as geostp's own, what it
+#: is and what was expected there (:func:`geostp.writers.check_own_file`).
+_OWN_FILES: dict[str, tuple[Any, str, str]] = {
+    "recipe.yaml": (_is_recipe_copy, "copy of the resolved recipe",
+                    f"a recipe copy geostp wrote (first line {RECIPE_HEADER.split('(')[0].strip()!r})"),
+    "history.json": (lambda p: is_json_object_with(p, ("stopped", "iterations", "steps")), "training history",
+                     "the JSON object a training run writes (stopped, iterations, steps)"),
+    "scores.json": (lambda p: is_json_object_with(p, ("cases", "lead_times", "scores")), "scores",
+                    "the JSON object an evaluation writes (cases, lead_times, scores)"),
+    "scores.txt": (_is_score_table, "score table", "the table an evaluation writes (a header row 'model  score ...')"),
+    "scores.nc": (_is_scores_file, "scores", "a netCDF file of scores an evaluation wrote (dims model, lead_time)"),
+}
+#: The checkpoints a training run writes in ``output.dir``.
+_CHECKPOINTS = ("model.pt", "checkpoints/last.pt", "checkpoints/best.pt")
+
+
+def _check_own(recipe: Recipe, path: Path) -> Path:
+    """Refuse (a WriteError naming it) to replace ``path`` (one of :data:`_OWN_FILES` or :data:`_CHECKPOINTS`)
+    unless it is missing, empty or a file geostp wrote."""
+    hint = f"move it away, or set output.dir of {_where(recipe)} to another folder"
+    if path.name.endswith(".pt"):
+        from geostp.train.checkpoint import check_replaceable
+
+        return check_replaceable(path, hint=hint)
+    is_own, what, expected = _OWN_FILES[path.name]
+    return check_own_file(path, is_own, what=what, expected=expected, hint=hint)
+
+
+def check_outputs(recipe: Recipe) -> None:
+    """Before a run writes anything: every file it would replace under a fixed name in ``output.dir``
+    (``recipe.yaml``; a training run's ``model.pt``, checkpoints and ``history.json``; an evaluation's ``scores.*``)
+    is missing, empty or a file geostp wrote; anything else is a :class:`~geostp.errors.WriteError` naming it and
+    what was expected, raised before the run starts.  A nowcast runner checks its own log, lock and grid record
+    (:func:`geostp.operate.journal.check_runner_files`)."""
+    out = recipe.output_dir
+    names = ["recipe.yaml"]
+    if recipe.kind == "train":
+        names += ["history.json", *_CHECKPOINTS]
+    if recipe.evaluation is not None and recipe.kind in ("train", "evaluate"):
+        names += ["scores.nc", "scores.txt", "scores.json"]
+    for name in names:
+        _check_own(recipe, out / name)
+
+
+def _atomic_write(path: Path, text: str, recipe: Recipe | None = None) -> Path:
+    if recipe is not None:
+        _check_own(recipe, path)
     return atomic_write_text(path, text)
 
 
 def save_resolved(recipe: Recipe, out_dir: Path) -> Path:
-    """Write the resolved recipe (every default filled in) as ``out_dir/recipe.yaml``."""
-    return _atomic_write(out_dir / "recipe.yaml", recipe_to_yaml(recipe))
+    """Write the resolved recipe (every default filled in) as ``out_dir/recipe.yaml``, under :data:`RECIPE_HEADER`;
+    a ``recipe.yaml`` there that geostp did not write (the user's own) is refused (a WriteError) and left as it is."""
+    return _atomic_write(out_dir / "recipe.yaml", RECIPE_HEADER + recipe_to_yaml(recipe), recipe)
 
 
 # ----------------------------------------------------------------------------- data
@@ -337,6 +428,7 @@ def train(recipe: Recipe, *, progress: bool = True) -> RunResult:
     from geostp.train.settings import TrainSettings
 
     where = _where(recipe)
+    check_outputs(recipe)  # a user's file under a name the run writes: refused before anything is written
     out = output_folder(recipe)
     files = [save_resolved(recipe, out)]
     if recipe.data.sources is not None:
@@ -399,10 +491,10 @@ def _run_training(recipe: Recipe, cubes: Any, job: Any, out: Path, files: list[P
     if outcome.fitted is None:  # DDP: rank 0 writes the model and history and evaluates
         return RunResult("train", out, files=[], checkpoint=outcome.checkpoint)
     fitted, result = outcome.fitted, outcome.result
-    model_path = fitted.save(out / "model.pt")
+    model_path = fitted.save(_check_own(recipe, out / "model.pt"))
     files += [model_path, _atomic_write(out / "history.json", json.dumps(
         {"stopped": result.stopped, "iterations": result.iteration, "epochs": result.epochs,
-         "steps": result.history}, default=float))]
+         "steps": result.history}, default=float), recipe)]
     res = RunResult("train", out, files=files, checkpoint=model_path)
     if recipe.evaluation is not None:
         ev = evaluate(recipe, fitted=fitted, cube=cube, write_recipe=False, progress=progress)
@@ -439,6 +531,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
 
     ev = recipe.evaluation
     assert ev is not None
+    if write_recipe:
+        check_outputs(recipe)  # a user's file under a name the run writes: refused before anything is written
     out = output_folder(recipe)
     files = [save_resolved(recipe, out)] if write_recipe else []
     if ev.source is not None:
@@ -475,7 +569,7 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
     table = format_table(scores)
     if progress:
         print(table)
-    nc = out / "scores.nc"
+    nc = _check_own(recipe, out / "scores.nc")
     with atomic_path(nc) as tmp:
         scores.to_netcdf(tmp)
     leads = scores["lead_time"].values
@@ -486,8 +580,8 @@ def evaluate(recipe: Recipe, *, fitted: Any = None, cube: xr.Dataset | None = No
                "scores": {str(m): {k: [None if not np.isfinite(x) else float(x)
                                        for x in scores[k].sel(model=m).values] for k in scores.data_vars}
                           for m in scores["model"].values}}
-    files += [nc, _atomic_write(out / "scores.txt", table + "\n"),
-              _atomic_write(out / "scores.json", json.dumps(as_json, indent=1))]
+    files += [nc, _atomic_write(out / "scores.txt", table + "\n", recipe),
+              _atomic_write(out / "scores.json", json.dumps(as_json, indent=1), recipe)]
     return RunResult("evaluate", out, files=files, scores=scores)
 
 
@@ -546,6 +640,13 @@ def nowcast(recipe: Recipe, *, watch: bool = False, poll_seconds: float | None =
             max_polls: int | None = None, reference_time: Any = None,
             echo: TextIO | str | None = "stdout") -> RunResult:
     """One nowcast cycle (the newest complete inputs), or ``watch`` the feed until SIGTERM/SIGINT."""
+    from geostp.operate.journal import check_runner_files
+
+    # files the run would replace or append to that geostp did not write (the user's recipe.yaml, a log that is
+    # the user's notes or the recipe itself) are refused before anything is created
+    check_outputs(recipe)
+    log = recipe.output.log
+    check_runner_files(recipe.output_dir, Path(log) if log else None)
     runner = nowcast_runner(recipe, echo=echo)
     with runner:
         files = [save_resolved(recipe, runner.out_dir)]
@@ -564,9 +665,13 @@ def nowcast(recipe: Recipe, *, watch: bool = False, poll_seconds: float | None =
 
 def run_recipe(recipe: Recipe, *, watch: bool = False, poll_seconds: float | None = None,
                max_polls: int | None = None, reference_time: Any = None, progress: bool = True) -> RunResult:
-    """Run a loaded recipe according to its kind."""
+    """Run a loaded recipe according to its kind (its data's names are resolved first: :mod:`geostp.recipes.resolve`)."""
+    from geostp.recipes.resolve import check_sources, check_watch
+
     if watch and recipe.kind != "nowcast":
         raise ConfigError(f"{_where(recipe)}: kind: --watch is for kind 'nowcast', not {recipe.kind!r}")
+    check_watch(watch, poll_seconds, max_polls)
+    check_sources(recipe)
     if recipe.kind == "train":
         return train(recipe, progress=progress)
     if recipe.kind == "evaluate":

@@ -38,6 +38,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from geostp.errors import ConfigError, UnknownNameError
+from geostp.names import plain_name
 from geostp.recipes.sections import (  # noqa: F401 (re-exported: the sections are part of the schema)
     Baseline,
     Crop,
@@ -108,8 +109,13 @@ def _validation_message(where: str, exc: ValidationError) -> ConfigError:
             msg = f"unknown key{' in ' + parent if parent else ''}"
         elif err["type"] == "missing":
             msg = "required key is missing"
-        else:
-            msg = f"{err['msg']} (got {err.get('input')!r})"
+        else:  # a validator's own message (a ValueError) needs no 'Value error, ' before it; "[i] ..." names an item
+            text = str(err["msg"]).removeprefix("Value error, ")
+            item = re.match(r"\[(\d+)\] ", text) if err["type"] == "value_error" else None
+            if item is not None:
+                path, msg = f"{path}[{item.group(1)}]", text[item.end():]
+            else:
+                msg = f"{text} (got {err.get('input')!r})"
         seen.setdefault(path, msg)
     lines = [f"{where}: {p}: {m}" if p else f"{where}: {m}" for p, m in seen.items()]
     return ConfigError("; ".join(lines))
@@ -176,11 +182,11 @@ def _split_override(text: str, where: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ConfigError(f"{where}: --set {text!r} is not KEY.PATH=VALUE; expected e.g. "
                           "--set training.max_iterations=10 or --set 'model.args={spatial_blocks: 2}'")
-    from geostp.data.safe_yaml import YamlAliasError, load_yaml
+    from geostp.data.safe_yaml import YamlAliasError, YamlDuplicateKeyError, load_yaml
 
     try:
         parsed = load_yaml(value, where=f"{where}: --set {key.strip()}") if value.strip() else None
-    except YamlAliasError:
+    except (YamlAliasError, YamlDuplicateKeyError):  # refused as such, not taken for plain text
         raise
     except ConfigError:
         parsed = value  # not YAML: the text as it is
@@ -394,6 +400,14 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
     """The checks that need no data (module docstring); raises ConfigError with the key path."""
     d, m, kind = recipe.data, recipe.model, recipe.kind
 
+    # names that become file names: the run folder runs/<name>; variable names (a store's array folders)
+    if recipe.name is not None:
+        plain_name(recipe.name, "name", where=where,
+                   why="it names the run's folder runs/<name> when output.dir is not given; by default it is the "
+                       "recipe file's name without .yaml")
+    for i, v in enumerate(d.variables or []):
+        plain_name(v, f"data.variables[{i}]", where=where, why="a variable's name becomes a folder of a store")
+
     # data: where from
     if d.sources is not None:
         _check_corpus(recipe, where)
@@ -421,6 +435,9 @@ def check_recipe(recipe: Recipe, where: str = "recipe") -> None:
             raise _fail(where, "data.crop.size", f"{shape} must be positive")
     if d.variables is not None and (not d.variables or len(set(d.variables)) != len(d.variables)):
         raise _fail(where, "data.variables", f"{d.variables}: expected one or more distinct variable names")
+
+    if recipe.output.maps and kind != "nowcast":
+        raise _fail(where, "output.maps", f"only a nowcast draws maps; kind {kind!r} would draw none (remove it)")
 
     # sections per kind
     unused = {"train": ("nowcast",), "evaluate": ("training", "nowcast"), "nowcast": ("training", "evaluation")}

@@ -7,9 +7,17 @@ a YAML file into :class:`Recipe` and runs the checks that need no data.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictInt,
+    StrictStr,
+    field_validator,
+)
 
 from geostp.cube import parse_time
 from geostp.train.settings import TrainSettings
@@ -232,7 +240,8 @@ class NowcastSection(_Strict):
     max_filled: int = Field(1, ge=0, description="fill_previous: at most this many filled inputs per cycle")
     catch_up: int = Field(12, ge=0, description="reference times up to this many steps before the newest are run")
     max_attempts: int = Field(3, ge=1, description="tries of a cycle that fails unexpectedly")
-    expected_shape: tuple[int, int] | None = Field(None, description="(ny, nx) every frame must have")
+    expected_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] | None = Field(
+        None, description="(ny, nx) every frame must have: two pixel counts >= 1")
     future_tolerance: float | None = Field(3600.0, ge=0, description="seconds a file's time may be ahead of the "
                                            "wall clock (UTC); files further ahead are ignored (null: no limit)")
     device: str = "cpu"
@@ -253,7 +262,25 @@ class OutputSection(_Strict):
 
     dir: str | None = Field(None, description="default runs/<name>")
     formats: list[Literal["netcdf", "zarr"]] = Field(default_factory=lambda: ["netcdf"])
-    maps: list[str | int] = Field(default_factory=list, description="lead times to draw (nowcast; needs geostp.plot)")
+    maps: list[StrictStr | StrictInt] = Field(default_factory=list, description="lead times to draw (nowcast; minutes "
+                                              "or intervals such as '30min'; needs geostp.plot)")
+
+    @field_validator("maps", mode="before")
+    @classmethod
+    def _lead_times(cls, value: Any) -> Any:
+        """Each map is a positive lead time (minutes, or an interval such as '30min'): refused when the recipe is
+        read, not found missing after the run (a map of no lead time would silently not be drawn)."""
+        from geostp.conventions import to_timedelta
+
+        for i, lead in enumerate(value if isinstance(value, list) else []):
+            try:
+                delta = to_timedelta(lead) if isinstance(lead, (str, int)) and not isinstance(lead, bool) else None
+            except (TypeError, ValueError, OverflowError):
+                delta = None
+            if delta is None or delta != delta or delta.total_seconds() <= 0:  # delta != delta: NaT
+                raise ValueError(f"[{i}] {lead!r} is not a lead time; expected a positive number of minutes (e.g. "
+                                 "30) or an interval string (e.g. '30min', '1h')")
+        return value
     log: str | None = Field(None, description="nowcast JSON-lines log (default <dir>/nowcast.log.jsonl)")
 
 
@@ -280,4 +307,9 @@ class Recipe(_Strict):
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.output.dir or f"runs/{self.name or 'run'}")
+        """``output.dir``, else ``runs/<name>`` (a name that is not one plain file-name component is refused)."""
+        if self.output.dir:
+            return Path(self.output.dir)
+        from geostp.names import plain_name
+
+        return Path("runs") / plain_name(self.name or "run", "name", where=self._where)

@@ -12,27 +12,60 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geostp.errors import CheckpointError
-from geostp.writers import atomic_path
+from geostp.writers import atomic_path, check_own_file
 
-__all__ = ["save_checkpoint", "load_checkpoint", "check_finite_weights", "FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "is_checkpoint", "check_replaceable", "check_finite_weights",
+           "FORMAT"]
 
 FORMAT = "geostp-checkpoint-1"
 _JSON_KEYS = ("model_config", "metadata", "train_state")
 
 
-def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+def is_checkpoint(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a checkpoint geostp wrote: a torch zip file whose record says ``format: FORMAT``.
+
+    Only the record is read (weights-only, the tensors memory-mapped, not loaded); a file that is not a zip
+    archive is not unpickled at all.  Anything unreadable is not a checkpoint.
+    """
+    path = Path(path)
+    try:
+        if path.is_symlink() or not path.is_file() or not zipfile.is_zipfile(path):
+            return False
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def check_replaceable(path: str | os.PathLike[str], *, what: str = "checkpoint",
+                      hint: str = "move it away, choose another path, or pass overwrite=True to replace it "
+                                  "anyway") -> Path:
+    """Refuse (a :class:`~geostp.errors.WriteError` naming it) to replace ``path`` unless it is missing, empty or
+    a geostp checkpoint (:func:`is_checkpoint`); ``hint`` says what to do instead."""
+    return check_own_file(path, is_checkpoint, what=what, expected=f"a geostp checkpoint (format {FORMAT!r})",
+                          hint=hint)
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], *, overwrite: bool = False) -> Path:
     """Write ``payload`` atomically (:func:`geostp.writers.atomic_path`): a complete file or the previous one.
 
     The keys ``model_config``, ``metadata`` and ``train_state`` are serialised
     as JSON text; everything else must be tensors or plain containers.
+
+    An existing file at ``path`` is replaced only if it is a geostp checkpoint (the trainer's ``last.pt`` written
+    again, a model saved again); any other file (a user's, a symbolic link) is refused with a
+    :class:`~geostp.errors.WriteError` naming it and left as it is, unless ``overwrite`` is true.
     """
     path = Path(path)  # atomic_path makes its folder (a WriteError naming it where it cannot)
+    if not overwrite:
+        check_replaceable(path)
     data = {"format": FORMAT}
     for key, value in payload.items():
         data[key] = json.dumps(value, default=_json_default) if key in _JSON_KEYS else value

@@ -40,7 +40,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from geostp.errors import CheckpointError, ConfigError
-from geostp.train.checkpoint import check_finite_weights, load_checkpoint, save_checkpoint
+from geostp.train.checkpoint import (
+    check_finite_weights,
+    check_replaceable,
+    load_checkpoint,
+    save_checkpoint,
+)
 from geostp.train.ddp import process_group
 from geostp.train.settings import TrainSettings
 
@@ -383,6 +388,8 @@ class Trainer:
             raise ConfigError("the training loader must know its length (batches per epoch)") from None
         if iterations_per_epoch == 0:
             raise ConfigError("the training split produced no batch; check the split, window and patch settings")
+        for name in ("last.pt", "best.pt") if self.checkpoint_dir is not None else ():  # a user's file there:
+            check_replaceable(self.checkpoint_dir / name)  # refused now (every rank), not after some iterations
         seed_everything(s.seed)
         self._make_scheduler(iterations_per_epoch)
         last = self.checkpoint_dir / "last.pt" if self.checkpoint_dir else None
