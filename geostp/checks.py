@@ -15,7 +15,8 @@ from typing import Any
 
 from geostp.errors import ConfigError
 
-__all__ = ["as_path", "count", "memory_bytes", "format_bytes", "check_fits", "a_type"]
+__all__ = ["as_path", "count", "positive_number", "check_polling", "memory_bytes", "format_bytes", "check_fits",
+           "a_type"]
 
 
 def a_type(value: Any) -> str:
@@ -60,6 +61,26 @@ def count(value: Any, argument: str, *, minimum: int = 1, what: str = "") -> int
     if value < minimum:
         raise ConfigError(f"{argument}={value!r}; expected an integer >= {minimum}{tail}")
     return int(value)
+
+
+def positive_number(value: Any, argument: str, *, what: str = "") -> float:
+    """``value`` as a finite ``float`` > 0 (booleans, strings, NaN, infinities, zero and below refused with a
+    :class:`ConfigError` naming ``argument``; ``what`` says what it measures, e.g. ``"seconds between polls"``)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) \
+        and float(value) > 0
+    if not ok:
+        raise ConfigError(f"{argument}={value!r:.80}; expected a finite number > 0{f' ({what})' if what else ''}")
+    return float(value)
+
+
+def check_polling(poll_seconds: Any, max_polls: Any, *,
+                  names: tuple[str, str] = ("poll_seconds", "max_polls")) -> None:
+    """The polling arguments of a nowcast runner (``names``: as the caller spells them, e.g. ``--poll``):
+    ``poll_seconds`` a finite number of seconds > 0 (none or a negative one would poll back to back) and
+    ``max_polls`` an integer >= 1 or None (one below would stop before the first poll)."""
+    positive_number(poll_seconds, names[0], what="seconds between polls")
+    if max_polls is not None:
+        count(max_polls, names[1], what="polls before the runner stops")
 
 
 def memory_bytes() -> int | None:

@@ -26,7 +26,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _parse_adapter_args(pairs: list[str]) -> dict:
     """``key=value`` pairs into keyword arguments; values are read as YAML (numbers, lists, mappings,
     booleans), and kept as plain strings where they are not YAML (``*.gif``, ``%Y%m%d``)."""
-    from geostp.data.safe_yaml import YamlAliasError, load_yaml
+    from geostp.data.safe_yaml import YamlAliasError, YamlDuplicateKeyError, load_yaml
     from geostp.errors import ConfigError
 
     out = {}
@@ -37,7 +37,7 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
                               "--arg timestep=5 --arg 'importer_kwargs={accutime: 5}'")
         try:
             out[key.strip()] = load_yaml(value, where=f"--arg {key.strip()}") if value.strip() else ""
-        except YamlAliasError:
+        except (YamlAliasError, YamlDuplicateKeyError):  # refused as such, not taken for plain text
             raise
         except ConfigError:
             out[key.strip()] = value  # not YAML: the text as it is
@@ -45,12 +45,15 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
 
 
 def _cmd_ingest(args: argparse.Namespace) -> int:
+    from geostp.checks import count
     from geostp.cube import describe
     from geostp.data.adapters import open_source
     from geostp.data.catalog import open_catalog
     from geostp.errors import ConfigError
     from geostp.store import ingest, open_cube
 
+    count(args.time_chunk, "--time-chunk", what="frames per chunk")
+    count(args.spatial_chunk, "--spatial-chunk", what="pixels per chunk side")
     extra = _parse_adapter_args(args.arg or [])
     if args.adapter is not None:
         if args.source is not None or args.catalog is not None:
@@ -113,6 +116,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
         first = re.sub(r":\w+:`~?([^`]*)`", r"\1", doc[0]).replace("``", "") if doc else ""  # plain, not reST
         kind = "learned" if cls.trainable else "baseline"
         print(f"{name:16s} {kind:9s} {first}  [{cls.__module__}]")
+    if failed:
+        print(f"geostp: error: {failed} model(s) cannot be loaded (listed above as 'not usable'); expected every "
+              "installed plug-in to load", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -126,11 +132,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from geostp.cube import parse_time
 
         args.reference_time = parse_time(args.reference_time, argument="--reference-time")
+    from geostp.recipes.resolve import check_sources, check_watch
+
+    check_watch(args.watch, args.poll, args.max_polls, names=("--poll", "--max-polls"))
     recipe = load_recipe(resolve_recipe(args.recipe), args.set or [])
     if args.command == "nowcast" and recipe.kind != "nowcast":
         raise ConfigError(f"{recipe.where}: kind: 'geostp nowcast' runs kind 'nowcast' recipes, this one is "
                           f"{recipe.kind!r} (use 'geostp run')")
     if args.check:
+        check_sources(recipe)  # the catalog, sources and adapters it names, without reading any data
         print(recipe_to_yaml(recipe), end="")
         return 0
     from geostp.cluster import dask_client
@@ -158,7 +168,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if recipe.kind != "nowcast" and ddp.is_main_process():
         for f in result.files:
             print(f"wrote {f}")
+    if result.exit_code:  # a cycle skipped or refused: said on stderr too, --quiet or not
+        print(f"geostp: error: {_failed_run(recipe, result)}", file=sys.stderr)
     return result.exit_code
+
+
+def _failed_run(recipe, result) -> str:
+    """One line on a run that ended without its output: the nowcast cycle's outcome and reason, and the log."""
+    rec = result.cycles[-1] if result.cycles else {}
+    log = recipe.output.log or (result.out_dir / "nowcast.log.jsonl")
+    what = (f"the nowcast cycle for reference time {rec.get('reference_time', '?')} was {rec.get('outcome', 'not run')}"
+            if recipe.kind == "nowcast" else f"the {recipe.kind} run failed")
+    return f"{recipe.where}: {what}: {rec.get('reason', 'see the log')}; no forecast was written (log: {log})"
 
 
 #: dask.distributed moves tasks and results as pickles: whoever runs the scheduler (or a worker) runs code here.
@@ -281,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"geostp: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("geostp: interrupted", file=sys.stderr)
+        print("geostp: error: interrupted (Ctrl-C or SIGINT) before the command finished", file=sys.stderr)
         return 130
 
 

@@ -19,14 +19,49 @@ import numpy as np
 __all__ = ["run_demo"]
 
 
+def _check_arguments(out: object, minutes: object, model: object, fine_tune_minutes: object) -> Path:
+    """Every argument of :func:`run_demo`, checked before any work (the ingest of 192 frames comes first):
+    a :class:`~geostp.errors.ConfigError` (or a :class:`~geostp.errors.WriteError` for ``out``) naming it."""
+    import math
+    import numbers
+
+    from geostp.checks import as_path
+    from geostp.errors import ConfigError, UnknownNameError, writable_folder
+
+    def minutes_of(value: object, name: str, flag: str, *, zero: bool) -> None:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)) \
+            and (float(value) >= 0 if zero else float(value) > 0)
+        if not ok:
+            raise ConfigError(f"run_demo: {name}={value!r} ({flag}); expected a finite number of minutes "
+                              f"{'>= 0' if zero else '> 0'}")
+
+    path = as_path(out, "run_demo: out (--out)", expected="the demo's output folder")
+    minutes_of(minutes, "minutes", "--minutes", zero=False)
+    minutes_of(fine_tune_minutes, "fine_tune_minutes", "--fine-tune-minutes", zero=True)
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"run_demo: model={model!r} (--model); expected a registered model's name, e.g. 'tau'")
+    if not Path(model).is_file():  # a checkpoint file is taken as it is; a name must be registered
+        import geostp.models as models
+
+        try:
+            models.model_class(model)
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"run_demo: model={model!r} (--model): {exc}; expected one of those names or a "
+                                   "checkpoint file") from None
+    return writable_folder(path, "demo output folder (--out)")
+
+
 def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model: str = "tau",
              fine_tune_minutes: float = 0.0, progress: bool = True) -> dict:
     """Run the demo; returns the paths written and the scores.
 
     ``model="tau"`` uses the pretrained advection-aware TAU that geostp ships (fine-tuned on the cube's
     history for ``fine_tune_minutes`` if asked); other models, or a package without the weights, are fitted
-    on the history for ``minutes``.
+    on the history for ``minutes``.  Every argument is checked before any work: an unknown model, minutes that
+    are not a finite positive number, or an ``out`` that is a file is a :class:`~geostp.errors.GeostpError`
+    naming it, and nothing is written.
     """
+    out = _check_arguments(out, minutes, model, fine_tune_minutes)
     import pandas as pd
 
     from geostp.api import forecast, resolve_forecaster
@@ -36,7 +71,6 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
     from geostp.store import ingest, open_cube
     from geostp.writers import write_forecast
 
-    out = Path(out)
     t0 = time.perf_counter()
     cube = open_catalog("synthetic").open("radar_small", n_times=192)
     store = ingest(cube, out / "synthetic_radar.zarr", overwrite=True, progress=progress)
