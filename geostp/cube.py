@@ -60,9 +60,10 @@ FORECAST_TIME_ATTRS: dict[str, dict[str, str]] = {
 TIME_STEP_ATTR = "time_step"  # optional ISO/pandas timedelta string declaring the nominal step
 
 # ----------------------------------------------------------------------------- physically possible values
-_PER_HOUR = ("mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1", "kg m-2 h-1")
+_PER_HOUR = ("mm h-1", "mm/h", "mm hr-1", "mm/hr", "mm h**-1", "mm h^-1", "mm hour-1", "mm/hour", "kg m-2 h-1")
 _PER_SECOND = ("mm s-1", "mm/s", "kg m-2 s-1", "kg m**-2 s**-1", "kg/m2/s")
-_AMOUNT = ("mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2")
+_AMOUNT = ("mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2", "millimeter", "millimetre", "millimeters", "millimetres")
+_AMOUNT_M = ("m", "metre", "meter", "metres", "meters")  # ERA5's total precipitation
 _DBZ = ("dbz",)
 #: The largest rain rate geostp accepts by default, mm/h: above the world record for one minute (31.2 mm,
 #: about 1870 mm/h), so anything larger is a fill value or a decoding error, not rain.
@@ -83,8 +84,8 @@ VALUE_BOUNDS: dict[str, dict[tuple[str, ...], tuple[float, float]]] = {
     "rainfall_rate": _RATE,
     "precipitation_flux": _RATE,
     "precipitation_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
-    "lwe_thickness_of_precipitation_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
-    "thickness_of_rainfall_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
+    "lwe_thickness_of_precipitation_amount": {_AMOUNT: (MIN_RAIN, 10000.0), _AMOUNT_M: (MIN_RAIN / 1e3, 10.0)},
+    "thickness_of_rainfall_amount": {_AMOUNT: (MIN_RAIN, 10000.0), _AMOUNT_M: (MIN_RAIN / 1e3, 10.0)},
     "rainfall_amount": {_AMOUNT: (MIN_RAIN, 10000.0)},
     "equivalent_reflectivity_factor": {_DBZ: (-100.0, 100.0)},
 }
@@ -121,7 +122,7 @@ def value_bounds(da: xr.DataArray) -> ValueBounds:
                             f"valid_min={attrs.get('valid_min')!r} / valid_max={attrs.get('valid_max')!r}; "
                             "expected numbers (CF: valid_range = [min, max])") from None
         return ValueBounds(low, high, "the variable's CF valid_range")
-    name, units = str(attrs.get("standard_name", "")), str(attrs.get("units", "")).strip().lower()
+    name, units = str(attrs.get("standard_name", "")), _unit_key(attrs.get("units", ""))
     for spellings, (low, high) in VALUE_BOUNDS.get(name, {}).items():
         if units in spellings:
             return ValueBounds(low, high, f"geostp's bounds of {name} in {attrs.get('units')}; a CF valid_range "
@@ -129,6 +130,47 @@ def value_bounds(da: xr.DataArray) -> ValueBounds:
     return ValueBounds(-GENERIC_MAGNITUDE, GENERIC_MAGNITUDE,
                        "geostp's bound on any variable without its own; a CF valid_range on the variable "
                        "overrides it")
+
+
+def _unit_key(units: Any) -> str:
+    """A units string as :data:`VALUE_BOUNDS` spells it: lower case, single spaces."""
+    return " ".join(str(units).lower().split())
+
+
+def _check_known_units(da: xr.DataArray, source: str | None) -> None:
+    """Refuse a variable whose standard name has bounds in :data:`VALUE_BOUNDS` but whose units are none of the
+    spellings they are given in (``units="bananas"`` on rain): its values could not be checked, nor its thresholds
+    (mm/h) be meant.  A CF ``valid_range`` (or ``valid_min``/``valid_max``) on the variable gives its own bounds
+    and lifts the check."""
+    name = str(da.attrs.get("standard_name", ""))
+    known = VALUE_BOUNDS.get(name)
+    if not known or any(k in da.attrs for k in ("valid_range", "valid_min", "valid_max")):
+        return
+    if any(_unit_key(da.attrs.get("units", "")) in spellings for spellings in known):
+        return
+    accepted = ", ".join(repr(u) for spellings in known for u in spellings)
+    raise CubeError(
+        f"{_name(source)}variable {da.name!r} ({name}) has units {da.attrs.get('units')!r}, which geostp does not "
+        f"know for {name}; expected one of {accepted} (convert the data, or fix the attribute), or a CF "
+        "valid_range on the variable giving the bounds its values must lie within in its own units")
+
+
+def _check_regular_axis(d: str, vals: np.ndarray, source: str | None) -> None:
+    """Refuse a spatial coordinate whose spacing is not constant: motion and patches are measured in pixels,
+    which must all be the same size.  Rounding (float32 coordinates) is tolerated."""
+    v = vals.astype(float)
+    dv = np.diff(v)
+    step = float(np.median(dv))
+    tol = max(1e-3 * abs(step), 8 * float(np.finfo(vals.dtype).eps if vals.dtype.kind == "f" else 0.0)
+              * float(np.max(np.abs(v))))
+    bad = np.flatnonzero(np.abs(dv - step) > tol)
+    if bad.size:
+        i = int(bad[0])
+        raise CubeError(
+            f"{_name(source)}coordinate {d!r} is not a regular grid: its spacing is {step:g} between most "
+            f"neighbours but {dv[i]:g} between {d}[{i}]={v[i]:g} and {d}[{i + 1}]={v[i + 1]:g} ({bad.size} "
+            f"irregular step(s)); expected a regular grid, equally spaced pixel centres (motion and patches are "
+            "measured in pixels): regrid the data onto a regular grid first")
 
 
 def check_value_range(values: Any, da: xr.DataArray, *, source: str | None = None, times: Any = None,
@@ -417,6 +459,7 @@ def validate_cube(
                 f"{_name(source)}variable {v!r} has neither 'standard_name' nor 'long_name'; expected "
                 "a CF standard name such as 'lwe_precipitation_rate'"
             )
+        _check_known_units(ds[v], source)
         if np.issubdtype(ds[v].dtype, np.complexfloating):
             raise CubeValueError(f"{_name(source)}variable {v!r} has complex dtype {ds[v].dtype}; expected real "
                                  "numbers (take .real or abs() yourself if that is what you mean)")
@@ -448,6 +491,8 @@ def validate_cube(
                     f"{_name(source)}coordinate {d!r} is not strictly monotonic; expected increasing "
                     "or decreasing pixel-centre coordinates"
                 )
+            if np.issubdtype(vals.dtype, np.number):
+                _check_regular_axis(d, vals, source)
     times = ds["time"].values
     if not (np.issubdtype(times.dtype, np.datetime64) or np.issubdtype(times.dtype, np.integer)):
         raise CubeError(

@@ -40,7 +40,10 @@ Before the marker is set, ingest records every file of the store's arrays (metad
 recorded file is still there with its size (a deleted chunk would otherwise read back as NaN: zarr treats an
 absent chunk as empty); :func:`verify_store` (``geostp info --verify``) reads every file and compares its
 digest (a chunk overwritten in place).  Either names the store and the chunk in a :class:`CorruptStoreError`.
-A store written before geostp kept a manifest opens as before and says that it cannot be verified.
+The manifest is untrusted input (:mod:`geostp.manifest`): an entry outside the store or naming anything but a
+regular file, a malformed, emptied or absurdly large manifest is a :class:`StoreError` before any file it names
+is read.  A store without one (written before geostp kept one, or by another tool) opens with an
+:class:`~geostp.manifest.UnverifiedStoreWarning` saying what cannot be checked.
 
 A chunk changed in place with its size passes the check on open and fails only when it is decoded, so every read
 of a store's chunks goes through :func:`reading_store` (the dask arrays of :func:`open_cube` read through
@@ -66,7 +69,6 @@ rechunked since is a different dask array, and is read through xarray.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
@@ -75,7 +77,6 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,15 +95,24 @@ from geostp.errors import (
     StoreError,
     writing,
 )
+from geostp.manifest import (
+    MANIFEST_ATTR,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    StoreVerification,
+    UnverifiedStoreWarning,
+    file_problem,
+    manifest_entries,
+    unverified_note,
+    verify_store,
+    write_manifest,
+)
 
 __all__ = ["ingest", "open_cube", "store_info", "verify_store", "StoreVerification", "default_chunks",
            "unmodified_store_path", "foreign_content", "reading_store", "StoreChunkReader", "COMPLETE_ATTR",
-           "STORE_ARRAY_KEY", "MANIFEST_NAME"]
+           "STORE_ARRAY_KEY", "MANIFEST_NAME", "UnverifiedStoreWarning"]
 
 COMPLETE_ATTR = "geostp_complete"
-#: The file at a store's root that lists every file of its arrays with its size and digest (module docstring).
-MANIFEST_NAME = "geostp_manifest.json"
-MANIFEST_FORMAT = "geostp.manifest/1"
 PARTIAL_INFIX = ".partial-"
 #: The infix of an old store moved aside by an overwrite (``<target>.old-<token>``), removed once the new one is in
 #: place; one left by a killed run is removed by the next ingest of the same target.
@@ -319,9 +329,9 @@ def ingest(
         import zarr
 
         with writing(target, "store"):
-            _write_manifest(tmp)
+            write_manifest(tmp)
             root = zarr.open_group(tmp, mode="r+", zarr_format=3)
-            root.attrs[COMPLETE_ATTR] = True
+            root.attrs.update({MANIFEST_ATTR: MANIFEST_FORMAT, COMPLETE_ATTR: True})
             _swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -344,6 +354,7 @@ def _prepared(ds: xr.Dataset, info: CubeInfo, chunks: dict[str, int]) -> xr.Data
         ds[v].encoding.pop(STORE_ARRAY_KEY, None)
     ds.attrs = {**ds.attrs, "geostp_time_chunk": chunks["time"], "geostp_spatial_chunk": chunks["y"]}
     ds.attrs.pop(COMPLETE_ATTR, None)
+    ds.attrs.pop(MANIFEST_ATTR, None)
     return ds
 
 
@@ -461,11 +472,11 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
             f"{p} is not a complete geostp cube: it lacks the '{COMPLETE_ATTR}' marker that ingest "
             "writes last (an interrupted write, or a store not made by geostp.ingest); re-run the ingest"
         )
-    if verify != "none":
-        verify_store(p, full=verify == "full")
-    try:
-        import warnings
+    import warnings
 
+    if verify != "none" and not (check := verify_store(p, full=verify == "full")).manifest:
+        warnings.warn(unverified_note(p, check.expected), UnverifiedStoreWarning, stacklevel=2)
+    try:
         with warnings.catch_warnings():  # zarr lists the root and names every file that is not its own
             warnings.filterwarnings("ignore", message=f".*{re.escape(MANIFEST_NAME)}.*")
             # Lazy backend arrays (the index coordinates are read here), made dask arrays below that read their
@@ -551,7 +562,7 @@ def _read_failure(root: Path, variable: str, selection: Any, exc: Exception) -> 
     todo = (f"run `geostp info --verify {root}` to check every chunk, then ingest the store again or restore it "
             "from a copy")
     try:
-        manifest = _manifest_entries(root)
+        manifest = manifest_entries(root)
     except StoreError as bad:
         return CorruptStoreError(f"store {root}: variable {variable!r} could not be read ({what}), and {bad}")
     if manifest is None:
@@ -560,7 +571,7 @@ def _read_failure(root: Path, variable: str, selection: Any, exc: Exception) -> 
             f"store {root} is damaged or unreadable: variable {variable!r}, chunk {_listed(present)} could not be "
             f"read ({what}); the store has no {MANIFEST_NAME} (written before geostp kept one), so which chunk "
             f"changed cannot be checked; expected chunks that decode; ingest the store again")
-    damaged = [(rel, why) for rel in spanned if (why := _file_problem(root / rel, manifest.get(rel), full=True))]
+    damaged = [(rel, why) for rel in spanned if (why := file_problem(root, rel, manifest.get(rel), full=True))]
     if damaged:
         rel, why = damaged[0]
         more = f" (and {len(damaged) - 1} more damaged chunk(s) in the same read)" if len(damaged) > 1 else ""
@@ -626,116 +637,3 @@ def store_info(path: str | os.PathLike[str]) -> CubeInfo:
     """Validate and describe a store without reading its data (its files are checked against the manifest's
     sizes, :func:`open_cube`)."""
     return validate_cube(open_cube(path, validate=False), source=str(path), check_values=False)
-
-
-# ----------------------------------------------------------------------------- verification
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _store_files(root: Path) -> list[str]:
-    """Every file of the store's arrays (metadata and chunks), relative to ``root``, sorted."""
-    out = []
-    for dirpath, _, filenames in os.walk(root):
-        for name in filenames:
-            rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            if rel not in ("zarr.json", MANIFEST_NAME):  # the root metadata changes as the marker is set
-                out.append(rel)
-    return sorted(out)
-
-
-def _write_manifest(root: Path) -> None:
-    files = {rel: [(root / rel).stat().st_size, _digest(root / rel)] for rel in _store_files(root)}
-    doc = {"format": MANIFEST_FORMAT, "digest": "blake2b-128", "files": files}
-    (root / MANIFEST_NAME).write_text(json.dumps(doc, separators=(",", ":")))
-
-
-@dataclass(frozen=True)
-class StoreVerification:
-    """What :func:`verify_store` found: ``files`` checked (``bytes`` in all), by size only or by digest
-    (``full``); ``manifest`` False for a store written before geostp kept one (nothing could be checked)."""
-
-    path: Path
-    manifest: bool
-    files: int = 0
-    bytes: int = 0
-    full: bool = False
-
-    def __str__(self) -> str:
-        if not self.manifest:
-            return (f"{self.path} cannot be verified: it has no {MANIFEST_NAME} (written before geostp recorded "
-                    "one); ingest it again to add one")
-        how = "sizes and digests" if self.full else "sizes (digests not read: geostp info --verify reads them)"
-        return f"{self.path}: {self.files} files ({self.bytes / 1e6:.1f} MB) match the manifest: {how}"
-
-
-def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVerification:
-    """Check a store against the manifest ingest wrote: every recorded file present with its size, and (``full``)
-    its BLAKE2b digest (every chunk is read).
-
-    Raises
-    ------
-    CorruptStoreError
-        Naming the store and the first file (chunk) that is missing, has another size or another digest, with
-        how many are damaged.
-    StoreError
-        If the manifest itself cannot be read.
-    """
-    p = as_path(path, "verify_store: path", expected="a zarr store written by geostp.ingest")
-    entries = _manifest_entries(p)
-    if entries is None:
-        return StoreVerification(p, manifest=False)
-    problems: list[str] = []
-    total = 0
-    for rel, entry in entries.items():
-        f = p / rel
-        why = _file_problem(f, entry, full=full)
-        if why:
-            problems.append(f"{'chunk' if '/c/' in f'/{rel}' else 'file'} {rel} {why}")
-        if f.is_file():
-            total += f.stat().st_size
-    if problems:
-        more = f" (and {len(problems) - 1} more damaged file(s))" if len(problems) > 1 else ""
-        raise CorruptStoreError(f"store {p} is damaged: {problems[0]}{more}; expected every file its manifest "
-                                f"{MANIFEST_NAME} lists, unchanged since ingest; ingest it again or restore it from "
-                                "a copy")
-    return StoreVerification(p, manifest=True, files=len(entries), bytes=total, full=full)
-
-
-def _manifest_entries(p: Path) -> dict[str, tuple[int, str]] | None:
-    """The store's manifest: relative path -> (size, digest); None for a store written before geostp kept one."""
-    doc_path = p / MANIFEST_NAME
-    if not doc_path.exists() and not doc_path.is_symlink():
-        return None
-    try:
-        doc = json.loads(doc_path.read_text(encoding="utf-8"))
-        files = doc["files"]
-        if doc.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
-            raise ValueError(f"format {doc.get('format')!r}")
-        return {str(rel): (int(size), str(digest)) for rel, (size, digest) in files.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise StoreError(f"the manifest {doc_path} of store {p} cannot be read ({type(exc).__name__}: {exc}); "
-                         f"expected the JSON ({MANIFEST_FORMAT}) that geostp.ingest writes; ingest the store "
-                         "again") from None
-
-
-def _file_problem(f: Path, entry: tuple[int, str] | None, *, full: bool) -> str | None:
-    """What is wrong with the store file ``f`` against its manifest ``entry`` (None: not recorded), or None."""
-    if entry is None:  # a chunk that held only the fill value was not written, nor recorded
-        return "is not in the manifest: it was written after ingest" if f.is_file() else None
-    size, digest = entry
-    try:
-        got = f.stat().st_size
-    except OSError:
-        return "is missing (deleted?)"
-    if got != size:
-        return f"has {got} bytes where the manifest recorded {size} (overwritten or truncated?)"
-    if full and _digest(f) != digest:
-        return "has changed: its digest differs from the one recorded at ingest (corrupt?)"
-    return None

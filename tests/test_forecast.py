@@ -178,7 +178,7 @@ def test_bad_forecast_requests_get_clear_errors(cube, fitted):
     with pytest.raises(CheckpointError, match="time step"):
         geostp.forecast(coarse, model=fitted, steps=2, progress=False)
     other_units = cube.copy()
-    other_units["precipitation"] = other_units["precipitation"].assign_attrs(units="mm")
+    other_units["precipitation"] = other_units["precipitation"].assign_attrs(units="mm/h")  # a spelling geostp knows, not the one trained on
     with pytest.raises(CheckpointError, match="units"):
         geostp.forecast(other_units, model=fitted, steps=2, progress=False)
     gappy = cube.drop_isel(time=[44])
