@@ -205,8 +205,10 @@ def _add_run_parser(sub) -> None:
         p.add_argument("--check", action="store_true", help="check the recipe and print it resolved; run nothing")
         p.add_argument("--watch", action="store_true",
                        help="nowcast: keep polling for new frames until SIGTERM/SIGINT")
-        p.add_argument("--poll", type=float, default=None, help="nowcast --watch: seconds between polls")
-        p.add_argument("--max-polls", type=int, default=None, help="nowcast --watch: stop after this many polls")
+        p.add_argument("--poll", type=float, default=None,
+                       help="nowcast --watch: seconds between polls, a number > 0 (default: nowcast.poll_seconds)")
+        p.add_argument("--max-polls", type=int, default=None,
+                       help="nowcast --watch: stop after this many polls (1 or more)")
         p.add_argument("--reference-time", default=None,
                        help="nowcast once: forecast from this reference time (ISO 8601, e.g. 2024-07-01T12:30; "
                             "UTC unless it names a zone) instead of the newest")
@@ -254,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an adapter argument (repeatable; the value is read as YAML); with a catalog source it "
                         "overrides the catalog's argument")
     p.add_argument("--out", "-o", required=True, help="zarr store to write")
-    p.add_argument("--time-chunk", type=int, default=20)
-    p.add_argument("--spatial-chunk", type=int, default=256)
+    p.add_argument("--time-chunk", type=int, default=20, help="frames per chunk, 1 or more (default: 20)")
+    p.add_argument("--spatial-chunk", type=int, default=256,
+                   help="pixels per chunk side, 1 or more; clipped to the grid (default: 256)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
