@@ -224,9 +224,7 @@ def _forecast_cases(fitted: Any, cube: xr.Dataset, cases: np.ndarray, t_in: int,
     return xr.concat(fcs, dim="case"), xr.concat(obss, dim="case").load()
 
 
-
-
-
+# long: its docstring is the reference of every argument of the public geostp.evaluate; the body is short steps
 def evaluate(
     ds: xr.Dataset,
     models: Sequence[Any] | Mapping[str, Any],
