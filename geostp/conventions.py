@@ -96,6 +96,8 @@ RAIN_RATE_ATTRS = {"standard_name": "lwe_precipitation_rate", "units": "mm h-1"}
 #: Units of precipitation amounts (accumulations), as CF files and providers spell them.
 AMOUNT_UNITS = frozenset({"mm", "kg m-2", "kg/m2", "kg m**-2", "kg.m-2", "millimeter", "millimetre",
                           "millimeters", "millimetres"})
+#: Spellings of metres, the units of some precipitation amounts (ERA5's total precipitation): 1 m = 1000 mm.
+AMOUNT_METRE_UNITS = frozenset({"m", "metre", "meter", "metres", "meters"})
 #: CF standard names of precipitation amounts.
 AMOUNT_NAMES = frozenset({"precipitation_amount", "lwe_thickness_of_precipitation_amount",
                           "thickness_of_rainfall_amount", "rainfall_amount"})

@@ -168,3 +168,27 @@ def test_a_classic_netcdf_file_cut_short_is_refused_at_open(fmt, tmp_path):
     header.write_bytes(header.read_bytes()[:40])  # cut inside its header
     with pytest.raises(DataError, match=r"r3.nc has a classic netCDF header that is cut short"):
         open_netcdf(header, variable="rain")
+
+
+def _amount_file(path, units, values):
+    """A CF file of one precipitation amount (ERA5-style standard name) in ``units``."""
+    times = pd.date_range("2024-05-01T01:00", periods=len(values), freq="1h")
+    ds = xr.Dataset(
+        {"tp": (("time", "y", "x"), values, {"units": units, "standard_name": "lwe_thickness_of_precipitation_amount"})},
+        coords={"time": times.values, "y": 3_000_000.0 - 1000.0 * np.arange(values.shape[1]),
+                "x": 4_000_000.0 + 1000.0 * np.arange(values.shape[2])})
+    ds.to_netcdf(path)
+
+
+def test_an_amount_in_metres_becomes_a_rate_in_mm_per_hour(tmp_path):
+    values = np.full((3, 4, 5), 0.002, np.float32)  # 2 mm in an hour, given in metres
+    _amount_file(tmp_path / "era5.nc", "m", values)
+    ds = open_netcdf(tmp_path / "era5.nc", accumulation_minutes=60)
+    assert ds["tp"].attrs["units"] == "mm h-1"
+    np.testing.assert_allclose(ds["tp"].values, 2.0, rtol=1e-5)
+
+
+def test_an_amount_in_units_geostp_cannot_convert_is_refused_naming_file_and_units(tmp_path):
+    _amount_file(tmp_path / "cm.nc", "cm", np.ones((3, 4, 5), np.float32))
+    with pytest.raises(DataError, match=r"cm\.nc.*'tp'.*'cm'.*expected mm, kg m-2 or m"):
+        open_netcdf(tmp_path / "cm.nc", accumulation_minutes=60)

@@ -27,6 +27,7 @@ import pandas as pd
 import xarray as xr
 
 from geostp.conventions import (  # re-exported: these names were importable from here before
+    AMOUNT_METRE_UNITS,
     AMOUNT_NAMES,
     AMOUNT_UNITS,
     GRID_MAPPING,
@@ -358,17 +359,24 @@ def _standardise(ds: xr.Dataset, layout: _Layout, minutes: float | None, to_rain
         units = str(attrs.get("units", "")).strip()
         sname = str(attrs.get("standard_name", "")).strip()
         is_rate = units.lower() in RATE_PER_HOUR_UNITS | RATE_PER_SECOND_UNITS
+        in_metres = units.lower() in AMOUNT_METRE_UNITS
+        if to_rain_rate and not is_rate and sname in AMOUNT_NAMES and not in_metres \
+                and units.lower() not in AMOUNT_UNITS:
+            raise DataError(f"{p}: variable {v!r} is a precipitation amount ({sname}) in units {units!r}, which "
+                            "geostp cannot convert; expected mm, kg m-2 or m (or to_rain_rate=False to keep it "
+                            "as it is)")
         if to_rain_rate and not is_rate and (units.lower() in AMOUNT_UNITS or sname in AMOUNT_NAMES):
             if minutes is None:
                 raise ConfigError(
                     f"{p}: variable {v!r} is a precipitation amount ({units or sname}) but the accumulation "
                     "period is unknown; pass accumulation_minutes=N or accumulation_start=NAME "
                     "(or to_rain_rate=False to keep amounts)")
-            data = data * np.float32(60.0 / minutes)
+            factor = 60.0 / minutes * (1000.0 if in_metres else 1.0)
+            data = data * np.float32(factor)
             attrs.update(RAIN_RATE_ATTRS)
             attrs["long_name"] = f"rain rate from {minutes:g}-min accumulation"
             attrs["comment"] = (f"converted from {units or 'mm'} per {minutes:g} min to mm h-1 "
-                                f"(x {60.0 / minutes:g}); time labels the end of the accumulation period")
+                                f"(x {factor:g}); time labels the end of the accumulation period")
             attrs["accumulation_minutes"] = float(minutes)
         elif to_rain_rate and units.lower() in RATE_PER_SECOND_UNITS:
             data = data * np.float32(3600.0)
