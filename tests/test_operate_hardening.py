@@ -481,3 +481,22 @@ def test_a_short_soak_loses_duplicates_and_leaves_half_written_nothing(tmp_path)
     starts = [r for r in recs if r["event"] == "start"]
     assert any(tmp[0].name in s["removed_partial_files"] for s in starts), "the half-written file was removed"
     assert cut <= 2  # lines cut by the two kills at most
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("expected_shape", (0, 0)), ("expected_shape", (128,)), ("expected_shape", (128.0, 128)),
+    ("expected_shape", "128x128"), ("wait_for_late", -1.0), ("wait_for_late", float("nan")),
+    ("wait_for_late", "2 min"), ("catch_up", -1), ("catch_up", 2.5), ("max_filled", "1"), ("max_attempts", 0),
+])
+def test_a_feed_policy_made_in_python_refuses_what_the_recipe_schema_refuses(field, value):
+    from geostp.operate import FeedPolicy
+
+    with pytest.raises(ConfigError, match=rf"FeedPolicy {field}=.*expected"):
+        FeedPolicy(**{field: value})
+
+
+def test_a_feed_policy_takes_its_usual_values():
+    from geostp.operate import FeedPolicy
+
+    policy = FeedPolicy(wait_for_late=0, catch_up=np.int64(12), expected_shape=(710, 640), max_filled=0)
+    assert policy.expected_shape == (710, 640) and policy.catch_up == 12

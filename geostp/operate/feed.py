@@ -61,8 +61,18 @@ class FeedPolicy:
     def __post_init__(self) -> None:
         if self.on_missing not in ("skip", "fill_previous"):
             raise ConfigError(f"on_missing={self.on_missing!r}; expected 'skip' or 'fill_previous'")
-        if self.wait_for_late < 0 or self.max_filled < 0 or self.catch_up < 0 or self.max_attempts < 1:
-            raise ConfigError(f"{self}: wait_for_late, max_filled, catch_up must be >= 0, max_attempts >= 1")
+        number = (int, float, np.integer, np.floating)
+        if not isinstance(self.wait_for_late, number) or isinstance(self.wait_for_late, bool) \
+                or not np.isfinite(self.wait_for_late) or self.wait_for_late < 0:
+            raise ConfigError(f"FeedPolicy wait_for_late={self.wait_for_late!r}; expected seconds >= 0")
+        for name, low in (("max_filled", 0), ("catch_up", 0), ("max_attempts", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"FeedPolicy {name}={value!r}; expected an integer >= {low}")
+        shape = self.expected_shape
+        if shape is not None and (not isinstance(shape, (tuple, list)) or len(shape) != 2 or any(
+                not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1 for n in shape)):
+            raise ConfigError(f"FeedPolicy expected_shape={shape!r}; expected None or two integers >= 1 (ny, nx)")
         if self.future_tolerance is not None and not self.future_tolerance >= 0:
             raise ConfigError(f"future_tolerance={self.future_tolerance!r}; expected seconds >= 0, or None for "
                               "no limit")
