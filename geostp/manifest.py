@@ -1,8 +1,23 @@
 """A cube store's manifest (``geostp_manifest.json``): written by ingest, checked on open, read as untrusted input.
 
 :func:`geostp.store.ingest` lists every file of a store's arrays (metadata and chunks) with its size and BLAKE2b
-digest, and marks the store's root attributes (:data:`MANIFEST_ATTR`) as having one.  A store may come from
-anyone, so its manifest is checked before any file it names is touched:
+digest, and marks the store's root attributes (:data:`MANIFEST_ATTR`, set to the manifest's format) as having one.
+Its format (:data:`MANIFEST_FORMAT`, ``geostp.manifest/2``) is one JSON object::
+
+    {"format": "geostp.manifest/2", "digest": "blake2b-128",
+     "files": {"precipitation/zarr.json": [812, "<32 hex digits>"], "precipitation/c/0/0/0": [5120, "..."], ...},
+     "empty": ["precipitation/c/1/0/0", ...]}
+
+``files`` maps each file (relative to the store's root; the root ``zarr.json`` and the manifest itself are not
+listed) to ``[size in bytes, BLAKE2b-128 hex digest]``.  ``empty`` lists the chunk keys of the store's arrays
+that ingest did not write because they held only the fill value (zarr writes no all-NaN chunk: a partial
+outage), so every chunk of every array's grid is either in ``files`` or in ``empty``: a chunk that is neither
+(a manifest entry removed along with its chunk) is refused, naming the variable and the chunk, and a chunk
+listed as empty that exists now was written after ingest (a :class:`~geostp.errors.CorruptStoreError`).  A
+``geostp.manifest/1`` manifest (written before ``empty`` was recorded) is still read, with the checks below
+only, unless the root attributes say ingest wrote a ``geostp.manifest/2`` one (a manifest downgraded by hand).
+
+A store may come from anyone, so its manifest is checked before any file it names is touched:
 
 - the manifest is a regular file of at most :data:`MAX_MANIFEST_BYTES`, the JSON ingest writes, listing at most
   :data:`MAX_ENTRIES` files;
@@ -12,21 +27,27 @@ anyone, so its manifest is checked before any file it names is touched:
   following links and read no further than its recorded size plus one byte;
 - every array of the store has its metadata listed, no array has more chunks listed than its metadata allows,
   and every data variable (floating point, with time, y and x) has at least one chunk listed: ingest refuses a
-  variable with no data, so a manifest without any of its chunks is not the one ingest wrote.
+  variable with no data, so a manifest without any of its chunks is not the one ingest wrote;
+- (``geostp.manifest/2``) every chunk key of every array's grid is listed exactly once, in ``files`` or in
+  ``empty``, and nothing else is.
 
 A bad manifest is a :class:`~geostp.errors.StoreError` naming the store, the entry and what was expected; a file
 that differs from its entry is a :class:`~geostp.errors.CorruptStoreError`.  A store with no manifest opens with
-an :class:`UnverifiedStoreWarning` (a deleted chunk would read back as NaN, a changed one cannot be found).
+an :class:`UnverifiedStoreWarning` (a deleted chunk would read back as NaN, a changed one cannot be found), unless
+verification is asked for (:func:`verify_store` with ``full``, ``open_cube(path, verify="full")``, ``geostp info
+--verify``) and its root attributes say ingest wrote one: the manifest was deleted, a :class:`StoreError`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,13 +55,15 @@ from typing import Any
 from geostp.checks import as_path
 from geostp.errors import CorruptStoreError, StoreError
 
-__all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "MANIFEST_ATTR", "MAX_ENTRIES", "MAX_MANIFEST_BYTES",
+__all__ = ["MANIFEST_NAME", "MANIFEST_FORMAT", "LEGACY_FORMATS", "MANIFEST_ATTR", "MAX_ENTRIES", "MAX_MANIFEST_BYTES",
            "StoreVerification", "UnverifiedStoreWarning", "verify_store", "write_manifest", "manifest_entries",
            "file_problem", "unverified_note"]
 
 #: The file at a store's root that lists every file of its arrays with its size and digest.
 MANIFEST_NAME = "geostp_manifest.json"
-MANIFEST_FORMAT = "geostp.manifest/1"
+MANIFEST_FORMAT = "geostp.manifest/2"
+#: The format before ingest recorded the chunks it did not write (``empty``): still read, with fewer checks.
+LEGACY_FORMATS = ("geostp.manifest/1",)
 #: Root attribute ingest sets beside the completion marker: this store was written with a manifest.
 MANIFEST_ATTR = "geostp_manifest"
 #: The most entries a manifest may list (a store of a few TB in 5 MB chunks has about a million).
@@ -167,7 +190,14 @@ def write_manifest(root: Path) -> None:
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         files[rel] = [(root / rel).stat().st_size, h.hexdigest()]
-    doc = {"format": MANIFEST_FORMAT, "digest": "blake2b-128", "files": files}
+    empty = []  # the chunks zarr did not write: they held only the fill value
+    for name, meta in sorted(_arrays(root).items()):
+        grid = _grid(name, meta)
+        if grid is None:
+            raise StoreError(f"store {root}: the metadata of array {name!r} describes no chunk grid geostp can list "
+                             "(shape, chunk_grid, chunk_key_encoding); expected the zarr v3 metadata xarray writes")
+        empty.extend(key for key in grid[1] if key not in files)
+    doc = {"format": MANIFEST_FORMAT, "digest": "blake2b-128", "files": files, "empty": empty}
     (root / MANIFEST_NAME).write_text(json.dumps(doc, separators=(",", ":")))
 
 
@@ -201,6 +231,13 @@ def _refuse(root: Path, rel: Any, problem: str, expected: str) -> StoreError:
 def manifest_entries(root: Path) -> dict[str, tuple[int, str]] | None:
     """The store's manifest, checked (module docstring): relative path -> (size, digest); None where the store
     has none.  A :class:`StoreError` names the store, the entry and what was expected."""
+    read = _read_manifest(root)
+    return None if read is None else read[0]
+
+
+def _read_manifest(root: Path) -> tuple[dict[str, tuple[int, str]], frozenset[str] | None] | None:
+    """The store's manifest, checked entry by entry: (files, the chunks listed as empty: None for a
+    ``geostp.manifest/1`` one); None where the store has none."""
     try:
         os.lstat(root / MANIFEST_NAME)
     except (FileNotFoundError, NotADirectoryError):
@@ -209,15 +246,21 @@ def manifest_entries(root: Path) -> dict[str, tuple[int, str]] | None:
         pass  # _read_json says why
     doc = _read_json(root, MANIFEST_NAME, MAX_MANIFEST_BYTES, "manifest")
     files = doc.get("files") if isinstance(doc, dict) else None
-    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(files, dict) \
-            or doc.get("digest", "blake2b-128") != "blake2b-128":
-        got = f"format {doc.get('format')!r}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    empty_doc = doc.get("empty") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or fmt not in (MANIFEST_FORMAT, *LEGACY_FORMATS) or not isinstance(files, dict) \
+            or doc.get("digest", "blake2b-128") != "blake2b-128" \
+            or (fmt == MANIFEST_FORMAT and not isinstance(empty_doc, list)):
+        got = f"format {fmt!r}" if isinstance(doc, dict) else f"a JSON {type(doc).__name__}"
+        if fmt == MANIFEST_FORMAT and isinstance(files, dict) and not isinstance(empty_doc, list):
+            got += f" with 'empty' {'missing' if empty_doc is None else type(empty_doc).__name__}"
         raise StoreError(f"store {root}: its manifest {MANIFEST_NAME} is {got}; expected the JSON "
-                         f"({MANIFEST_FORMAT}, BLAKE2b-128 digests, a 'files' mapping) that geostp.ingest writes; "
-                         "ingest the store again")
-    if len(files) > MAX_ENTRIES:
-        raise StoreError(f"store {root}: its manifest {MANIFEST_NAME} lists {len(files)} files; expected at most "
-                         f"{MAX_ENTRIES} (one per chunk of the store); ingest the store again")
+                         f"({MANIFEST_FORMAT}, BLAKE2b-128 digests, a 'files' mapping, an 'empty' list) that "
+                         "geostp.ingest writes; ingest the store again")
+    n_empty = len(empty_doc) if fmt == MANIFEST_FORMAT and isinstance(empty_doc, list) else 0
+    if len(files) + n_empty > MAX_ENTRIES:
+        raise StoreError(f"store {root}: its manifest {MANIFEST_NAME} lists {len(files) + n_empty} files and empty "
+                         f"chunks; expected at most {MAX_ENTRIES} (one per chunk of the store); ingest the store again")
     out: dict[str, tuple[int, str]] = {}
     for rel, entry in files.items():
         problem = _entry_problem(rel)
@@ -232,7 +275,19 @@ def manifest_entries(root: Path) -> dict[str, tuple[int, str]] | None:
         if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
             raise _refuse(root, rel, f"is recorded with digest {digest!r}", "a BLAKE2b-128 digest, 32 hex digits")
         out[rel] = (size, digest)
-    return out
+    if fmt != MANIFEST_FORMAT:
+        return out, None
+    empty: set[str] = set()
+    for rel in empty_doc:
+        problem = _entry_problem(rel) or (
+            "is listed twice in 'empty'" if rel in empty else
+            "is listed both in 'files' and in 'empty'" if rel in out else
+            "is array metadata, not a chunk" if rel.endswith("/zarr.json") else None)
+        if problem:
+            raise _refuse(root, rel, problem + " (in 'empty')",
+                          "keys of chunks ingest did not write, such as 'precipitation/c/1/0/0', each once")
+        empty.add(rel)
+    return out, frozenset(empty)
 
 
 def _arrays(root: Path) -> dict[str, dict[str, Any]]:
@@ -252,23 +307,54 @@ def _arrays(root: Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _chunk_count(meta: dict[str, Any]) -> int | None:
+def _grid(name: str, meta: dict[str, Any]) -> tuple[int, Iterator[str]] | None:
+    """The chunk grid of array ``name`` (its metadata ``meta``): how many chunks, and their keys (relative to the
+    store's root, as zarr names their files), lazily; None where the metadata cannot say."""
     try:
         shape = [int(n) for n in meta["shape"]]
         chunk = [int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"]]
-        return math.prod(-(-n // c) for n, c in zip(shape, chunk, strict=True))
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+        kind = encoding.get("name")
+        sep = (encoding.get("configuration") or {}).get("separator", "/" if kind == "default" else ".")
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
+    if len(shape) != len(chunk) or min(chunk, default=1) < 1 or min(shape, default=0) < 0 \
+            or kind not in ("default", "v2") or sep not in ("/", "."):
+        return None
+    counts = [-(-n // c) for n, c in zip(shape, chunk, strict=True)]
+
+    def keys() -> Iterator[str]:
+        for idx in itertools.product(*map(range, counts)):
+            body = sep.join(map(str, idx))
+            if kind == "default":
+                yield f"{name}/c{sep}{body}" if idx else f"{name}/c"
+            else:
+                yield f"{name}/{body or '0'}"
+
+    return math.prod(counts), keys()
 
 
-def _check_layout(root: Path, entries: dict[str, tuple[int, str]]) -> None:
-    """Refuse a manifest that cannot be the one ingest wrote for the store's arrays (module docstring)."""
+def _chunk_count(meta: dict[str, Any]) -> int | None:
+    grid = _grid("", meta)
+    return None if grid is None else grid[0]
+
+
+def _check_layout(root: Path, entries: dict[str, tuple[int, str]], empty: frozenset[str] | None = None) -> None:
+    """Refuse a manifest that cannot be the one ingest wrote for the store's arrays (module docstring); ``empty``:
+    the chunks it lists as not written (None: a ``geostp.manifest/1`` one, which does not list them)."""
     listed: dict[str, int] = {}
     for rel in entries:
         head, _, tail = rel.partition("/")
         if tail != "zarr.json":
             listed[head] = listed.get(head, 0) + 1
     arrays = _arrays(root)
+    unwritten: dict[str, int] = {}
+    for rel in sorted(empty or ()):
+        head = rel.partition("/")[0]
+        if head not in arrays:
+            raise _refuse(root, rel, f"is listed in 'empty' although the store holds no array {head!r}",
+                          "keys of chunks of the store's own arrays that ingest did not write")
+        unwritten[head] = unwritten.get(head, 0) + 1
     expected = "every file of every array ingest wrote: its zarr.json and its chunks"
     for name, meta in sorted(arrays.items()):
         if f"{name}/zarr.json" not in entries:
@@ -288,6 +374,47 @@ def _check_layout(root: Path, entries: dict[str, tuple[int, str]]) -> None:
                              f"whose metadata describes {n}; expected the chunks ingest wrote (it writes at least "
                              "one: it refuses a variable without data), so chunks may have been deleted unnoticed "
                              "(zarr would read them as NaN); ingest the store again or restore it from a copy")
+        if empty is not None:
+            _check_grid(root, name, meta, entries, empty, got + unwritten.get(name, 0))
+
+
+def _check_grid(root: Path, name: str, meta: dict[str, Any], entries: dict[str, tuple[int, str]],
+                empty: frozenset[str], listed: int) -> None:
+    """Refuse a manifest in which a chunk of array ``name`` is neither a file nor an empty chunk, or which lists
+    (``listed`` in all) a chunk key outside the array's grid."""
+    grid = _grid(name, meta)
+    todo = ("ingest the store again or restore it from a copy (open_cube(path, verify='none') opens it "
+            "unchecked)")
+    if grid is None:
+        raise StoreError(f"store {root}: the metadata of array {name!r} describes no chunk grid geostp can list; "
+                         f"expected the zarr v3 metadata ingest writes (its manifest lists every chunk); {todo}")
+    n, keys = grid
+    if n > MAX_ENTRIES or n > len(entries) + len(empty):
+        raise StoreError(f"store {root}: the metadata of array {name!r} describes {n} chunks, but its manifest "
+                         f"{MANIFEST_NAME} lists only {listed} of them (written or empty); expected every chunk of "
+                         f"the array listed, in 'files' or in 'empty'; {todo}")
+    found, first, missing = 0, None, 0
+    for key in keys:
+        if key in entries or key in empty:
+            found += 1
+        else:
+            missing += 1
+            first = first or key
+    if first is not None:
+        more = f" (and {missing - 1} more chunk(s) of it)" if missing > 1 else ""
+        raise StoreError(f"store {root}: variable {name!r}, chunk {first}{more} is neither listed in its manifest "
+                         f"{MANIFEST_NAME} (with a size and digest) nor listed as empty (not written at ingest: "
+                         "only the fill value); expected every chunk of the grid in one or the other: the manifest "
+                         f"was edited or damaged, and the chunk may have been deleted (zarr would read it as NaN "
+                         f"frames); {todo}")
+    if found != listed:
+        prefix = f"{name}/"
+        again = _grid(name, meta)  # n <= MAX_ENTRIES: a bounded set
+        grid_keys = set(again[1]) if again is not None else set()
+        stray = sorted(k for k in itertools.chain(entries, empty)
+                       if k.startswith(prefix) and k != f"{name}/zarr.json" and k not in grid_keys)
+        raise _refuse(root, stray[0] if stray else name, f"is not a chunk key of array {name!r} (its grid has {n})",
+                      "the keys of the array's own chunks, as zarr names their files")
 
 
 def file_problem(root: Path, rel: str, entry: tuple[int, str] | None, *, full: bool) -> str | None:
@@ -351,18 +478,30 @@ def unverified_note(path: Path, expected: bool) -> str:
             "from a copy) to add one")
 
 
-def _expects_manifest(root: Path) -> bool:
+def _marked_format(root: Path) -> str | None:
+    """The manifest format the store's root attributes say ingest wrote (:data:`MANIFEST_ATTR`), or None."""
     try:
         doc = _read_json(root, "zarr.json", MAX_METADATA_BYTES, "root metadata")
     except StoreError:
-        return False
+        return None
     attrs = doc.get("attributes") if isinstance(doc, dict) else None
-    return isinstance(attrs, dict) and attrs.get(MANIFEST_ATTR) == MANIFEST_FORMAT
+    mark = attrs.get(MANIFEST_ATTR) if isinstance(attrs, dict) else None
+    return mark if mark in (MANIFEST_FORMAT, *LEGACY_FORMATS) else None
 
 
-def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVerification:
+def _expects_manifest(root: Path) -> bool:
+    return _marked_format(root) is not None
+
+
+def verify_store(path: str | os.PathLike[str], *, full: bool = True,
+                 require_manifest: bool | None = None) -> StoreVerification:
     """Check a store against the manifest ingest wrote: every recorded file present with its size, and (``full``)
-    its BLAKE2b digest (every chunk is read).  The manifest is checked first (module docstring).
+    its BLAKE2b digest (every chunk is read); every chunk of every array's grid listed, as a file or as empty (not
+    written: only the fill value), and none listed as empty present.  The manifest is checked first (module
+    docstring).
+
+    A store without a manifest gives ``StoreVerification(manifest=False)``, unless ``require_manifest`` (by default
+    ``full``: verification was asked for) and its root attributes say ingest wrote one: a :class:`StoreError`.
 
     Raises
     ------
@@ -370,14 +509,38 @@ def verify_store(path: str | os.PathLike[str], *, full: bool = True) -> StoreVer
         Naming the store and the first file (chunk) that is missing, has another size or another digest, or is
         not a regular file, with how many are damaged.
     StoreError
-        If the manifest itself cannot be read, names a file outside the store, or cannot be the one ingest wrote.
+        If the manifest itself cannot be read, names a file outside the store, or cannot be the one ingest wrote;
+        if it is missing although the store's root attributes say ingest wrote one and verification is required.
     """
     p = as_path(path, "verify_store: path", expected="a zarr store written by geostp.ingest")
-    entries = manifest_entries(p)
-    if entries is None:
-        return StoreVerification(p, manifest=False, expected=_expects_manifest(p))
-    _check_layout(p, entries)
+    read = _read_manifest(p)
+    if read is None:
+        expected = _expects_manifest(p)
+        if expected and (full if require_manifest is None else require_manifest):
+            raise StoreError(f"store {p} cannot be verified: its manifest {MANIFEST_NAME} is missing although its "
+                             f"root metadata ({MANIFEST_ATTR}) says geostp.ingest wrote one (deleted?), so a deleted "
+                             "chunk would read back as NaN frames and a changed one cannot be found; expected the "
+                             "manifest ingest wrote: restore the store (or its manifest) from a copy, or ingest it "
+                             "again (open_cube(path) opens it unverified, with a warning)")
+        return StoreVerification(p, manifest=False, expected=expected)
+    entries, empty = read
+    if empty is None and _marked_format(p) == MANIFEST_FORMAT:
+        raise StoreError(f"store {p}: its manifest {MANIFEST_NAME} is {LEGACY_FORMATS[-1]} (without the 'empty' "
+                         f"list of chunks ingest did not write), but its root metadata ({MANIFEST_ATTR}) says "
+                         f"ingest wrote a {MANIFEST_FORMAT} one; expected the manifest ingest wrote: the manifest "
+                         "was replaced or edited; restore it from a copy or ingest the store again")
+    _check_layout(p, entries, empty)
     problems: list[str] = []
+    for rel in sorted(empty or ()):
+        try:
+            os.lstat(p / rel)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            problems.append(f"chunk {rel} cannot be looked at ({exc.strerror or exc})")
+            continue
+        problems.append(f"chunk {rel} exists, where the manifest records it as not written at ingest (it held "
+                        "only the fill value): written or replaced after ingest")
     total = 0
     for rel, entry in entries.items():
         why = file_problem(p, rel, entry, full=full)

@@ -36,14 +36,18 @@ the same target.
 Verification
 ------------
 Before the marker is set, ingest records every file of the store's arrays (metadata and chunks) in
-``geostp_manifest.json`` at its root: size and BLAKE2b digest.  :func:`open_cube` checks cheaply that each
-recorded file is still there with its size (a deleted chunk would otherwise read back as NaN: zarr treats an
-absent chunk as empty); :func:`verify_store` (``geostp info --verify``) reads every file and compares its
-digest (a chunk overwritten in place).  Either names the store and the chunk in a :class:`CorruptStoreError`.
-The manifest is untrusted input (:mod:`geostp.manifest`): an entry outside the store or naming anything but a
-regular file, a malformed, emptied or absurdly large manifest is a :class:`StoreError` before any file it names
+``geostp_manifest.json`` at its root: size and BLAKE2b digest, and the chunks it did not write because they held
+only NaN (a partial outage), so that every chunk of every array is accounted for.  :func:`open_cube` checks
+cheaply that each recorded file is still there with its size (a deleted chunk would otherwise read back as NaN:
+zarr treats an absent chunk as empty) and that no chunk is missing from the manifest; :func:`verify_store`
+(``geostp info --verify``) reads every file and compares its digest (a chunk overwritten in place).  Either names
+the store and the chunk in a :class:`CorruptStoreError`.  The manifest is untrusted input (:mod:`geostp.manifest`,
+which gives its format): an entry outside the store or naming anything but a regular file, a malformed, emptied
+or absurdly large manifest, one without an entry for a chunk, is a :class:`StoreError` before any file it names
 is read.  A store without one (written before geostp kept one, or by another tool) opens with an
-:class:`~geostp.manifest.UnverifiedStoreWarning` saying what cannot be checked.
+:class:`~geostp.manifest.UnverifiedStoreWarning` saying what cannot be checked; where its root metadata says
+ingest wrote one (deleted since), ``open_cube(path, verify="full")``, :func:`verify_store` and ``geostp info
+--verify`` refuse it with a :class:`StoreError`.
 
 A chunk changed in place with its size passes the check on open and fails only when it is decoded, so every read
 of a store's chunks goes through :func:`reading_store` (the dask arrays of :func:`open_cube` read through
@@ -444,7 +448,8 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
 
     ``verify`` checks the store against its manifest (module docstring): ``"sizes"`` (the default: every
     recorded file is there with its size, one ``stat`` each), ``"full"`` (every digest too, reading every
-    chunk: :func:`verify_store`) or ``"none"``.
+    chunk: :func:`verify_store`; a store whose manifest ingest wrote but is missing is then an error, not a
+    warning) or ``"none"``.
 
     Raises
     ------
@@ -484,7 +489,7 @@ def open_cube(path: str | os.PathLike[str], *, validate: bool = True, chunks: An
             ds = xr.open_dataset(p, engine="zarr", consolidated=False, chunks=None, cache=False)
     except Exception as exc:
         if verify != "full":
-            verify_store(p, full=True)  # a damaged coordinate chunk: name it (a CorruptStoreError)
+            verify_store(p, full=True, require_manifest=False)  # a damaged coordinate chunk: name it (a CorruptStoreError)
         raise StoreError(f"{p} could not be opened as a dataset ({type(exc).__name__}: {exc})") from None
     ds = _read_through_guard(ds, p, chunks)
     if validate:

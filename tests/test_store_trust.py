@@ -350,3 +350,179 @@ def test_reflectivity_in_rain_units_is_refused(cube):
     dbz = cube.copy()
     dbz[VAR].attrs.update(standard_name="equivalent_reflectivity_factor", units="mm h-1")
     _refused(CubeError, lambda: validate_cube(dbz), "equivalent_reflectivity_factor", "'mm h-1'", "'dbz'")
+
+
+# ----------------------------------------------------------------------------- every chunk accounted for (N-B)
+
+
+OUTAGE_CHUNK = f"{VAR}/c/1/0/0"  # frames 2-3 of the outage store: only NaN, so zarr did not write it
+
+
+@pytest.fixture(scope="module")
+def outage_pristine(tmp_path_factory) -> Path:
+    ds = small_cube(8, 16, 16, backend="numpy")
+    ds[VAR][2:4] = np.nan  # a radar outage in the middle of the period
+    return ingest(ds, tmp_path_factory.mktemp("outage") / "cube.zarr", time_chunk=2, progress=False)
+
+
+@pytest.fixture
+def outage(outage_pristine, tmp_path) -> Path:
+    copy = tmp_path / "outage.zarr"
+    shutil.copytree(outage_pristine, copy, symlinks=True)
+    return copy
+
+
+def test_the_manifest_accounts_for_every_chunk_of_every_array(store):
+    doc = json.loads((store / MANIFEST_NAME).read_text())
+    assert doc["format"] == manifest_module.MANIFEST_FORMAT == "geostp.manifest/2"
+    assert json.loads((store / "zarr.json").read_text())["attributes"][MANIFEST_ATTR] == doc["format"]
+    on_disk = {p.relative_to(store).as_posix() for p in store.rglob("*") if p.is_file()} - {"zarr.json", MANIFEST_NAME}
+    assert set(doc["files"]) == on_disk
+    assert not set(doc["empty"]) & on_disk
+    assert {f"{VAR}/c/{i}/0/0" for i in range(4)} <= set(doc["files"])  # 8 frames in chunks of 2, all with data
+
+
+def test_a_manifest_one_chunk_entry_short_with_the_chunk_deleted_is_refused(store):
+    # The red-team's N-B: the entry and its chunk removed together; zarr would read frames 2-3 as NaN.
+    _edit_manifest(store, lambda d: d["files"].pop(CHUNK))
+    (store / CHUNK).unlink()
+    _every_way_of_opening(store, StoreError, repr(VAR), CHUNK, "neither listed", MANIFEST_NAME)
+
+
+def test_a_manifest_one_chunk_entry_short_is_refused_even_with_the_chunk_there(store):
+    _edit_manifest(store, lambda d: d["files"].pop(f"{VAR}/c/3/0/0"))
+    _refused(StoreError, lambda: open_cube(store), str(store), repr(VAR), f"{VAR}/c/3/0/0", "nor listed as empty")
+
+
+def test_a_coordinate_chunk_missing_from_the_manifest_is_refused(store):
+    _edit_manifest(store, lambda d: d["files"].pop("lat/c/0/0"))
+    (store / "lat/c/0/0").unlink()
+    _refused(StoreError, lambda: verify_store(store, full=False), str(store), "'lat'", "lat/c/0/0")
+
+
+def test_a_store_with_an_all_nan_chunk_in_the_middle_opens_and_verifies_cleanly(outage, capsys):
+    assert not (outage / OUTAGE_CHUNK).exists()  # zarr skipped it: all fill value
+    doc = json.loads((outage / MANIFEST_NAME).read_text())
+    assert OUTAGE_CHUNK in doc["empty"] and OUTAGE_CHUNK not in doc["files"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no UnverifiedStoreWarning, nothing else either
+        for verify in ("sizes", "full"):
+            values = open_cube(outage, verify=verify)[VAR].values
+            assert np.isnan(values[2:4]).all() and np.isfinite(values[[0, 1, 4, 5, 6, 7]]).any(axis=(1, 2)).all()
+        check = verify_store(outage)
+    assert check.manifest and check.full and check.files == len(doc["files"])
+    assert main(["info", str(outage), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_an_empty_chunk_removed_from_the_manifest_is_refused(outage):
+    _edit_manifest(outage, lambda d: d["empty"].remove(OUTAGE_CHUNK))
+    _every_way_of_opening(outage, StoreError, repr(VAR), OUTAGE_CHUNK, "neither listed")
+
+
+def test_a_chunk_recorded_as_empty_that_appears_later_is_found(outage, pristine):
+    (outage / OUTAGE_CHUNK).parent.mkdir(parents=True, exist_ok=True)
+    (outage / OUTAGE_CHUNK).write_bytes((pristine / CHUNK).read_bytes())  # frames from elsewhere, slipped in
+    _every_way_of_opening(outage, CorruptStoreError, OUTAGE_CHUNK, "not written at ingest")
+
+
+def test_a_chunk_with_data_relabelled_as_empty_is_found(store):
+    # The entry moved from 'files' to 'empty' and the chunk deleted: the grid is whole again, but the
+    # chunk is listed as empty, so only a chunk that still exists could contradict it; here it is gone,
+    # which is what an all-NaN chunk looks like.  The relabelled chunk that is still there is refused.
+    def relabel(d):
+        d["files"].pop(CHUNK)
+        d["empty"].append(CHUNK)
+
+    _edit_manifest(store, relabel)
+    _every_way_of_opening(store, CorruptStoreError, CHUNK, "not written at ingest")
+
+
+@pytest.mark.parametrize("entry, what", [
+    ("radar/c/0/0/0", "no array 'radar'"),
+    (f"{VAR}/c/9/0/0", "not a chunk key"),
+    (f"{VAR}/zarr.json", "listed both"),
+    ("/etc/passwd", "absolute path"),
+    (f"{VAR}/../x", "climbs out"),
+])
+def test_a_bad_entry_in_the_empty_list_is_refused(store, entry, what):
+    _edit_manifest(store, lambda d: d["empty"].append(entry))
+    _refused(StoreError, lambda: verify_store(store), str(store), what)
+
+
+def test_a_duplicate_in_the_empty_list_is_refused(outage):
+    _edit_manifest(outage, lambda d: d["empty"].append(OUTAGE_CHUNK))
+    _refused(StoreError, lambda: open_cube(outage), str(outage), repr(OUTAGE_CHUNK), "listed twice")
+
+
+@pytest.mark.parametrize("empty", [None, {}, "crs/c"])
+def test_a_current_manifest_without_its_empty_list_is_refused(store, empty):
+    _edit_manifest(store, lambda d: d.pop("empty") if empty is None else d.__setitem__("empty", empty))
+    _every_way_of_opening(store, StoreError, MANIFEST_NAME, "'empty'", "geostp.manifest/2")
+
+
+def _as_legacy(store: Path, *, mark: str = "geostp.manifest/1") -> None:
+    """Make ``store`` look written before ingest recorded empty chunks: a geostp.manifest/1 manifest."""
+    def downgrade(d):
+        d.pop("empty")
+        d["format"] = "geostp.manifest/1"
+
+    _edit_manifest(store, downgrade)
+    meta = json.loads((store / "zarr.json").read_text())
+    meta["attributes"][MANIFEST_ATTR] = mark
+    (store / "zarr.json").write_text(json.dumps(meta))
+
+
+def test_an_old_manifest_without_the_empty_list_still_opens_and_verifies(outage, capsys):
+    _as_legacy(outage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnverifiedStoreWarning)
+        assert np.isnan(open_cube(outage, verify="full")[VAR].values[2:4]).all()
+        assert verify_store(outage).manifest
+    assert main(["info", str(outage), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_an_old_manifest_keeps_its_old_checks(store):
+    _as_legacy(store)
+    (store / CHUNK).unlink()  # still listed: a deleted chunk is found as before
+    _refused(CorruptStoreError, lambda: open_cube(store), str(store), CHUNK, "missing")
+
+
+def test_a_current_manifest_downgraded_to_the_old_format_is_refused(store):
+    _as_legacy(store, mark=manifest_module.MANIFEST_FORMAT)  # the root metadata still says ingest wrote a /2 one
+    _edit_manifest(store, lambda d: d["files"].pop(CHUNK))
+    (store / CHUNK).unlink()
+    _every_way_of_opening(store, StoreError, MANIFEST_NAME, "geostp.manifest/1", "replaced or edited")
+
+
+# ----------------------------------------------------------------------------- a deleted manifest when verification is asked for (N-C)
+
+
+def test_a_deleted_manifest_is_an_error_when_verification_is_asked_for(store, capsys):
+    (store / MANIFEST_NAME).unlink()
+    (store / CHUNK).unlink()  # would read back as NaN frames
+    named = (str(store), MANIFEST_NAME, "is missing", MANIFEST_ATTR, "restore")
+    _refused(StoreError, lambda: open_cube(store, verify="full"), *named)
+    _refused(StoreError, lambda: verify_store(store), *named)
+    assert main(["info", str(store), "--verify"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("geostp: error: ") and str(store) in err and "is missing" in err and "Traceback" not in err
+    # Not asked for: the cheap check says what cannot be checked, as before.
+    check = verify_store(store, full=False)
+    assert not check.manifest and check.expected
+    with pytest.warns(UnverifiedStoreWarning, match="deleted"):
+        open_cube(store)
+    assert main(["info", str(store)]) == 0
+    assert "cannot be verified" in capsys.readouterr().out
+
+
+def test_a_store_never_marked_as_having_a_manifest_only_warns_even_under_full_verification(store):
+    (store / MANIFEST_NAME).unlink()
+    meta = json.loads((store / "zarr.json").read_text())
+    del meta["attributes"][MANIFEST_ATTR]
+    (store / "zarr.json").write_text(json.dumps(meta))
+    with pytest.warns(UnverifiedStoreWarning, match="written before geostp recorded one"):
+        assert open_cube(store, verify="full").sizes["time"] == 8
+    check = verify_store(store)
+    assert not check.manifest and not check.expected
