@@ -29,12 +29,17 @@ def _parse_adapter_args(pairs: list[str]) -> dict:
     from geostp.data.safe_yaml import YamlAliasError, YamlDuplicateKeyError, load_yaml
     from geostp.errors import ConfigError
 
-    out = {}
+    out: dict = {}
+    seen: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip().isidentifier():
             raise ConfigError(f"--arg {pair!r} is not KEY=VALUE; expected e.g. --arg importer=mch_gif "
                               "--arg timestep=5 --arg 'importer_kwargs={accutime: 5}'")
+        if key.strip() in out:  # as a YAML mapping that gives a key twice: refused, not the last one silently
+            raise ConfigError(f"--arg {key.strip()} is given twice ({seen[key.strip()]!r}, then {pair!r}); "
+                              "expected each key once")
+        seen[key.strip()] = pair
         try:
             out[key.strip()] = load_yaml(value, where=f"--arg {key.strip()}") if value.strip() else ""
         except (YamlAliasError, YamlDuplicateKeyError):  # refused as such, not taken for plain text

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import fields
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from geostp.errors import ConfigError
 
@@ -83,6 +83,13 @@ def _expectation(field: Any) -> str:
     return kind + (" " + " and ".join(bounds) if bounds else "") + optional
 
 
+def _number_only(field: Any) -> bool:
+    """Whether a pydantic field holds an integer or a number (or None), never True or False."""
+    args = get_args(field.annotation) or (field.annotation,)
+    types = {a for a in args if isinstance(a, type)}
+    return len(types) == len(args) and bool(types & {int, float}) and bool not in types
+
+
 def settings_from_arguments(cls: type[T], function: str, values: dict[str, Any], *,
                             names: dict[str, str] | None = None) -> T:
     """``cls(**values)``: pydantic settings built from the keyword arguments of the public ``function``.
@@ -94,6 +101,12 @@ def settings_from_arguments(cls: type[T], function: str, values: dict[str, Any],
     """
     from pydantic import ValidationError
 
+    fields_ = getattr(cls, "model_fields", {})
+    flags = [k for k, v in values.items() if isinstance(v, bool) and k in fields_ and _number_only(fields_[k])]
+    if flags:  # pydantic's lax mode would take True for 1: refused, as geostp's own checks refuse it
+        names = names or {}
+        raise ConfigError(f"{function}: " + "; ".join(
+            f"{names.get(k, k)}={values[k]!r} is a bool; expected {_expectation(fields_[k])}" for k in flags))
     try:
         return cls(**values)
     except ValidationError as exc:

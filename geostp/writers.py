@@ -74,6 +74,10 @@ __all__ = [
     "head_bytes",
     "is_json_object_with",
     "is_geostp_forecast",
+    "is_geostp_forecast_store",
+    "forecast_there",
+    "forecasts_present",
+    "foreign_forecast",
     "FORMATS",
     "SUFFIXES",
     "CONVENTIONS",
@@ -154,8 +158,9 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]], *, keep_existing: bool
     is fsynced, ``before_commit`` is called, each is renamed onto its final
     name and the folders are fsynced.  If the block (or anything before the
     renames) raises, every temporary is removed and the finals are untouched.
-    With ``keep_existing`` a final that exists at commit time is kept and its
-    temporary discarded (the forecast of a reference time never changes).
+    With ``keep_existing`` a final that exists at commit time (other than an
+    empty file) is kept and its temporary discarded (the forecast of a
+    reference time never changes).
     """
     finals = [Path(p) for p in paths]
     token = uuid.uuid4().hex[:8]
@@ -174,7 +179,7 @@ def atomic_paths(paths: Sequence[str | os.PathLike[str]], *, keep_existing: bool
             for tmp, final in zip(tmps, finals, strict=True):
                 if not tmp.exists():
                     raise FileNotFoundError(f"the writer of {final} wrote nothing to {tmp}")
-                if keep_existing and final.exists():
+                if keep_existing and final.exists() and not (final.is_file() and final.stat().st_size == 0):
                     remove_path(tmp)
                     continue
                 os.replace(tmp, final)
@@ -238,14 +243,15 @@ def is_json_object_with(path: Path, keys: Sequence[str]) -> bool:
 
 
 def check_own_file(path: str | os.PathLike[str], is_own: Callable[[Path], bool], *, what: str, expected: str,
-                   action: str = "replace", hint: str = "") -> Path:
+                   action: str = "replace", hint: str = "", folder: bool = False) -> Path:
     """Refuse to ``action`` (replace, append to) ``path`` unless geostp can recognise it as its own; returns it.
 
     No file there (or a part of the path missing), or an empty regular file, is fine: geostp creates it.  A
     regular file for which ``is_own(path)`` is true is fine (an exception in ``is_own`` counts as false: a file
     it cannot parse is not geostp's).  Anything else (a file geostp did not write, a symbolic link, a folder, a
     FIFO) is a :class:`~geostp.errors.WriteError` naming the file, ``what`` geostp would write there and what it
-    ``expected`` to find, plus ``hint`` (what to do); the file is left as it is.
+    ``expected`` to find, plus ``hint`` (what to do); the file is left as it is.  With ``folder`` (a zarr store)
+    a folder (not a link) for which ``is_own(path)`` is true is fine too.
     """
     path = Path(path)
     try:
@@ -254,20 +260,21 @@ def check_own_file(path: str | os.PathLike[str], is_own: Callable[[Path], bool],
         return path  # nothing there: the writer creates it (or reports a file in the way of its folder)
     except OSError:
         return path  # a folder that cannot be looked into: the writer reports it (a WriteError naming it)
-    if stat.S_ISREG(st.st_mode):
-        if st.st_size == 0:
-            return path
+    if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return path
+    if stat.S_ISREG(st.st_mode) or (folder and stat.S_ISDIR(st.st_mode)):
         try:
             own = bool(is_own(path))
         except Exception:  # unreadable, not the format: not a file geostp wrote
             own = False
         if own:
             return path
+    if stat.S_ISREG(st.st_mode):
         found = f"a file of {st.st_size} bytes that geostp did not write"
     elif stat.S_ISLNK(st.st_mode):
         found = f"a symbolic link (to {os.readlink(path)})"
     elif stat.S_ISDIR(st.st_mode):
-        found = "a folder"
+        found = "a folder that geostp did not write" if folder else "a folder"
     else:
         found = "not a regular file"
     raise WriteError(f"refusing to {action} {path}: it is {found}; expected {expected} (the {what} geostp "
@@ -281,6 +288,61 @@ def is_geostp_forecast(path: Path) -> bool:
         return False
     with xr.open_dataset(path, decode_times=False, decode_cf=False) as ds:
         return "geostp_version" in ds.attrs
+
+
+def is_geostp_forecast_store(path: Path) -> bool:
+    """Whether ``path`` is a zarr forecast store geostp wrote (its root attributes have ``geostp_version``)."""
+    for name, key in (("zarr.json", "attributes"), (".zattrs", None)):  # zarr format 3, then 2
+        meta = path / name
+        if meta.is_file() and not meta.is_symlink():
+            data = head_bytes(meta, RECOGNISE_BYTES + 1)
+            attrs = json.loads(data) if len(data) <= RECOGNISE_BYTES else {}
+            attrs = attrs.get(key) if key and isinstance(attrs, dict) else attrs
+            return isinstance(attrs, dict) and "geostp_version" in attrs
+    return False
+
+
+#: What a forecast's final name may hold, by format (besides nothing at all).
+FORECAST_EXPECTED = {"netcdf": "a netCDF forecast written by geostp (global attribute geostp_version)",
+                     "zarr": "a zarr forecast store written by geostp (root attribute geostp_version)"}
+
+
+def forecast_there(path: str | os.PathLike[str], format: str | None = None) -> bool:
+    """Whether a forecast geostp wrote is at ``path`` (kept by a run that never rewrites a forecast).
+
+    False where nothing (or an empty file) is there: the forecast is to be written.  Anything else under that
+    name (a user's file, a link, a folder geostp did not write) is never taken for geostp's forecast: a
+    :class:`~geostp.errors.WriteError` naming the file and what was expected; the file is left as it is.
+    """
+    path = Path(path)
+    fmt = _format_of(path, format)
+    check_own_file(path, is_geostp_forecast if fmt == "netcdf" else is_geostp_forecast_store,
+                   what="forecast file" if fmt == "netcdf" else "forecast store", expected=FORECAST_EXPECTED[fmt],
+                   hint="move it away or write the forecast elsewhere", folder=fmt == "zarr")
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return not (stat.S_ISREG(st.st_mode) and st.st_size == 0)
+
+
+def forecasts_present(paths: Sequence[str | os.PathLike[str]]) -> bool:
+    """Whether every path holds a forecast geostp wrote (a file of that name it did not write is not one)."""
+    try:
+        return all(forecast_there(p) for p in paths)
+    except WriteError:
+        return False
+
+
+def foreign_forecast(paths: Sequence[str | os.PathLike[str]]) -> str | None:
+    """Why one of a forecast's final names holds something geostp did not write (the WriteError's message),
+    or None where each holds geostp's forecast or nothing."""
+    try:
+        for p in paths:
+            forecast_there(p)
+    except WriteError as exc:
+        return str(exc)
+    return None
 
 
 # ----------------------------------------------------------------------------- forecast files
@@ -432,20 +494,18 @@ def write_forecasts(data: xr.DataArray | xr.Dataset, targets: Sequence[tuple[str
                     before_commit: Callable[[], None] | None = None) -> list[Path]:
     """Write one forecast in several ``(format, path)`` at once, atomically: all appear, or none.
 
-    A final that exists is replaced only if it is a forecast file geostp wrote (:func:`check_own_file`; with
-    ``keep_existing`` it is kept instead): any other file there is a :class:`~geostp.errors.WriteError`.
+    A final that exists is replaced only if it is a forecast geostp wrote (:func:`forecast_there`; with
+    ``keep_existing`` it is kept instead): any other file there is a :class:`~geostp.errors.WriteError` naming
+    it and what was expected, raised before anything is written (the file is left as it is).
     """
     targets = [(_format_of(Path(p), f), Path(p)) for f, p in targets]
-    if not keep_existing:
-        for fmt, p in targets:
-            if fmt == "netcdf":
-                check_own_file(p, is_geostp_forecast, what="forecast file",
-                               expected="a netCDF forecast written by geostp (global attribute geostp_version)",
-                               hint="move it away or write the forecast elsewhere")
-    ds = forecast_dataset(data, attrs=attrs)
-    with atomic_paths([p for _, p in targets], keep_existing=keep_existing, before_commit=before_commit) as tmps:
-        for (fmt, _), tmp in zip(targets, tmps, strict=True):
-            _write_one(ds, tmp, fmt)
+    there = {p for fmt, p in targets if forecast_there(p, fmt)}  # a file geostp did not write: refused here
+    todo = [(fmt, p) for fmt, p in targets if not (keep_existing and p in there)]
+    if todo:
+        ds = forecast_dataset(data, attrs=attrs)
+        with atomic_paths([p for _, p in todo], keep_existing=keep_existing, before_commit=before_commit) as tmps:
+            for (fmt, _), tmp in zip(todo, tmps, strict=True):
+                _write_one(ds, tmp, fmt)
     return [p for _, p in targets]
 
 

@@ -339,3 +339,45 @@ def test_integer_frame_indices_with_an_integer_step_work():
     assert fc["forecast_reference_time"].values.tolist() == [10]
     _refused(ConfigError, lambda: geostp.forecast(cube, "persistence", 2, reference_times=["10"]),
              "reference_times[0]", "frame index")
+
+
+# ----------------------------------------------------------------------------- True is not the number 1
+
+
+@pytest.mark.parametrize("argument", ["batch_size", "patch_size", "input_steps", "output_steps", "window_stride",
+                                      "max_iterations", "epochs", "seed", "max_minutes", "lr",
+                                      "validation_fraction"])
+@pytest.mark.parametrize("flag", [True, False])
+def test_fit_refuses_a_bool_for_a_number(tmp_path, monkeypatch, argument, flag):
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"max_iterations": 1, "patch_size": 16, "input_steps": 3, "output_steps": 2, "progress": False,
+              "model_args": TINY_TAU, "log_dir": tmp_path / "logs", "checkpoint_dir": tmp_path / "ckpt",
+              argument: flag}
+    _refused(ConfigError, lambda: geostp.fit(_cube(12), "tau", **kwargs), f"{argument}={flag}", "is a bool",
+             "expected")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argument", ["steps", "tile", "overlap", "fit_minutes", "fine_tune_minutes"])
+def test_forecast_refuses_a_bool_for_a_number(argument):
+    kwargs = {"steps": 2, argument: True}
+    _refused(ConfigError, lambda: geostp.forecast(_cube(), "persistence", **kwargs), argument, "True", "expected")
+
+
+@pytest.mark.parametrize("argument", ["steps", "tile", "overlap", "data_range"])
+def test_evaluate_refuses_a_bool_for_a_number(argument):
+    cube = _cube()
+    kwargs = {"steps": 2, "reference_times": [cube.time.values[5]], "print_table": False, "progress": False,
+              argument: True}
+    _refused(ConfigError, lambda: geostp.evaluate(cube, "persistence", **kwargs), argument, "True", "expected")
+
+
+def test_settings_from_arguments_refuses_bools_only_where_a_number_is_expected():
+    from geostp.fit import FitArguments
+    from geostp.options import settings_from_arguments
+
+    _refused(ConfigError, lambda: settings_from_arguments(FitArguments, "f", {"batch_size": True}, names={
+        "batch_size": "the_batch"}), "f: the_batch=True is a bool", "expected an integer >= 1")
+    ok = settings_from_arguments(FitArguments, "f", {"batch_size": np.int64(2), "lead_gate": False,
+                                                     "probability_matching": True})
+    assert ok.batch_size == 2 and ok.lead_gate is False and ok.probability_matching is True

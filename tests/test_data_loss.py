@@ -404,3 +404,95 @@ def test_the_name_checker_itself():
     for bad in BAD_NAMES.values():
         assert name_problem(bad) is not None, repr(bad)
     assert name_problem(None) is not None and name_problem(os.sep.join(["a", "b"])) is not None
+
+
+# ----------------------------------------------------------------------------- a file named like a forecast
+
+USER_FORECAST = b"USER DATA\n"
+
+
+def _cycles(out: Path) -> list[dict]:
+    return [r for r in map(json.loads, (out / "nowcast.log.jsonl").read_text().splitlines()) if r["event"] == "cycle"]
+
+
+def _newest_stem(feed: Path) -> str:
+    newest = max(pd.Timestamp(p.stem.removeprefix("frame_")) for p in feed.glob("frame_*.nc"))
+    return f"nowcast_{newest:%Y%m%d%H%M}"
+
+
+@pytest.mark.parametrize("command", ["run", "nowcast"])
+def test_a_users_file_named_like_the_forecast_is_a_refused_cycle_not_already_there(tmp_path, feed, capsys, command):
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = out / (_newest_stem(feed) + ".nc")
+    theirs.write_bytes(USER_FORECAST)
+    recipe = _nowcast(tmp_path / "r.yaml", feed, out)
+    assert main([command, str(recipe), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.startswith("geostp: error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "refused" in lines[0] and str(theirs) in lines[0] and "geostp did not write" in lines[0]
+    assert "geostp_version" in lines[0] and "already exist" not in err
+    assert theirs.read_bytes() == USER_FORECAST
+    (cycle,) = _cycles(out)
+    assert cycle["outcome"] == "refused" and str(theirs) in cycle["reason"] and "expected" in cycle["reason"]
+    assert sorted(p.name for p in out.glob("nowcast_*")) == [theirs.name], "no forecast written beside it"
+
+
+def test_the_runner_refuses_a_users_file_once_while_watching_and_forecasts_once_it_is_gone(tmp_path, feed):
+    from geostp.recipes.run import nowcast_runner
+
+    out = tmp_path / "out"
+    out.mkdir()
+    theirs = out / (_newest_stem(feed) + ".nc")
+    theirs.write_bytes(USER_FORECAST)
+    with nowcast_runner(load_recipe(_nowcast(tmp_path / "r.yaml", feed, out)), echo=None) as runner:
+        first = runner.poll(wait=False)
+        assert [r["reference_time"] for r in first if r["outcome"] == "refused"] == [
+            pd.Timestamp(theirs.stem.removeprefix("nowcast_")).isoformat()]
+        assert runner.poll(wait=False) == [], "the same refusal is not logged at every poll"
+        assert theirs.read_bytes() == USER_FORECAST
+        theirs.unlink()  # the user moves it away: the cycle runs
+        (again,) = runner.poll(wait=False)
+    assert again["outcome"] == "written" and again["outputs"] == [theirs.name]
+    from geostp.writers import is_geostp_forecast
+
+    assert is_geostp_forecast(theirs)
+
+
+def test_a_rerun_keeps_geostps_own_forecast_and_an_empty_file_is_written_over(tmp_path, feed, capsys):
+    out = tmp_path / "out"
+    recipe = _nowcast(tmp_path / "r.yaml", feed, out)
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    mine = out / (_newest_stem(feed) + ".nc")
+    before = (mine.stat().st_mtime_ns, mine.read_bytes())
+    assert main(["run", str(recipe), "--quiet"]) == 0  # idempotent: its own forecast is kept
+    assert (mine.stat().st_mtime_ns, mine.read_bytes()) == before
+    assert _cycles(out)[-1]["outcome"] == "exists"
+    mine.write_bytes(b"")  # an empty file (a crash of something else) is no forecast: written over
+    assert main(["run", str(recipe), "--quiet"]) == 0
+    assert _cycles(out)[-1]["outcome"] == "written" and mine.stat().st_size > 0
+    capsys.readouterr()
+
+
+def test_write_forecasts_keep_existing_keeps_only_its_own(tmp_path):
+    from geostp.writers import forecast_there, write_forecasts
+
+    fc = geostp.forecast(_cube(8), "persistence", 2)
+    theirs, store = tmp_path / "theirs.nc", tmp_path / "theirs.zarr"
+    theirs.write_bytes(USER_FORECAST)
+    _refused(WriteError, lambda: write_forecasts(fc, [(None, theirs)], keep_existing=True), str(theirs),
+             "geostp did not write", "expected a netCDF forecast written by geostp")
+    assert theirs.read_bytes() == USER_FORECAST
+    store.mkdir()
+    (store / "notes.txt").write_bytes(NOTES)
+    _refused(WriteError, lambda: write_forecasts(fc, [(None, tmp_path / "ok.nc"), (None, store)],
+                                                 keep_existing=True), str(store), "a folder that geostp did not write",
+             "zarr forecast store")
+    assert (store / "notes.txt").read_bytes() == NOTES and not (tmp_path / "ok.nc").exists(), "all or none"
+    both = [(None, tmp_path / "f.nc"), (None, tmp_path / "f.zarr")]
+    write_forecasts(fc, both)
+    assert all(forecast_there(p) for _, p in both)
+    stamp = [p.stat().st_mtime_ns for _, p in both]
+    assert write_forecasts(fc, both, keep_existing=True) == [p for _, p in both]
+    assert [p.stat().st_mtime_ns for _, p in both] == stamp, "kept, not rewritten"

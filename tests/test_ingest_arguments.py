@@ -425,9 +425,8 @@ def test_sizes_that_cannot_fit_are_refused_saying_how_much(tmp_path, args, named
                                                ("start", "garbage", "start='garbage'")])
 def test_the_ingest_command_refuses_impossible_adapter_arguments(tmp_path, capsys, arg, value, named):
     out = tmp_path / "k.zarr"
-    extra = ["--arg", "nx=1000000000"] if arg == "ny" else []
-    given = {"n_times": "4", "ny": "16", "nx": "16", arg: value}
-    pairs = [x for k, v in given.items() for x in ("--arg", f"{k}={v}")] + extra
+    given = {"n_times": "4", "ny": "16", "nx": "1000000000" if arg == "ny" else "16", arg: value}  # each key once
+    pairs = [x for k, v in given.items() for x in ("--arg", f"{k}={v}")]
     _cli_error(["ingest", "radar_small", "--catalog", "synthetic", *pairs, "-o", str(out), "--quiet"], capsys,
                "synthetic_radar", named, "expected")
     _nothing_under(tmp_path)
@@ -521,3 +520,51 @@ def test_the_demo_refuses_a_model_of_the_wrong_type(tmp_path):
     _refused(ConfigError, lambda: run_demo(tmp_path / "demo", minutes=True, progress=False), "minutes=True")
     _nothing_under(tmp_path)
 
+
+
+# ----------------------------------------------------------------------------- a repeated option gives a key twice
+
+
+def test_arg_given_twice_for_one_key_is_refused_not_the_last_one_silently(tmp_path, capsys):
+    out = tmp_path / "b.zarr"
+    line = _cli_error(["ingest", "radar_small", "--catalog", "synthetic", "--arg", "n_times=4", "--arg",
+                       "n_times=6", "--arg", "ny=16", "--arg", "nx=16", "--quiet", "-o", str(out)], capsys,
+                      "--arg n_times", "given twice", "'n_times=4'", "'n_times=6'", "expected each key once")
+    assert "n_times=6" in line
+    _nothing_under(tmp_path)
+    # the same key with other spacing is the same key; other keys once each are fine (checked by the run below)
+    _cli_error(["ingest", "--adapter", "synthetic_radar", "--arg", "seed=1", "--arg", " seed =2", "-o", str(out),
+                "--quiet"], capsys, "--arg seed", "given twice")
+    _nothing_under(tmp_path)
+    assert main(["ingest", "radar_small", "--catalog", "synthetic", "--arg", "n_times=4", "--arg", "ny=16",
+                 "--arg", "nx=16", "--quiet", "-o", str(out)]) == 0
+    assert geostp.open_cube(out).sizes["time"] == 4
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("sets, named", [
+    (["nowcast.steps=2", "nowcast.steps=3"], ("--set nowcast.steps", "given twice", "'nowcast.steps=2'",
+                                              "'nowcast.steps=3'")),
+    (["output.dir=a", " output.dir = b"], ("--set output.dir", "given twice")),
+    (["data.args={path: a.nc}", "data.args.path=b.nc"], ("--set data.args.path", "overlaps --set data.args")),
+    (["data.args.path=b.nc", "data.args={path: a.nc}"], ("--set data.args", "overlaps --set data.args.path")),
+], ids=["same", "spacing", "inside-after", "inside-before"])
+def test_set_given_twice_for_one_key_is_refused(tmp_path, capsys, sets, named):
+    path = _write(tmp_path / "r.yaml", _nowcast(tmp_path))
+    for extra in (["--check"], ["--quiet"]):  # refused when the recipe is read: before a check, before a run
+        argv = ["run", str(path), *extra, *sum((["--set", s] for s in sets), [])]
+        _cli_error(argv, capsys, "r.yaml", *named, "expected each setting once")
+    _nothing_under(tmp_path, "r.yaml")
+
+
+def test_set_of_a_renamed_key_under_both_names_is_refused(tmp_path, capsys):
+    from geostp.recipes.schema import apply_overrides
+
+    path = _write(tmp_path / "r.yaml", _nowcast(tmp_path))
+    _cli_error(["run", str(path), "--check", "--set", "training.max_steps=3", "--set",
+                "training.max_iterations=5"], capsys, "--set training.max_iterations", "given twice",
+               "'training.max_steps=3'")
+    _refused(ConfigError, lambda: apply_overrides({}, {"a.b": 1, "a": {"b": 2}}), "--set a", "overlaps --set a.b",
+             expected="expected each setting once")
+    assert apply_overrides({"a": {"b": 0}}, ["a.b=1", "a.c=2", "ab=3"]) == {"a": {"b": 1, "c": 2}, "ab": 3}
+    _nothing_under(tmp_path, "r.yaml")

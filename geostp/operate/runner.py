@@ -12,8 +12,10 @@ Feed policy (what real feeds do; ``docs/nowcast.md`` says the same)
 Reference times
     Every time whose file is present and lies within ``catch_up`` steps of
     the newest file's time is a candidate; candidates run oldest first, each
-    exactly once: a cycle whose outputs all exist is complete and never
-    rerun (a rerun after a restart is a no-op).
+    exactly once: a cycle whose outputs all exist as forecasts geostp wrote
+    is complete and never rerun (a rerun after a restart is a no-op); a
+    file of that name geostp did not write refuses the cycle (outcome
+    ``refused``, logged once, naming the file; the file is left as it is).
 Files from the future
     A file whose name carries a time more than ``future_tolerance`` seconds
     after the wall clock (UTC; a mis-named file, a clock gone wrong) is
@@ -142,20 +144,15 @@ from geostp.writers import (
     atomic_path,
     atomic_write_text,
     check_own_file,
+    forecasts_present,
+    foreign_forecast,
     is_temp_name,
     redacted,
     remove_path,
     write_forecasts,
 )
 
-__all__ = [
-    "NowcastRunner",
-    "NowcastLockedError",
-    "output_stem",
-    "COMMIT_DELAY_ENV",
-    "LOCK_NAME",
-    "GRID_NAME",
-]
+__all__ = ["NowcastRunner", "NowcastLockedError", "output_stem", "COMMIT_DELAY_ENV", "LOCK_NAME", "GRID_NAME"]
 
 #: Seconds to pause between writing a forecast's temporary file and renaming it
 #: (fault-injection tests use it to kill a runner in the middle of a write).
@@ -178,6 +175,7 @@ class _Cycle:
     key: tuple = ()
     attempts: int = 0
     recalled: Any = None  # the inputs' state when an earlier runner gave this cycle up, as its log holds it
+    foreign: str | None = None  # why a file geostp did not write under an output's name refused it (logged)
 
 
 def _iso(t: Any) -> str:
@@ -409,8 +407,8 @@ class NowcastRunner:
         return [self.out_dir / (stem + SUFFIXES[f]) for f in self.formats]
 
     def complete(self, t: Any) -> bool:
-        """All outputs of reference time ``t`` exist (they appear only complete: atomic renames)."""
-        return all(p.exists() for p in self.output_paths(t))
+        """All outputs of reference time ``t`` exist as geostp's forecasts (only complete: atomic renames)."""
+        return forecasts_present(self.output_paths(t))
 
     # ------------------------------------------------------------------ one pass
     def poll(self, *, wait: bool = True) -> list[dict[str, Any]]:
@@ -478,6 +476,9 @@ class NowcastRunner:
                 cyc.status, cyc.recalled = "skipped", self._logged.given_up.pop(t)
         if cyc.status == "done":
             return None
+        said, cyc.foreign = cyc.foreign, foreign_forecast(self.output_paths(t))  # never taken for its forecast
+        if cyc.foreign:  # logged once per reason (a one-shot run says it again); gone: it runs
+            return self._record(t, "refused", inputs=[], reason=cyc.foreign) if forced or cyc.foreign != said else None
         if self.complete(t):
             cyc.status = "done"
             return None if not forced else self._record(t, "exists", inputs=[], reason="outputs already exist")
@@ -625,7 +626,7 @@ class NowcastRunner:
     # ------------------------------------------------------------------ writing
     def _write(self, fc: xr.DataArray, t, inputs: Sequence[str], filled: Sequence[str]) -> list[Path]:
         """Every missing output of reference time ``t``, all at once (:func:`geostp.writers.write_forecasts`)."""
-        todo = [(f, p) for f, p in zip(self.formats, self.output_paths(t), strict=True) if not p.exists()]
+        todo = [(f, p) for f, p in zip(self.formats, self.output_paths(t), strict=True) if not forecasts_present([p])]
         attrs = {"model": self.forecaster.name, "input_files": ", ".join(inputs), "filled_inputs": "; ".join(filled),
                  **self.attrs}
         if self.log.redact:  # a path in the forecast's attributes (its checkpoint) may hold an expanded secret

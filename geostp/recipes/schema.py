@@ -157,11 +157,29 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | dict[str, Any] |
     out = copy.deepcopy(raw)
     if not overrides:
         return out
-    items = overrides.items() if isinstance(overrides, dict) else [_split_override(o, where) for o in overrides]
+    items = list(overrides.items()) if isinstance(overrides, dict) else [_split_override(o, where) for o in overrides]
+    _check_once([k for k, _ in items], [str(o) for o in overrides] if isinstance(overrides, list) else
+                [f"{k}={v}" for k, v in items], where)
     for key, value in items:
         _forget_other_name(out, key)
         _set_path(out, key, value, where)
     return out
+
+
+def _check_once(keys: list[str], texts: list[str], where: str) -> None:
+    """Each setting once: a key path given twice (or under its old name too), or inside another one given, is a
+    ConfigError naming both (as a YAML mapping that gives a key twice), not the last one winning silently."""
+    seen: dict[tuple[str, ...], str] = {}
+    for key, text in zip(keys, texts, strict=True):
+        parts = tuple(str(key).split("."))
+        renamed = _RENAMED_KEYS.get(parts) if len(parts) == 2 else None  # type: ignore[call-overload]
+        path = (parts[0], renamed) if renamed else parts
+        for other, before in seen.items():
+            if path[:len(other)] == other or other[:len(path)] == path:
+                same = "is given twice" if other == path else f"overlaps --set {before.partition('=')[0]}"
+                raise ConfigError(f"{where}: --set {key} {same} (--set {before!r}, then --set {text!r}); "
+                                  "expected each setting once")
+        seen[path] = text
 
 
 #: Recipe keys renamed, (section, old name) -> new name: the old name is still read for one release (with a
