@@ -1,4 +1,5 @@
-"""Small data built in code for tests (geostp's own and yours): cubes, and the same data numpy- or dask-backed.
+"""Small data built in code for tests (geostp's own and yours): cubes, and the same data numpy- or dask-backed;
+and :func:`assert_refused`, the check that a bad input gets a clear :class:`~geostp.errors.GeostpError`.
 
 Nothing here reads a file or the network.  A test that should hold whatever
 backs the arrays takes a backend name and converts its data with
@@ -13,13 +14,14 @@ parametrised over :data:`BACKENDS` for that::
 from __future__ import annotations
 
 import warnings
-from typing import Literal, TypeVar
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import xarray as xr
 
-from geostp.errors import ConfigError
+from geostp.errors import ConfigError, GeostpError
 
-__all__ = ["BACKENDS", "Backend", "as_backend", "small_cube"]
+__all__ = ["BACKENDS", "Backend", "as_backend", "assert_refused", "small_cube"]
 
 #: The array backends a cube may have: numpy (in memory) and dask (lazy, chunked).
 BACKENDS: tuple[str, ...] = ("numpy", "dask")
@@ -76,3 +78,18 @@ def small_cube(
         warnings.simplefilter("ignore")
         cube = synthetic_radar(n_times, ny, nx, seed=seed, time_chunk=time_chunk)
     return as_backend(cube, backend)
+
+
+def assert_refused(kind: type[Exception], call: Callable[[], Any], *named: str, expected: str = "expected") -> str:
+    """Assert that ``call()`` raises ``kind``, a :class:`~geostp.errors.GeostpError` whose message names each of
+    ``named`` and says ``expected``; return the message.  Any other exception propagates."""
+    try:
+        call()
+    except kind as exc:
+        message = str(exc)
+        assert isinstance(exc, GeostpError), type(exc)
+        for name in named:
+            assert name in message, (name, message)
+        assert expected in message, message
+        return message
+    raise AssertionError(f"DID NOT RAISE {kind.__name__}")

@@ -38,6 +38,7 @@ from geostp.errors import (
     WriteError,
 )
 from geostp.store import MANIFEST_NAME, ingest, open_cube, verify_store
+from geostp.testing import assert_refused as _refused
 
 VAR = "precipitation"
 
@@ -57,18 +58,6 @@ def _cube(n: int = 8, size: int = 16) -> xr.Dataset:
 def _finals(root: Path) -> set[str]:
     """Every file and folder under ``root`` (relative names)."""
     return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def _refused(kind: type[Exception], call, *named: str, expected: str = "expected") -> str:
-    """``call()`` raises ``kind`` (a GeostpError) whose message names each of ``named`` and says ``expected``."""
-    with pytest.raises(kind) as info:
-        call()
-    message = str(info.value)
-    assert isinstance(info.value, GeostpError), type(info.value)
-    for name in named:
-        assert name in message, (name, message)
-    assert expected in message, message
-    return message
 
 
 def _cli_error(argv: list[str], capsys, *named: str) -> str:

@@ -26,10 +26,10 @@ from geostp.errors import (
     CheckpointError,
     ConfigError,
     DataError,
-    GeostpError,
     UnknownNameError,
     WriteError,
 )
+from geostp.testing import assert_refused as _refused
 
 VAR = "precipitation"
 
@@ -41,18 +41,6 @@ def _cube(n: int = 8, size: int = 16) -> xr.Dataset:
     from geostp.testing import small_cube
 
     return small_cube(n, size, size, backend="numpy")
-
-
-def _refused(kind: type[Exception], call, *named: str, expected: str = "expected") -> str:
-    """``call()`` raises ``kind`` (a GeostpError) whose message names each of ``named`` and says ``expected``."""
-    with pytest.raises(kind) as info:
-        call()
-    message = str(info.value)
-    assert isinstance(info.value, GeostpError), type(info.value)
-    for name in named:
-        assert name in message, (name, message)
-    assert expected in message, message
-    return message
 
 
 def _cli_error(argv: list[str], capsys, *named: str, code: int = 2) -> str:

@@ -30,6 +30,7 @@ import xarray as xr
 
 import geostp
 from geostp.errors import ConfigError, CubeValueError, GeostpError, UnsafePathError, WriteError
+from geostp.testing import assert_refused as _refused
 
 VAR = "precipitation"
 REPO = Path(__file__).resolve().parents[1]
@@ -49,18 +50,6 @@ def _cube(n: int = 8, size: int = 16) -> xr.Dataset:
 def _tree(root: Path) -> dict[str, bytes | None]:
     """Every file (its bytes) and folder (None) under ``root``."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def _refused(kind: type[Exception], call, *named: str, expected: str = "expected") -> str:
-    """``call()`` raises ``kind``, a GeostpError whose message names each of ``named`` and says ``expected``."""
-    with pytest.raises(kind) as info:
-        call()
-    message = str(info.value)
-    assert isinstance(info.value, GeostpError), type(info.value)
-    for name in named:
-        assert name in message, (name, message)
-    assert expected in message, message
-    return message
 
 
 def _read_only_folder(tmp_path: Path) -> Path:
