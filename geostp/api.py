@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import xarray as xr
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +38,7 @@ class FitBudget(BaseModel):
     fit_minutes: float | None = Field(2.0, gt=0, description="minutes of fitting; None: the epoch budget")
     fine_tune_minutes: float = Field(0.0, ge=0, allow_inf_nan=False)
     pretrained: bool = True
+    calibrate: bool | Literal["auto"] = "auto"
     use_store: bool = True
 
 
@@ -55,6 +56,8 @@ def resolve_forecaster(
     fit_minutes: float = 2.0,
     pretrained: bool = True,
     fine_tune_minutes: float = 0.0,
+    calibrate: bool | str = "auto",
+    history_end: Any = None,
     use_store: bool = True,
     device: str = "auto",
     progress: bool = True,
@@ -63,15 +66,34 @@ def resolve_forecaster(
     """``model`` as a :class:`FittedForecaster`: as given, loaded from a checkpoint, the weights geostp ships
     (:mod:`geostp.pretrained`, for a name on a cube they suit), or fitted on ``ds`` by name.
 
-    ``options`` (a :class:`~geostp.forecast.ForecastOptions`) stands for ``device`` and ``progress``."""
-    import geostp.models as registry
-
+    ``calibrate`` (see :func:`forecast`) sets an advection-aware model's lead gate again on ``ds``'s history up
+    to ``history_end`` (default: its last time; a forecast passes its first reference time, so that nothing
+    after it is used).  ``options`` (a :class:`~geostp.forecast.ForecastOptions`) stands for ``device`` and
+    ``progress``."""
     opts = option_group(resolve_forecaster, options, ForecastOptions, "options", device=device, progress=progress)
     device, progress = opts.device, opts.progress
     _check_fit_arguments("resolve_forecaster", fit_minutes=fit_minutes, fine_tune_minutes=fine_tune_minutes,
-                         pretrained=pretrained, use_store=use_store)
+                         pretrained=pretrained, calibrate=calibrate, use_store=use_store)
     variables = variable_names(variables)
     ds = as_cube(ds, argument="ds")
+    fitted, shipped = _resolve(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
+                               pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,
+                               device=device, progress=progress)
+    if calibrate is True or (calibrate == "auto" and shipped):  # auto: the shipped weights, loaded here by name
+        from geostp.pretrained import calibrate_to_history
+
+        if not hasattr(fitted.model, "calibrate_lead_gate"):
+            raise ConfigError(f"calibrate=True: model {fitted.name!r} has no lead gate to calibrate (only "
+                              "advection-aware models have one); expected calibrate='auto' or False for it")
+        fitted, _ = calibrate_to_history(fitted, ds, before=history_end, progress=progress)
+    return fitted
+
+
+def _resolve(ds: xr.Dataset, model: Any, *, variables: list[str] | None, model_args: dict[str, Any] | None,
+             fit_minutes: float, pretrained: bool, fine_tune_minutes: float, use_store: bool, device: str,
+             progress: bool) -> tuple[FittedForecaster, bool]:
+    """The forecaster, and whether it is the shipped weights loaded here by name (fine-tuned or not)."""
+    import geostp.models as registry
 
     given = model if isinstance(model, FittedForecaster) else load_forecaster(model) \
         if isinstance(model, (str, os.PathLike)) and (Path(model).suffix == ".pt" or Path(model).is_file()) else None
@@ -79,7 +101,7 @@ def resolve_forecaster(
         if variables is not None and variables != list(given.variables):
             raise ConfigError(f"variables={variables!r}, but model {given.name!r} forecasts {list(given.variables)}; "
                               "expected its variables (or no variables argument)")
-        return given
+        return given, False
     if isinstance(model, str):
         from geostp.fit import fit
         from geostp.pretrained import load_pretrained, suits_pretrained
@@ -93,11 +115,11 @@ def resolve_forecaster(
             names = variables if variables is not None else [str(v) for v in ds.data_vars if ds[v].ndim >= 3]
             shipped = load_pretrained(model, names[0])
             if not fine_tune_minutes:
-                return shipped
+                return shipped, True
             return fit(ds, model, variables=names, init=shipped, max_minutes=fine_tune_minutes,
-                       use_store=use_store, device=device, progress=progress)
+                       use_store=use_store, device=device, progress=progress), True
         return fit(ds, model, variables=variables, model_args=model_args, max_minutes=fit_minutes,
-                   use_store=use_store, device=device, progress=progress)
+                   use_store=use_store, device=device, progress=progress), False
     raise ConfigError(f"model must be a registered name, a checkpoint path or a FittedForecaster; "
                       f"got {type(model).__name__}")
 
@@ -113,6 +135,7 @@ def forecast(
     fit_minutes: float = 2.0,
     pretrained: bool = True,
     fine_tune_minutes: float = 0.0,
+    calibrate: bool | str = "auto",
     use_store: bool = True,
     device: str = "auto",
     tile: int | None = None,
@@ -148,6 +171,14 @@ def forecast(
         TAU that geostp ships (:mod:`geostp.pretrained`) instead of fitting one on ``ds``.
     fine_tune_minutes
         Train the pretrained model further on ``ds``'s own history for this long first (0: not at all).
+    calibrate
+        Set an advection-aware model's lead gate (how much of its learned change each lead keeps; 0 leaves the
+        S-PROG base) again on ``ds``'s own history before forecasting: its newest whole windows up to the
+        (first) reference time, each lead keeping the share of the change that had the least error in mm/h
+        there (:func:`geostp.pretrained.calibrate_to_history`).  ``"auto"`` (default) does so for the weights
+        geostp ships (a radar they were not trained on needs it) when the history holds a whole window of
+        input and target frames (16 for the shipped TAU); ``True`` also for a given advection-aware model;
+        ``False`` never.  The forecast's ``history_calibration`` attribute says what was done.
     use_store
         Look up / save a model fitted on ``ds`` in the local model store.
     device
@@ -170,15 +201,16 @@ def forecast(
     ds = as_cube(ds, argument="ds")  # a DataArray: one variable (its grid mapping kept where it carries it)
     variables = variable_names(variables)
     _check_fit_arguments("forecast", fit_minutes=fit_minutes, fine_tune_minutes=fine_tune_minutes,
-                         pretrained=pretrained, use_store=use_store)
-    forecasts = 1
+                         pretrained=pretrained, calibrate=calibrate, use_store=use_store)
+    forecasts, history_end = 1, None
     if reference_times is not None and "time" in ds.coords:  # refused before any fitting, not after
-        forecasts = len(reference_time_values(ds["time"].values, reference_times))
+        refs = reference_time_values(ds["time"].values, reference_times)
+        forecasts, history_end = len(refs), min(refs)
     if {"y", "x"} <= set(ds.dims):  # refused before any fitting, not after
         names = variables if variables is not None else [v for v in ds.data_vars if ds[v].ndim >= 3]
         check_forecast_size(steps, forecasts=forecasts,
                             channels=max(1, len(names)), ny=ds.sizes["y"], nx=ds.sizes["x"])
     fitted = resolve_forecaster(ds, model, variables=variables, model_args=model_args, fit_minutes=fit_minutes,
-                                pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, use_store=use_store,
-                                options=opts)
+                                pretrained=pretrained, fine_tune_minutes=fine_tune_minutes, calibrate=calibrate,
+                                history_end=history_end, use_store=use_store, options=opts)
     return fitted.predict(ds, steps, reference_times=reference_times, options=opts)

@@ -291,7 +291,10 @@ def evaluate(
         models = {(m if isinstance(m, str) else getattr(m, "name", f"model{i}")): m for i, m in enumerate(models)}
     if not models:
         raise ConfigError("evaluate needs at least one model")
-    contenders = {label: resolve_forecaster(ds, model, options=opts) for label, model in models.items()}
+    # the shipped weights' lead gate is calibrated on the history before the first reference time only
+    first = _as_times(ds, reference_times).min() if _as_times(ds, reference_times).size else None
+    contenders = {label: resolve_forecaster(ds, model, history_end=first, options=opts)
+                  for label, model in models.items()}
     variable = variable or next(iter(contenders.values())).variables[0]
     missing = [k for k, f in contenders.items() if variable not in f.variables]
     if missing:

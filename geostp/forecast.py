@@ -419,6 +419,14 @@ class FittedForecaster:
                                   + f", and each lead was advected forward; motion: {motion_description()}")
             attrs["probability_matching"] = ("each lead matched to the newest observation's distribution (CDF)"
                                              if self.metadata.get("probability_matching") else "none")
+            gate = getattr(self.model, "lead_gate", None)
+            attrs["lead_gate"] = json.dumps(gate) if gate is not None else "none (the whole learned change)"
+            cal = self.metadata.get("history_calibration")
+            if cal:
+                attrs["history_calibration"] = (
+                    f"lead gate set on the newest {cal['windows']} whole windows of the data up to "
+                    f"{cal['history_end']} (least error in mm/h per lead; it was {json.dumps(cal['lead_gate_before'])})"
+                    if cal.get("calibrated") else f"not done: {cal.get('why')}")
         return attrs
 
     def _check_output(self, values: np.ndarray, ref: str) -> None:

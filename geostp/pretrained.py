@@ -6,6 +6,14 @@ radar corpus of the pysteps example data (MeteoSwiss 2015-05-15 and 2016-07-11, 
 Its model card is ``docs/model-card-tau-radar.md``.  :func:`geostp.forecast` uses it for ``model="tau"``
 on a rain-rate cube of about that pixel size and step, instead of fitting a model on the cube's own
 history; ``fine_tune_minutes`` trains it further on that history first.
+
+A model trained on a few radars does not carry over to another one unchanged: trained without FMI, the
+corpus model grows FMI's intense rain two- to threefold and its error in mm/h is four times S-PROG's
+(``docs/benchmarks.md``).  :func:`calibrate_to_history` therefore sets the lead gate (how much of the learned
+change each lead keeps; 0 is the S-PROG base alone) again on the cube's own recent history before it
+forecasts: the factor of each lead that gave the least rain-rate error over the newest whole windows there.
+``geostp.forecast`` does so for the shipped weights whenever the cube holds such a window
+(``calibrate="auto"``).
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import xarray as xr
 
 from geostp.cube import is_precipitation, validate_cube
 
-__all__ = ["pretrained_path", "load_pretrained", "suits_pretrained", "PRETRAINED"]
+__all__ = ["pretrained_path", "load_pretrained", "suits_pretrained", "calibrate_to_history", "PRETRAINED",
+           "HISTORY_WINDOWS"]
 
 #: Registered model name -> (weights file in ``geostp/weights``, pixel size in metres, time step in seconds).
 PRETRAINED: dict[str, tuple[str, float, float]] = {"tau": ("tau_radar.pt", 1000.0, 300.0)}
@@ -71,3 +80,105 @@ def load_pretrained(model: str, variable: str | None = None) -> Any:
     fitted.metadata["pretrained"] = str(path.name)
     fitted.schema = None
     return fitted
+
+
+#: The newest whole windows of a cube's history that :func:`calibrate_to_history` uses by default.
+HISTORY_WINDOWS = 6
+#: Patches of those windows the lead gate is scored on (batches of 8).
+_CALIBRATION_BATCHES = 24
+
+
+def calibrate_to_history(
+    fitted: Any,
+    cube: xr.Dataset,
+    *,
+    before: Any = None,
+    windows: int = HISTORY_WINDOWS,
+    motion_dir: str | Path | None = None,
+    progress: bool = True,
+) -> tuple[Any, dict[str, Any]]:
+    """``fitted`` (advection-aware, with a lead gate) with the gate set again on ``cube``'s own history.
+
+    The history is the cube up to and including ``before`` (default: its last time): only frames a forecast
+    from ``before`` could know.  Its newest ``windows`` whole windows (inputs and every lead's target) are
+    carried into the moving frame with their S-PROG base, as in training (motion and S-PROG cached beside the
+    model store, or in ``motion_dir``), and each lead keeps the share of the learned change (0, 0.05, ..., 1)
+    whose forecast had the least squared error in mm/h there
+    (:meth:`~geostp.models.lagrangian.Lagrangian.calibrate_lead_gate` with ``objective="rain_mse"``).
+
+    Returns a copy of ``fitted`` (``fitted`` itself is not changed) and a report, also kept in the copy's
+    ``metadata["history_calibration"]``: the gate before and after, the windows used and the errors of the
+    base, the ungated and the gated forecast per lead.  A history without a whole window leaves the gate as it
+    is, with ``{"calibrated": False, "why": ...}`` as the report.
+    """
+    import copy
+
+    from geostp.advection import MotionCache
+    from geostp.cube import parse_time
+    from geostp.errors import ConfigError
+    from geostp.forecast import FittedForecaster, model_store_dir
+    from geostp.pipeline import _identity
+    from geostp.stream.lagrangian import LagrangianCorpus, corpus_windows
+
+    if not isinstance(fitted, FittedForecaster) or not hasattr(fitted.model, "calibrate_lead_gate"):
+        raise ConfigError(f"calibrate_to_history needs an advection-aware FittedForecaster (one with a lead gate); "
+                          f"got {getattr(fitted, 'name', type(fitted).__name__)!r}")
+    if isinstance(windows, bool) or not isinstance(windows, (int, np.integer)) or windows < 1:
+        raise ConfigError(f"calibrate_to_history: windows={windows!r}; expected a whole number >= 1")
+    net = fitted.model
+    variable = fitted.variables[0]
+    if variable not in cube.data_vars:
+        raise ConfigError(f"calibrate_to_history: the cube has no variable {variable!r} (the model forecasts it); "
+                          f"it has {[str(v) for v in cube.data_vars]}")
+    times = cube["time"].values
+    end = len(times) - 1
+    if before is not None:
+        t = parse_time(before, argument="before") if np.issubdtype(times.dtype, np.datetime64) else before
+        hits = np.nonzero(times == t)[0] if not isinstance(t, (bool, str)) else np.zeros(0, int)
+        if hits.size == 0:
+            raise ConfigError(f"calibrate_to_history: before={before!r} is not a time of the cube "
+                              f"({times[0]} ... {times[-1]}); expected one of its times")
+        end = int(hits[0])
+    length = net.input_steps + net.output_steps
+    history = cube.isel(time=slice(max(0, end + 1 - (int(windows) + length - 1)), end + 1))
+    ny, nx = history.sizes["y"], history.sizes["x"]
+    multiple = max(1, int(getattr(net, "spatial_multiple", 1)))
+    patch = min(64, ny, nx) // multiple * multiple
+    gate_before = list(net.lead_gate) if net.lead_gate is not None else None
+    if len(corpus_windows(history, length)) == 0 or patch < 8:
+        why = (f"the history up to {np.datetime_as_string(times[end], unit='m')} holds no whole window of "
+               f"{length} consecutive frames" if patch >= 8 else f"the grid ({ny} x {nx}) is too small")
+        return _noted(fitted, {"calibrated": False, "why": why + "; the lead gate is kept as trained",
+                               "lead_gate": gate_before})
+    cache = MotionCache.shared(motion_dir if motion_dir is not None else model_store_dir().parent / "motion")
+    try:
+        corpus = LagrangianCorpus([history], variable, input_steps=net.input_steps, output_steps=net.output_steps,
+                                  normalizer=fitted.normalizer, identities=[_identity(cube, variable)],
+                                  motion_cache=cache, patch_size=patch, batch_size=8, batches_per_epoch=8,
+                                  stride=1, augment=False, seed=20_000, base=net.base, base_levels=net.base_levels,
+                                  progress=progress)
+    except ConfigError as exc:  # every window of the history hit an outage
+        return _noted(fitted, {"calibrated": False, "why": f"no usable window in the history ({exc})",
+                               "lead_gate": gate_before})
+
+    def batches():
+        for epoch in range(_CALIBRATION_BATCHES // 8):
+            corpus.set_epoch(epoch)
+            yield from corpus
+
+    out = copy.copy(fitted)
+    out.model = copy.deepcopy(net)
+    report = out.model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds())
+    report = {"calibrated": True, "lead_gate_before": gate_before, "windows": int(corpus.n_windows),
+              "history_end": np.datetime_as_string(times[end], unit="m"), **report}
+    out.metadata = {**fitted.metadata, "history_calibration": report}
+    return out, report
+
+
+def _noted(fitted: Any, report: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """A copy of ``fitted`` (the same model) that records ``report``, and the report."""
+    import copy
+
+    out = copy.copy(fitted)
+    out.metadata = {**fitted.metadata, "history_calibration": report}
+    return out, report

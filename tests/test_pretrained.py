@@ -54,7 +54,7 @@ def test_forecast_uses_the_pretrained_model_where_it_suits(weights, monkeypatch,
     assert not list(tmp_path.glob("*.pt"))  # nothing was trained or stored
     from geostp.api import resolve_forecaster
 
-    assert resolve_forecaster(cube, "tau", progress=False).metadata["pretrained"] == weights.name
+    assert resolve_forecaster(cube, "tau", calibrate=False, progress=False).metadata["pretrained"] == weights.name
 
 
 def test_fine_tuning_starts_from_the_shipped_weights(weights, monkeypatch, tmp_path):

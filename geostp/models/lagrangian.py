@@ -185,14 +185,26 @@ class Lagrangian(Forecaster):
 
     @torch.no_grad()
     def calibrate_lead_gate(self, batches: Iterable[dict[str, torch.Tensor]], *, max_batches: int | None = None,
-                            device: torch.device | str = "cpu") -> dict[str, Any]:
+                            device: torch.device | str = "cpu", objective: str = "model",
+                            bounds: tuple[Sequence[float], Sequence[float]] | None = None) -> dict[str, Any]:
         """Set :attr:`lead_gate` from held-out ``batches`` (``{"x", "y", "mask_y"}``, as the training corpus yields).
 
-        For each lead ``k`` the factor is the weighted least-squares ``a_k`` of ``y - base ~ a_k * change``
-        (the loss's rain weight where the loss is weighted), clipped to [0, 1]: 0 where the learned change does
-        not help on these windows, 1 where all of it does.  Returns the factors and, per lead, the weighted mean
-        squared error of the base, of the ungated model and of the gated one on the same windows (model units).
+        ``objective="model"``: for each lead ``k`` the factor is the weighted least-squares ``a_k`` of
+        ``y - base ~ a_k * change`` (the loss's rain weight where the loss is weighted), clipped to [0, 1]: 0 where
+        the learned change does not help on these windows, 1 where all of it does.  Returns the factors and, per
+        lead, the weighted mean squared error of the base, of the ungated model and of the gated one on the same
+        windows (model units).
+
+        ``objective="rain_mse"``: the factor of each lead is the one of 0, 0.05, ..., 1 whose forecast has the
+        least squared error in rain rate (mm/h, through :attr:`decoder`), the verification's own MSE: in model
+        (log) units a change that doubles intense rain costs little, in mm/h it dominates.  The errors reported
+        are then mean squared errors in (mm/h)^2.  ``bounds`` (model units, as :meth:`predict` takes them) clamps
+        each trial forecast as the forecast itself will be.
         """
+        if objective == "rain_mse":
+            return self._calibrate_rain_mse(batches, max_batches=max_batches, device=device, bounds=bounds)
+        if objective != "model":
+            raise ConfigError(f"objective must be 'model' or 'rain_mse', got {objective!r}")
         was_training = self.training
         self.eval()
         sums: list[torch.Tensor] | None = None  # per lead: sum w*c*r, sum w*c*c, sum w*r*r, sum w
@@ -226,19 +238,64 @@ class Lagrangian(Forecaster):
         return {"lead_gate": self.lead_gate, "batches": n, "base_error": err(torch.zeros_like(gate)),
                 "ungated_error": err(torch.ones_like(gate)), "gated_error": err(gate)}
 
-    def rain_weight(self, y: torch.Tensor) -> torch.Tensor:
-        """``min(1 + R, cap)`` with ``R`` the rain rate (mm/h) of the model-unit target ``y``."""
+    #: The factors :meth:`calibrate_lead_gate` tries with ``objective="rain_mse"``.
+    GATE_GRID = tuple(i / 20 for i in range(21))
+
+    def _calibrate_rain_mse(self, batches: Iterable[dict[str, torch.Tensor]], *, max_batches: int | None,
+                            device: torch.device | str,
+                            bounds: tuple[Sequence[float], Sequence[float]] | None) -> dict[str, Any]:
+        if self.decoder is None:
+            raise ConfigError("calibrating the lead gate on rain-rate error needs the model's decoder (how model "
+                              "units become mm/h); this model has none")
+        was_training = self.training
+        self.eval()
+        grid = torch.tensor(self.GATE_GRID)
+        low, high = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else (-float("inf"), float("inf"))
+        sse: torch.Tensor | None = None  # [factor, lead]
+        count: torch.Tensor | None = None
+        n = 0
+        for i, batch in enumerate(batches):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = batch["x"].to(device), batch["y"].to(device)
+            inputs, base, steps = self.split_input(x, y.shape[1])
+            change = self.inner(inputs - inputs[:, -1:], steps)
+            mask = batch["mask_y"].to(device).to(y.dtype) if batch.get("mask_y") is not None else torch.ones_like(y)
+            observed = self.rain_rate(y)
+            dims = (0, 2, 3, 4)
+            errors = torch.stack([(((self.rain_rate(torch.clamp(base + a * change, low, high)) - observed) ** 2) * mask)
+                                  .sum(dims).cpu() for a in grid.tolist()])
+            sse = errors if sse is None else sse + errors
+            count = mask.sum(dims).cpu() if count is None else count + mask.sum(dims).cpu()
+            n += 1
+        if was_training:
+            self.train()
+        if sse is None or count is None:
+            raise ConfigError("calibrate_lead_gate: the windows produced no batch")
+        mse = sse / count.clamp_min(1.0)
+        best = mse.argmin(0)
+        self.set_lead_gate([float(grid[j]) for j in best])
+        leads = torch.arange(mse.shape[1])
+        return {"lead_gate": self.lead_gate, "batches": n, "objective": "rain_mse",
+                "base_error": [round(float(v), 6) for v in mse[0]],
+                "ungated_error": [round(float(v), 6) for v in mse[-1]],
+                "gated_error": [round(float(v), 6) for v in mse[best, leads]]}
+
+    def rain_rate(self, y: torch.Tensor) -> torch.Tensor:
+        """The rain rate (mm/h) of model-unit values ``y``, through :attr:`decoder`."""
         d = self.decoder or {}
         z = y * float(d.get("std", 1.0)) + float(d.get("mean", 0.0))
         kind = d.get("kind", "none")
         if kind == "log10":
-            rain = torch.clamp(torch.pow(10.0, z) - float(d.get("offset", 0.01)), min=0.0)
-        elif kind == "db":
-            rain = torch.where(z >= 10.0 * torch.log10(torch.tensor(float(d.get("threshold", 0.1)))),
+            return torch.clamp(torch.pow(10.0, z) - float(d.get("offset", 0.01)), min=0.0)
+        if kind == "db":
+            return torch.where(z >= 10.0 * torch.log10(torch.tensor(float(d.get("threshold", 0.1)))),
                                torch.pow(10.0, z / 10.0), torch.zeros_like(z))
-        else:
-            rain = torch.clamp(z, min=0.0)
-        return torch.clamp(1.0 + rain, max=self.weight_cap).detach()
+        return torch.clamp(z, min=0.0)
+
+    def rain_weight(self, y: torch.Tensor) -> torch.Tensor:
+        """``min(1 + R, cap)`` with ``R`` the rain rate (mm/h) of the model-unit target ``y``."""
+        return torch.clamp(1.0 + self.rain_rate(y), max=self.weight_cap).detach()
 
     def training_loss(
         self,
