@@ -15,9 +15,11 @@ from dataclasses import fields
 from functools import cache
 from typing import Any, TypeVar, get_args
 
+from pydantic import BaseModel, ValidationInfo, field_validator
+
 from geostp.errors import ConfigError
 
-__all__ = ["option_group", "settings_from_arguments"]
+__all__ = ["option_group", "settings_from_arguments", "number_only", "expectation", "NumbersNotBools"]
 
 T = TypeVar("T")
 
@@ -65,7 +67,7 @@ def option_group(func: Callable[..., Any], given: T | None, cls: type[T], argnam
     return given
 
 
-def _expectation(field: Any) -> str:
+def expectation(field: Any) -> str:
     """What a pydantic field accepts, in words: ``an integer >= 1``, ``a finite number > 0 or None``."""
     text = str(field.annotation)
     kind = "an integer" if "int" in text and "float" not in text else "a number" if "float" in text else \
@@ -83,7 +85,7 @@ def _expectation(field: Any) -> str:
     return kind + (" " + " and ".join(bounds) if bounds else "") + optional
 
 
-def _number_only(field: Any) -> bool:
+def number_only(field: Any) -> bool:
     """Whether a pydantic field holds an integer or a number (or None), never True or False."""
     args = get_args(field.annotation) or (field.annotation,)
     types = {a for a in args if isinstance(a, type)}
@@ -102,11 +104,11 @@ def settings_from_arguments(cls: type[T], function: str, values: dict[str, Any],
     from pydantic import ValidationError
 
     fields_ = getattr(cls, "model_fields", {})
-    flags = [k for k, v in values.items() if isinstance(v, bool) and k in fields_ and _number_only(fields_[k])]
+    flags = [k for k, v in values.items() if isinstance(v, bool) and k in fields_ and number_only(fields_[k])]
     if flags:  # pydantic's lax mode would take True for 1: refused, as geostp's own checks refuse it
         names = names or {}
         raise ConfigError(f"{function}: " + "; ".join(
-            f"{names.get(k, k)}={values[k]!r} is a bool; expected {_expectation(fields_[k])}" for k in flags))
+            f"{names.get(k, k)}={values[k]!r} is a bool; expected {expectation(fields_[k])}" for k in flags))
     try:
         return cls(**values)
     except ValidationError as exc:
@@ -121,5 +123,19 @@ def settings_from_arguments(cls: type[T], function: str, values: dict[str, Any],
             argument = names.get(field, field)
             value = values.get(field, err.get("input"))
             problems.append(f"{argument}={value!r}: {err['msg'].removeprefix('Value error, ')}; expected "
-                            f"{_expectation(fields_[field])}")
+                            f"{expectation(fields_[field])}")
         raise ConfigError(f"{function}: " + "; ".join(problems)) from None
+
+
+class NumbersNotBools(BaseModel):
+    """A pydantic model whose number fields refuse True and False (pydantic's lax mode takes them for 1 and 0):
+    ``batch_size: true`` in a recipe is a mistake to name, not a batch of one, as it is for the API's arguments
+    (:func:`settings_from_arguments`)."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and number_only(field):
+            raise ValueError(f"{str(value).lower()} is a bool; expected {expectation(field)}")
+        return value

@@ -93,6 +93,11 @@ def test_valid_recipe_resolves_defaults(tmp_path):
         ({"model.transform": "db"}, "model.transform", "only for baselines"),
         ({"evaluation.baselines": [{"name": "optical_flow", "args": {"input_steps": 1}}]},
          "evaluation.baselines[0].args.input_steps", "input_steps >= 2"),
+        # YAML's true/false where a number is expected is a mistake, not 1 or 0 (pydantic's lax mode took them)
+        ({"training.batch_size": True}, "training.batch_size", "true is a bool; expected an integer >= 1"),
+        ({"training.lr": False}, "training.lr", "false is a bool; expected a finite number > 0"),
+        ({"data.windows.input_steps": True}, "data.windows.input_steps", "is a bool; expected an integer"),
+        ({"evaluation.max_cases": True}, "evaluation.max_cases", "is a bool; expected an integer"),
     ],
 )
 def test_errors_name_the_key_path(tmp_path, change, path, words):

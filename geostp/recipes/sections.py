@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from geostp.cube import parse_time
+from geostp.options import NumbersNotBools
 from geostp.train.settings import TrainSettings
 
 __all__ = [
@@ -44,7 +45,7 @@ __all__ = [
 Pair = int | tuple[int, int]
 
 
-class _Strict(BaseModel):
+class _Strict(NumbersNotBools):
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
 
 

@@ -21,10 +21,12 @@ from pydantic import (
     model_validator,
 )
 
+from geostp.options import NumbersNotBools
+
 __all__ = ["TrainSettings"]
 
 
-class TrainSettings(BaseModel):
+class TrainSettings(NumbersNotBools):
     """Typed training settings (the ``training`` section of a recipe)."""
 
     model_config = ConfigDict(extra="forbid")
