@@ -274,7 +274,7 @@ class Lagrangian(Forecaster):
             raise ConfigError("calibrate_lead_gate: the windows produced no batch")
         mse = sse / count.clamp_min(1.0)
         best = mse.argmin(0)
-        self.set_lead_gate([float(grid[j]) for j in best])
+        self.set_lead_gate([round(float(grid[j]), 4) for j in best])
         leads = torch.arange(mse.shape[1])
         return {"lead_gate": self.lead_gate, "batches": n, "objective": "rain_mse",
                 "base_error": [round(float(v), 6) for v in mse[0]],
