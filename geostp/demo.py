@@ -85,6 +85,11 @@ def run_demo(out: str | os.PathLike[str] = "out", *, minutes: float = 2.0, model
                                 progress=progress)
     if fitted.metadata.get("pretrained") and not fine_tune_minutes:
         how = f"the pretrained advection-aware model shipped with geostp ({fitted.metadata['pretrained']})"
+        cal = fitted.metadata.get("history_calibration") or {}
+        if cal.get("calibrated"):
+            how += (f", its lead gate set on the newest {cal['windows']} windows of the history "
+                    f"(share of the learned change kept at 5 / 30 / 60 min: {cal['lead_gate'][0]:g} / "
+                    f"{cal['lead_gate'][5]:g} / {cal['lead_gate'][-1]:g})")
     elif fitted.metadata.get("from_store"):
         how = "loaded from the model store"
     else:

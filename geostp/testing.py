@@ -21,7 +21,7 @@ import xarray as xr
 
 from geostp.errors import ConfigError, GeostpError
 
-__all__ = ["BACKENDS", "Backend", "as_backend", "assert_refused", "small_cube"]
+__all__ = ["BACKENDS", "Backend", "as_backend", "assert_refused", "read_only_folder", "small_cube"]
 
 #: The array backends a cube may have: numpy (in memory) and dask (lazy, chunked).
 BACKENDS: tuple[str, ...] = ("numpy", "dask")
@@ -93,3 +93,29 @@ def assert_refused(kind: type[Exception], call: Callable[[], Any], *named: str, 
         assert expected in message, message
         return message
     raise AssertionError(f"DID NOT RAISE {kind.__name__}")
+
+
+def read_only_folder(tmp_path: Any) -> Any:
+    """A folder nothing can be created in, for tests of refused writes: ``tmp_path / "read-only"`` with mode
+    0o555, or (as root, who may write there anyway) one of the kernel's folders in /sys.  Skips the test (pytest)
+    where no folder refuses writes to this user."""
+    from pathlib import Path
+
+    import pytest
+
+    folder = Path(tmp_path) / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    probe = folder / "probe"
+    try:
+        probe.mkdir()
+    except OSError:
+        return folder
+    probe.rmdir()
+    for candidate in (Path("/sys/kernel"), Path("/sys")):
+        try:
+            (candidate / "geostp-probe").mkdir()
+        except OSError:
+            return candidate
+        (candidate / "geostp-probe").rmdir()  # pragma: no cover
+    pytest.skip("no folder here refuses writes to this user")  # pragma: no cover

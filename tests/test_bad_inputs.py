@@ -39,6 +39,7 @@ from geostp.errors import (
 )
 from geostp.store import MANIFEST_NAME, ingest, open_cube, verify_store
 from geostp.testing import assert_refused as _refused
+from geostp.testing import read_only_folder
 
 VAR = "precipitation"
 
@@ -69,27 +70,6 @@ def _cli_error(argv: list[str], capsys, *named: str) -> str:
     for name in named:
         assert name in err, (name, err)
     return err
-
-
-def _read_only_folder(tmp_path: Path) -> Path:
-    """A folder nothing can be created in: a folder of mode 0o555, or (as root, who may write there anyway)
-    one of the kernel's folders in /sys."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    probe = folder / "probe"
-    try:
-        probe.mkdir()
-    except OSError:
-        return folder
-    probe.rmdir()
-    for candidate in (Path("/sys/kernel"), Path("/sys")):
-        try:
-            (candidate / "geostp-probe").mkdir()
-        except OSError:
-            return candidate
-        (candidate / "geostp-probe").rmdir()  # pragma: no cover
-    pytest.skip("no folder here refuses writes to this user")  # pragma: no cover
 
 
 def _with(cube: xr.Dataset, index, value) -> xr.Dataset:
@@ -314,22 +294,22 @@ def test_a_store_with_its_manifest_can_still_be_overwritten(store):
 # ----------------------------------------------------------------------------- 3. outputs that cannot be written
 
 
-def test_api_ingest_into_a_read_only_folder(tmp_path):
-    folder = _read_only_folder(tmp_path)
+def test_api_ingest_into_aread_only_folder(tmp_path):
+    folder = read_only_folder(tmp_path)
     target = folder / "cube.zarr"
     _refused(WriteError, lambda: ingest(_cube(4), target, progress=False), str(target), "read-only")
     assert not target.exists()
 
 
-def test_cli_ingest_into_a_read_only_folder(tmp_path, capsys):
-    folder = _read_only_folder(tmp_path)
+def test_cli_ingest_into_aread_only_folder(tmp_path, capsys):
+    folder = read_only_folder(tmp_path)
     _cli_error(["ingest", "radar_small", "--catalog", "synthetic", "-o", str(folder / "s.zarr"), "--quiet",
                 "--arg", "n_times=4", "--arg", "ny=16", "--arg", "nx=16"], capsys, str(folder / "s.zarr"), "expected")
     assert not (folder / "s.zarr").exists()
 
 
-def test_cli_nowcast_into_a_read_only_folder(tmp_path, capsys):
-    folder = _read_only_folder(tmp_path)
+def test_cli_nowcast_into_aread_only_folder(tmp_path, capsys):
+    folder = read_only_folder(tmp_path)
     _frames(tmp_path / "feed", _cube(4))
     recipe = _nowcast_recipe(tmp_path / "r.yaml", tmp_path / "feed", folder / "out")
     _cli_error(["nowcast", str(recipe), "--quiet"], capsys, str(folder / "out"), "output.dir")
@@ -345,10 +325,10 @@ def test_an_output_dir_that_is_a_file(tmp_path, capsys, where):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_a_forecast_file_into_a_read_only_folder(tmp_path):
+def test_a_forecast_file_into_aread_only_folder(tmp_path):
     from geostp.writers import write_forecast
 
-    folder = _read_only_folder(tmp_path)
+    folder = read_only_folder(tmp_path)
     fc = geostp.forecast(_cube(8), "persistence", 2)
     _refused(WriteError, lambda: write_forecast(fc, folder / "fc.nc"), str(folder / "fc.nc"), "expected")
 
@@ -357,7 +337,7 @@ def test_an_animation_into_a_read_only_folder_and_a_bad_fps(tmp_path):
     pytest.importorskip("imageio")
     from geostp.plot import animate
 
-    folder = _read_only_folder(tmp_path)
+    folder = read_only_folder(tmp_path)
     fc = geostp.forecast(_cube(8), "persistence", 2)
     _refused(WriteError, lambda: animate(fc, folder / "a.gif", natural_earth=False), str(folder / "a.gif"))
     _refused(GeostpError, lambda: animate(fc, tmp_path / "a.gif", fps="fast"), "fps='fast'")

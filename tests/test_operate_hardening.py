@@ -31,6 +31,7 @@ import xarray as xr
 import geostp
 from geostp.errors import ConfigError, CubeValueError, GeostpError, UnsafePathError, WriteError
 from geostp.testing import assert_refused as _refused
+from geostp.testing import read_only_folder
 
 VAR = "precipitation"
 REPO = Path(__file__).resolve().parents[1]
@@ -50,25 +51,6 @@ def _cube(n: int = 8, size: int = 16) -> xr.Dataset:
 def _tree(root: Path) -> dict[str, bytes | None]:
     """Every file (its bytes) and folder (None) under ``root``."""
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
-def _read_only_folder(tmp_path: Path) -> Path:
-    """A folder nothing can be created in: mode 0o555, or (as root, who may write there anyway) /sys/kernel."""
-    folder = tmp_path / "read-only"
-    folder.mkdir()
-    folder.chmod(0o555)
-    try:
-        (folder / "probe").mkdir()
-    except OSError:
-        return folder
-    (folder / "probe").rmdir()
-    for candidate in (Path("/sys/kernel"), Path("/sys")):
-        try:
-            (candidate / "geostp-probe").mkdir()
-        except OSError:
-            return candidate
-        (candidate / "geostp-probe").rmdir()  # pragma: no cover
-    pytest.skip("no folder here refuses writes to this user")  # pragma: no cover
 
 
 def _feed(folder: Path, n: int = 4) -> Path:
@@ -102,7 +84,7 @@ def _bad_place(kind: str, tmp_path: Path) -> Path:
     if kind == "a path through a file":
         return tmp_path / "notes.txt" / "out"
     if kind == "a read-only folder":
-        return _read_only_folder(tmp_path) / "out"
+        return read_only_folder(tmp_path) / "out"
     (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # a broken symbolic link
     return tmp_path / "gone" / "out"
 
@@ -153,7 +135,7 @@ def test_an_output_folder_that_becomes_a_file_before_the_runner_starts(tmp_path)
 
 
 def test_a_folder_that_refuses_the_lock_is_a_write_error_not_an_unsafe_file(tmp_path, monkeypatch):
-    folder = _read_only_folder(tmp_path)
+    folder = read_only_folder(tmp_path)
     monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # the kernel, not the check, says no
     runner = _runner(tmp_path, out_dir=folder, log_path=tmp_path / "log.jsonl")
     with pytest.raises(GeostpError) as info:

@@ -129,6 +129,7 @@ def test_the_demo_runs_from_an_installed_wheel(wheel_env):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for stage in ("[1/4] ingested", "[2/4] tau: the pretrained", "[3/4] verification", "[4/4] wrote"):
         assert stage in result.stdout, result.stdout
+    assert "its lead gate set on the newest 6 windows of the history" in result.stdout, result.stdout
     (nc,) = out.glob("nowcast_*.nc")
     assert (out / "synthetic_radar.zarr").is_dir() and nc.stat().st_size > 10_000
 
