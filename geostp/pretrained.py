@@ -84,7 +84,7 @@ def load_pretrained(model: str, variable: str | None = None) -> Any:
 
 #: The newest whole windows of a cube's history that :func:`calibrate_to_history` uses by default.
 HISTORY_WINDOWS = 6
-#: Patches of those windows the lead gate is scored on (batches of 8).
+#: At most this many batches of 8 patches of those windows score the lead gate (fewer on a small grid).
 _CALIBRATION_BATCHES = 24
 
 
@@ -161,14 +161,18 @@ def calibrate_to_history(
         return _noted(fitted, {"calibrated": False, "why": f"no usable window in the history ({exc})",
                                "lead_gate": gate_before})
 
+    # No more patches than twice the windows' pixels (a small grid is covered by a few), at most 24 batches of 8.
+    n_batches = int(min(_CALIBRATION_BATCHES, max(2, np.ceil(2 * corpus.n_windows * ny * nx / patch ** 2 / 8))))
+
     def batches():
-        for epoch in range(_CALIBRATION_BATCHES // 8):
+        for epoch in range(-(-n_batches // 8)):
             corpus.set_epoch(epoch)
             yield from corpus
 
     out = copy.copy(fitted)
     out.model = copy.deepcopy(net)
-    report = out.model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds())
+    report = out.model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds(),
+                                           max_batches=n_batches)
     report = {"calibrated": True, "lead_gate_before": gate_before, "windows": int(corpus.n_windows),
               "history_end": np.datetime_as_string(times[end], unit="m"), **report}
     out.metadata = {**fitted.metadata, "history_calibration": report}
