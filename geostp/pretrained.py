@@ -88,6 +88,8 @@ HISTORY_WINDOWS = 6
 _CALIBRATION_BATCHES = 24
 
 
+# Over 80 lines: the docstring says which frames are used and what happens without any; the body checks its
+# arguments, then builds the windows as training does and scores the gate on them.
 def calibrate_to_history(
     fitted: Any,
     cube: xr.Dataset,
