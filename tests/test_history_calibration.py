@@ -133,6 +133,12 @@ def test_forecast_calibrates_the_shipped_weights_on_the_cube_and_says_so(monkeyp
     off = geostp.forecast(cube, model="tau", steps=3, calibrate=False, progress=False)
     assert "history_calibration" not in off.attrs
     assert off.attrs["lead_gate"] == str(load_pretrained("tau").model.lead_gate).replace("'", '"')
+    # evaluate passes its first reference time: the history stops there
+    from geostp.api import resolve_forecaster
+
+    t = cube["time"].values[18]
+    cal = resolve_forecaster(cube, "tau", history_end=t, progress=False).metadata["history_calibration"]
+    assert cal["calibrated"] and cal["history_end"] == np.datetime_as_string(t, unit="m")
     # a reference time without a whole window of history before it: the trained gate, and the attrs say why
     early = geostp.forecast(cube, model="tau", steps=3, reference_times=[cube["time"].values[10]], progress=False)
     assert early.attrs["history_calibration"].startswith("not done")
