@@ -148,3 +148,16 @@ def test_forecast_calibrates_the_shipped_weights_on_the_cube_and_says_so(monkeyp
     assert_refused(ConfigError,
                    lambda: geostp.forecast(cube, model="tau", steps=3, calibrate="sometimes", progress=False),
                    "calibrate", expected="auto")
+
+
+def test_a_lead_the_windows_cannot_score_keeps_its_factor():
+    g = torch.Generator().manual_seed(1)
+    base = torch.randn(2, 3, 1, 8, 8, generator=g)
+    change = 0.5 * torch.randn(2, 3, 1, 8, 8, generator=g)
+    change[:, 1] = 0.0  # lead 2: every factor gives the same forecast
+    net = _wrapped(change)
+    net.set_lead_gate([0.3, 0.7, 0.9])
+    y = base.clone()
+    net.calibrate_lead_gate([{"x": torch.cat([torch.zeros(2, 4, 1, 8, 8), base], 1), "y": y,
+                              "mask_y": torch.ones_like(y)}], objective="rain_mse")
+    assert net.lead_gate == [0.0, 0.7, 0.0]

@@ -198,7 +198,8 @@ class Lagrangian(Forecaster):
         ``objective="rain_mse"``: the factor of each lead is the one of 0, 0.05, ..., 1 whose forecast has the
         least squared error in rain rate (mm/h, through :attr:`decoder`), the verification's own MSE: in model
         (log) units a change that doubles intense rain costs little, in mm/h it dominates.  The errors reported
-        are then mean squared errors in (mm/h)^2.  ``bounds`` (model units, as :meth:`predict` takes them) clamps
+        are then mean squared errors in (mm/h)^2; a lead whose windows score every factor alike (a dry history)
+        keeps its factor.  ``bounds`` (model units, as :meth:`predict` takes them) clamps
         each trial forecast as the forecast itself will be.
         """
         if objective == "rain_mse":
@@ -274,7 +275,14 @@ class Lagrangian(Forecaster):
             raise ConfigError("calibrate_lead_gate: the windows produced no batch")
         mse = sse / count.clamp_min(1.0)
         best = mse.argmin(0)
-        self.set_lead_gate([round(float(grid[j]), 4) for j in best])
+        gate = [round(float(grid[j]), 4) for j in best]
+        # A lead whose windows cannot tell the factors apart (no rain there, or no valid target) is no evidence:
+        # it keeps the factor it had.
+        before = self.lead_gate or [1.0]
+        flat = (mse.max(0).values - mse.min(0).values) <= 1e-12 * mse.max(0).values.clamp_min(1e-30)
+        gate = [before[min(k, len(before) - 1)] if bool(flat[k]) else g for k, g in enumerate(gate)]
+        best = torch.tensor([int(round(g * 20)) for g in gate])
+        self.set_lead_gate(gate)
         leads = torch.arange(mse.shape[1])
         return {"lead_gate": self.lead_gate, "batches": n, "objective": "rain_mse",
                 "base_error": [round(float(v), 6) for v in mse[0]],
