@@ -45,7 +45,7 @@ error weighted by ``min(1 + R, cap)``, ``R`` the target rain rate in mm/h
 from __future__ import annotations
 
 from types import MappingProxyType
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -206,27 +206,18 @@ class Lagrangian(Forecaster):
             return self._calibrate_rain_mse(batches, max_batches=max_batches, device=device, bounds=bounds)
         if objective != "model":
             raise ConfigError(f"objective must be 'model' or 'rain_mse', got {objective!r}")
-        was_training = self.training
-        self.eval()
         sums: list[torch.Tensor] | None = None  # per lead: sum w*c*r, sum w*c*c, sum w*r*r, sum w
         n = 0
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = batch["x"].to(device), batch["y"].to(device)
-            inputs, base, steps = self.split_input(x, y.shape[1])
-            change = self.inner(inputs - inputs[:, -1:], steps)
+        for y, base, change, mask in self._held_out(batches, max_batches, device):
             w = self.rain_weight(y) if self.loss_kind == "weighted" else torch.ones_like(y)
-            if batch.get("mask_y") is not None:
-                w = w * batch["mask_y"].to(device).to(w.dtype)
+            if mask is not None:
+                w = w * mask
             resid = y - base
             dims = (0, 2, 3, 4)
             terms = [(w * change * resid).sum(dims), (w * change * change).sum(dims), (w * resid * resid).sum(dims),
                      w.sum(dims)]
             sums = terms if sums is None else [a + b for a, b in zip(sums, terms)]
             n += 1
-        if was_training:
-            self.train()
         if sums is None:
             raise ConfigError("calibrate_lead_gate: the held-out windows produced no batch")
         num, den, base_err, total_w = sums
@@ -239,6 +230,23 @@ class Lagrangian(Forecaster):
         return {"lead_gate": self.lead_gate, "batches": n, "base_error": err(torch.zeros_like(gate)),
                 "ungated_error": err(torch.ones_like(gate)), "gated_error": err(gate)}
 
+    def _held_out(self, batches: Iterable[dict[str, torch.Tensor]], max_batches: int | None,
+                  device: torch.device | str) -> Iterator[tuple[torch.Tensor, ...]]:
+        """``(y, base, change, mask or None)`` of up to ``max_batches`` batches, the model in eval mode meanwhile."""
+        was_training = self.training
+        self.eval()
+        try:
+            for i, batch in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                x, y = batch["x"].to(device), batch["y"].to(device)
+                inputs, base, steps = self.split_input(x, y.shape[1])
+                change = self.inner(inputs - inputs[:, -1:], steps)
+                mask = batch["mask_y"].to(device).to(y.dtype) if batch.get("mask_y") is not None else None
+                yield y, base, change, mask
+        finally:
+            self.train(was_training)
+
     #: The factors :meth:`calibrate_lead_gate` tries with ``objective="rain_mse"``.
     GATE_GRID = tuple(i / 20 for i in range(21))
 
@@ -248,20 +256,13 @@ class Lagrangian(Forecaster):
         if self.decoder is None:
             raise ConfigError("calibrating the lead gate on rain-rate error needs the model's decoder (how model "
                               "units become mm/h); this model has none")
-        was_training = self.training
-        self.eval()
         grid = torch.tensor(self.GATE_GRID)
         low, high = (float(bounds[0][0]), float(bounds[1][0])) if bounds is not None else (-float("inf"), float("inf"))
         sse: torch.Tensor | None = None  # [factor, lead]
         count: torch.Tensor | None = None
         n = 0
-        for i, batch in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            x, y = batch["x"].to(device), batch["y"].to(device)
-            inputs, base, steps = self.split_input(x, y.shape[1])
-            change = self.inner(inputs - inputs[:, -1:], steps)
-            mask = batch["mask_y"].to(device).to(y.dtype) if batch.get("mask_y") is not None else torch.ones_like(y)
+        for y, base, change, mask in self._held_out(batches, max_batches, device):
+            mask = mask if mask is not None else torch.ones_like(y)
             observed = self.rain_rate(y)
             dims = (0, 2, 3, 4)
             errors = torch.stack([(((self.rain_rate(torch.clamp(base + a * change, low, high)) - observed) ** 2) * mask)
@@ -269,8 +270,6 @@ class Lagrangian(Forecaster):
             sse = errors if sse is None else sse + errors
             count = mask.sum(dims).cpu() if count is None else count + mask.sum(dims).cpu()
             n += 1
-        if was_training:
-            self.train()
         if sse is None or count is None:
             raise ConfigError("calibrate_lead_gate: the windows produced no batch")
         mse = sse / count.clamp_min(1.0)
