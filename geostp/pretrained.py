@@ -141,6 +141,8 @@ def calibrate_to_history(
             raise ConfigError(f"calibrate_to_history: before={before!r} is not a time of the cube "
                               f"({times[0]} ... {times[-1]}); expected one of its times")
         end = int(hits[0])
+    end_label = np.datetime_as_string(times[end], unit="m") if np.issubdtype(times.dtype, np.datetime64) \
+        else str(times[end])
     length = net.input_steps + net.output_steps
     history = cube.isel(time=slice(max(0, end + 1 - (int(windows) + length - 1)), end + 1))
     ny, nx = history.sizes["y"], history.sizes["x"]
@@ -148,7 +150,7 @@ def calibrate_to_history(
     patch = min(64, ny, nx) // multiple * multiple
     gate_before = list(net.lead_gate) if net.lead_gate is not None else None
     if len(corpus_windows(history, length)) == 0 or patch < 8:
-        why = (f"the history up to {np.datetime_as_string(times[end], unit='m')} holds no whole window of "
+        why = (f"the history up to {end_label} holds no whole window of "
                f"{length} consecutive frames" if patch >= 8 else f"the grid ({ny} x {nx}) is too small")
         return _noted(fitted, {"calibrated": False, "why": why + "; the lead gate is kept as trained",
                                "lead_gate": gate_before})
@@ -176,7 +178,7 @@ def calibrate_to_history(
     report = out.model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds(),
                                            max_batches=n_batches)
     report = {"calibrated": True, "lead_gate_before": gate_before, "windows": int(corpus.n_windows),
-              "history_end": np.datetime_as_string(times[end], unit="m"), **report}
+              "history_end": end_label, **report}
     out.metadata = {**fitted.metadata, "history_calibration": report}
     return out, report
 
