@@ -284,7 +284,7 @@ def evaluate(
     ds = as_cube(ds, argument="ds")
     steps = check_steps(steps)
     verification = Verification(metrics=metrics, thresholds=thresholds, scales=scales, data_range=data_range)
-    _as_times(ds, reference_times)
+    refs = _as_times(ds, reference_times)
     if isinstance(models, (str, os.PathLike)) or not isinstance(models, (Mapping, Sequence)):
         models = [models]  # one model, not a list of letters
     if not isinstance(models, Mapping):
@@ -292,21 +292,21 @@ def evaluate(
     if not models:
         raise ConfigError("evaluate needs at least one model")
     # the shipped weights' lead gate is calibrated on the history before the first reference time only
-    first = _as_times(ds, reference_times).min() if _as_times(ds, reference_times).size else None
+    first = refs.min() if refs.size else None
     contenders = {label: resolve_forecaster(ds, model, history_end=first, options=opts)
                   for label, model in models.items()}
     variable = variable or next(iter(contenders.values())).variables[0]
     missing = [k for k, f in contenders.items() if variable not in f.variables]
     if missing:
         raise ConfigError(f"variable {variable!r} is not forecast by {missing}")
-    if _as_times(ds, reference_times).size == 0:
+    if refs.size == 0:
         raise ConfigError("reference_times is empty; expected one or more times of the data's time axis")
     t_in = max(int(f.model.input_steps) for f in contenders.values())
     cases = _reference_time_cases(ds, reference_times, t_in, steps)
     out = score_cases(ds, contenders, cases, steps=steps, verification=verification, options=opts,
                       variable=variable)
     skipped = set(out.attrs["skipped_reference_times"])  # an outage: left out, with a warning (score_cases)
-    out.attrs["reference_times"] = [label for label in (_time_label(t) for t in _as_times(ds, reference_times))
+    out.attrs["reference_times"] = [label for label in (_time_label(t) for t in refs)
                                     if label not in skipped]
     if print_table:
         print(format_table(out))

@@ -118,8 +118,7 @@ def calibrate_to_history(
     from geostp.advection import MotionCache
     from geostp.cube import parse_time
     from geostp.errors import ConfigError
-    from geostp.forecast import FittedForecaster, model_store_dir
-    from geostp.pipeline import _identity
+    from geostp.forecast import FittedForecaster, data_fingerprint, model_store_dir
     from geostp.stream.lagrangian import LagrangianCorpus, corpus_windows
 
     if not isinstance(fitted, FittedForecaster) or not hasattr(fitted.model, "calibrate_lead_gate"):
@@ -157,7 +156,7 @@ def calibrate_to_history(
     cache = MotionCache.shared(motion_dir if motion_dir is not None else model_store_dir().parent / "motion")
     try:
         corpus = LagrangianCorpus([history], variable, input_steps=net.input_steps, output_steps=net.output_steps,
-                                  normalizer=fitted.normalizer, identities=[_identity(cube, variable)],
+                                  normalizer=fitted.normalizer, identities=[data_fingerprint(cube, [variable])],
                                   motion_cache=cache, patch_size=patch, batch_size=8, batches_per_epoch=8,
                                   stride=1, augment=False, seed=20_000, base=net.base, base_levels=net.base_levels,
                                   progress=progress)
@@ -173,13 +172,12 @@ def calibrate_to_history(
             corpus.set_epoch(epoch)
             yield from corpus
 
-    out = copy.copy(fitted)
-    out.model = copy.deepcopy(net)
-    report = out.model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds(),
-                                           max_batches=n_batches)
-    report = {"calibrated": True, "lead_gate_before": gate_before, "windows": int(corpus.n_windows),
-              "history_end": end_label, **report}
-    out.metadata = {**fitted.metadata, "history_calibration": report}
+    model = copy.deepcopy(net)
+    scores = model.calibrate_lead_gate(batches(), objective="rain_mse", bounds=fitted.output_bounds(),
+                                       max_batches=n_batches)
+    out, report = _noted(fitted, {"calibrated": True, "lead_gate_before": gate_before,
+                                  "windows": int(corpus.n_windows), "history_end": end_label, **scores})
+    out.model = model
     return out, report
 
 

@@ -280,8 +280,7 @@ class Lagrangian(Forecaster):
         before = self.lead_gate or [1.0]
         flat = (mse.max(0).values - mse.min(0).values) <= 1e-12 * mse.max(0).values.clamp_min(1e-30)
         gate = [before[min(k, len(before) - 1)] if bool(flat[k]) else g for k, g in enumerate(gate)]
-        best = torch.tensor([int(round(g * 20)) for g in gate])
-        self.set_lead_gate(gate)
+        self.set_lead_gate(gate)  # a kept factor's error is the argmin's: every factor scored alike there
         leads = torch.arange(mse.shape[1])
         return {"lead_gate": self.lead_gate, "batches": n, "objective": "rain_mse",
                 "base_error": [round(float(v), 6) for v in mse[0]],
